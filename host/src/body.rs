@@ -1,0 +1,57 @@
+//! The body of every response the host sends: streamed from a guest, or a
+//! short message of the host's own.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use shoal_runtime::GuestBody;
+
+/// The error a response body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body.
+pub enum HostBody {
+    /// Streamed from the guest as it writes.
+    Guest(GuestBody),
+    /// The host's own answer, sent in one piece.
+    Full(Option<Bytes>),
+}
+
+impl HostBody {
+    /// A complete body holding `text`.
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        Self::Full(Some(text.into()))
+    }
+}
+
+impl Body for HostBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Guest(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Guest(body) => body.is_end_stream(),
+            Self::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Guest(body) => body.size_hint(),
+            Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

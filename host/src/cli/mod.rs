@@ -1,0 +1,35 @@
+//! The command line: one file per subcommand.
+
+use clap::{Parser, Subcommand};
+
+pub mod run;
+
+/// Shoal: many WebAssembly HTTP functions in one process, routed by path,
+/// each request in a fresh sandboxed instance.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about)]
+pub struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or
+    /// `tracing` directives such as `info,shoal::guest=warn`.
+    #[arg(long, global = true, env = "SHOAL_LOG", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a manifest's functions, or one component at every path.
+    Run(run::RunArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn execute(self) -> anyhow::Result<()> {
+        crate::telemetry::init(&self.log_level)?;
+        match self.command {
+            Command::Run(args) => args.execute(),
+        }
+    }
+}

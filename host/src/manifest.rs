@@ -1,0 +1,343 @@
+//! The manifest: which functions a host serves, from which components, at
+//! which routes.
+//!
+//! ```toml
+//! [[function]]
+//! name = "hello"                 # [a-z0-9-_], at most 63 characters
+//! component = "hello.wasm"       # relative to this file
+//! routes = ["/hello", "/api/hello/..."]
+//! env = { GREETING = "hi" }      # the only variables the guest sees
+//! ```
+//!
+//! Parsing produces types that cannot hold a bad value ([`FunctionName`],
+//! [`RoutePattern`], [`EnvName`]); unknown fields are errors. Every error
+//! names the file, the line and column, and the field.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::router::{RoutePattern, Router};
+
+/// The longest function name: a DNS label, so names can become Kubernetes
+/// and metric label values unchanged.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A parsed, checked manifest.
+#[derive(Debug)]
+pub struct Manifest {
+    /// The functions, in the order declared.
+    pub functions: Vec<FunctionDecl>,
+}
+
+/// One declared function.
+#[derive(Debug, Clone)]
+pub struct FunctionDecl {
+    /// Its unique name.
+    pub name: FunctionName,
+    /// The component file, resolved against the manifest's folder.
+    pub component: PathBuf,
+    /// Where it is served.
+    pub routes: Vec<RoutePattern>,
+    /// The only environment variables the guest sees.
+    pub env: BTreeMap<EnvName, String>,
+}
+
+/// A manifest that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {}: {source}", file.display())]
+    Read {
+        /// The manifest file.
+        file: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid manifest.
+    #[error("{}:{line}:{column}: {message}\n{excerpt}", file.display())]
+    Invalid {
+        /// The manifest file.
+        file: PathBuf,
+        /// 1-based line of the offending field.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// The offending line, with a marker under the field.
+        excerpt: String,
+    },
+}
+
+impl Manifest {
+    /// Reads and checks the manifest at `file`.
+    pub fn load(file: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses and checks manifest text; `file` names it in errors and
+    /// anchors relative component paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ManifestError> {
+        let invalid = |span: Range<usize>, message: String| invalid(file, text, span, message);
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().to_owned()))?;
+
+        if raw.function.is_empty() {
+            return Err(invalid(
+                0..0,
+                "the manifest declares no functions: add a `[[function]]` table".to_owned(),
+            ));
+        }
+
+        let base = file.parent().unwrap_or(Path::new(""));
+        let mut names: HashMap<&FunctionName, usize> = HashMap::new();
+        let mut functions = Vec::with_capacity(raw.function.len());
+        for decl in &raw.function {
+            if let Some(&first) = names.get(decl.name.get_ref()) {
+                return Err(invalid(
+                    decl.name.span(),
+                    format!(
+                        "field `name`: function `{}` is declared twice (first on line {})",
+                        decl.name.get_ref(),
+                        line_of(text, first),
+                    ),
+                ));
+            }
+            names.insert(decl.name.get_ref(), decl.name.span().start);
+            if decl.routes.get_ref().is_empty() {
+                return Err(invalid(
+                    decl.routes.span(),
+                    format!(
+                        "field `routes`: function `{}` has no routes",
+                        decl.name.get_ref()
+                    ),
+                ));
+            }
+            functions.push(FunctionDecl {
+                name: decl.name.get_ref().clone(),
+                component: base.join(decl.component.get_ref()),
+                routes: decl
+                    .routes
+                    .get_ref()
+                    .iter()
+                    .map(|r| r.get_ref().clone())
+                    .collect(),
+                env: decl.env.clone(),
+            });
+        }
+
+        // Build the route table once here so that a conflict is reported
+        // with its position; the registry builds the one it serves from.
+        let routes = raw.function.iter().enumerate().flat_map(|(index, decl)| {
+            decl.routes
+                .get_ref()
+                .iter()
+                .map(move |route| (route.get_ref().clone(), index))
+        });
+        if let Err(conflict) = Router::new(routes) {
+            let second = &raw.function[conflict.second];
+            let span = second
+                .routes
+                .get_ref()
+                .iter()
+                .filter(|route| *route.get_ref() == conflict.pattern)
+                .nth(usize::from(conflict.first == conflict.second))
+                .map_or(second.routes.span(), Spanned::span);
+            let first = &functions[conflict.first].name;
+            let message = if conflict.first == conflict.second {
+                format!(
+                    "field `routes`: function `{first}` lists route `{}` twice",
+                    conflict.pattern
+                )
+            } else {
+                format!(
+                    "field `routes`: route `{}` of function `{}` is already taken by function `{first}`",
+                    conflict.pattern, functions[conflict.second].name,
+                )
+            };
+            return Err(invalid(span, message));
+        }
+
+        Ok(Self { functions })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    function: Vec<RawFunction>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    name: Spanned<FunctionName>,
+    component: Spanned<PathBuf>,
+    routes: Spanned<Vec<Spanned<RoutePattern>>>,
+    #[serde(default)]
+    env: BTreeMap<EnvName, String>,
+}
+
+/// A function's name: 1 to [`MAX_NAME_LEN`] of `a-z`, `0-9`, `-` and `_`,
+/// starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A valid name made from a file stem: lowercased, other characters
+    /// replaced by `-`. Used to name a bare component.
+    pub fn from_stem(stem: &str) -> Self {
+        let mut name: String = stem
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '-' | '_') => c,
+                _ => '-',
+            })
+            .take(MAX_NAME_LEN)
+            .collect();
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            name.insert(0, 'f');
+            name.truncate(MAX_NAME_LEN);
+        }
+        Self(name)
+    }
+}
+
+impl TryFrom<String> for FunctionName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid_chars = name
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_'));
+        if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars {
+            return Err(format!(
+                "invalid function name `{name}`: use 1 to {MAX_NAME_LEN} of a-z, 0-9, `-` and `_`"
+            ));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "invalid function name `{name}`: it must start with a letter or a digit"
+            ));
+        }
+        Ok(Self(name))
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An environment variable name: not empty, no `=`, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct EnvName(String);
+
+impl EnvName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EnvName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "invalid environment variable name `{name}`: it must be non-empty, without `=` or NUL"
+            ));
+        }
+        Ok(Self(name))
+    }
+}
+
+fn invalid(file: &Path, text: &str, span: Range<usize>, message: String) -> ManifestError {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let column = text[line_start..start].chars().count() + 1;
+    let source_line = &text[line_start..line_end];
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let line = line_of(text, start);
+    let excerpt = format!(
+        "{line:>4} | {source_line}\n     | {}{}",
+        " ".repeat(column - 1),
+        "^".repeat(width)
+    );
+    ManifestError::Invalid {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+        excerpt,
+    }
+}
+
+/// The 1-based line holding byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(text, Path::new("dir/shoal.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_valid_manifest_resolves_components_against_its_folder() {
+        let manifest = parse(
+            r#"
+[[function]]
+name = "hello"
+component = "hello.wasm"
+routes = ["/hello", "/api/..."]
+env = { GREETING = "hi" }
+"#,
+        )
+        .unwrap();
+        let f = &manifest.functions[0];
+        assert_eq!(f.name.as_str(), "hello");
+        assert_eq!(f.component, Path::new("dir/hello.wasm"));
+        assert_eq!(f.routes.len(), 2);
+        assert_eq!(
+            f.env.iter().next().map(|(k, v)| (k.as_str(), v.as_str())),
+            Some(("GREETING", "hi"))
+        );
+    }
+
+    #[test]
+    fn names_are_made_valid_from_file_stems() {
+        assert_eq!(
+            FunctionName::from_stem("Hello_World.v2").as_str(),
+            "hello_world-v2"
+        );
+        assert_eq!(FunctionName::from_stem("-x").as_str(), "f-x");
+        assert!(FunctionName::try_from(FunctionName::from_stem(&"é".repeat(100)).0).is_ok());
+    }
+}

@@ -1,0 +1,172 @@
+//! The one wasmtime [`Engine`] of the process and the [`Linker`] every
+//! function is linked against.
+//!
+//! Instances come from wasmtime's pooling allocator: every slot (linear
+//! memory, table, stack, instance data) is reserved once at start-up, and a
+//! request's instance takes a slot and gives it back when it is dropped.
+//! Linear memories are initialised copy-on-write from the component's
+//! memory image, so instantiation maps pages instead of copying data.
+//!
+//! The pool reserves virtual address space for every slot up front. Where the
+//! process may not reserve that much (a small `ulimit -v`, a 39-bit address
+//! space), creating the pooled engine fails; the runtime then falls back to
+//! on-demand allocation and says so in the log.
+
+use std::path::PathBuf;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::ArtifactCache;
+use crate::error::RuntimeError;
+use crate::function::{Function, FunctionSpec};
+use crate::store::StoreState;
+
+/// How many instances may be alive at once across all functions, by default.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1_000;
+
+/// Core instances (a component's modules, adapters included) per component
+/// instance the pool is sized for, on average.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
+/// Linear memories per component instance the pool is sized for, on average.
+const MEMORIES_PER_COMPONENT: u32 = 2;
+
+/// Largest table a pooled instance may have, in elements. Language runtimes
+/// (SpiderMonkey, CPython) have tables of tens of thousands of functions.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Largest instance metadata (`VMContext`) a core module may need.
+const MAX_CORE_INSTANCE_SIZE: usize = 4 << 20;
+
+/// Settings the runtime is created with.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled (AOT) artifacts are cached.
+    pub cache_dir: PathBuf,
+    /// The most instances alive at once, across all functions.
+    pub max_instances: u32,
+}
+
+impl RuntimeConfig {
+    /// A configuration with every default, caching artifacts in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved slots with copy-on-write memory images.
+    Pooling {
+        /// Instance slots in the pool.
+        instances: u32,
+    },
+    /// `mmap` per instance; used where the pool cannot be reserved.
+    OnDemand,
+}
+
+/// The engine, the linker and the artifact cache: everything shared by all
+/// functions of the process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: ArtifactCache,
+    allocation: Allocation,
+}
+
+impl Runtime {
+    /// Creates the engine (pooled if the machine allows it), links all of
+    /// WASI 0.2 plus `wasi:http`, and opens the artifact cache.
+    pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let (engine, allocation) = match Engine::new(&engine_config(Some(config.max_instances))) {
+            Ok(engine) => (
+                engine,
+                Allocation::Pooling {
+                    instances: config.max_instances,
+                },
+            ),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "the instance pool cannot be reserved here; allocating instances on demand"
+                );
+                let engine = Engine::new(&engine_config(None)).map_err(RuntimeError::Engine)?;
+                (engine, Allocation::OnDemand)
+            }
+        };
+        let linker = linker(&engine).map_err(RuntimeError::Engine)?;
+        let cache = ArtifactCache::open(&config.cache_dir, &engine).map_err(|source| {
+            RuntimeError::Cache {
+                path: config.cache_dir.clone(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            allocation,
+        })
+    }
+
+    /// How instances get their memory.
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
+    }
+
+    /// Compiles a function's component (or loads its artifact from the
+    /// cache), links it and prepares it for instantiation.
+    pub fn load(&self, spec: FunctionSpec) -> Result<Function, crate::LoadError> {
+        Function::load(self, spec)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<StoreState> {
+        &self.linker
+    }
+
+    pub(crate) fn cache(&self) -> &ArtifactCache {
+        &self.cache
+    }
+}
+
+/// The engine configuration; `pool` sizes the pooling allocator, `None`
+/// allocates on demand. Compiled artifacts depend on this configuration, and
+/// the cache keys them by it.
+fn engine_config(pool: Option<u32>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.memory_init_cow(true);
+    if let Some(instances) = pool {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(instances)
+            .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(instances * MEMORIES_PER_COMPONENT)
+            .total_tables(instances * MEMORIES_PER_COMPONENT)
+            .total_stacks(instances)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_core_instance_size(MAX_CORE_INSTANCE_SIZE);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    config
+}
+
+/// All of WASI 0.2 (toolchains import wasi:cli, wasi:filesystem and
+/// wasi:sockets beyond the proxy world) plus `wasi:http`. What the guest may
+/// actually reach is decided per store: no preopened directories, no
+/// network addresses, only the declared environment.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}

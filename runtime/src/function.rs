@@ -1,0 +1,288 @@
+//! A loaded function, and one request through one fresh instance of it.
+//!
+//! Loading does everything that does not depend on the request: reading
+//! and checking the file, compiling (or mapping the cached artifact),
+//! resolving imports against the linker ([`InstancePre`]) and locating the
+//! `wasi:http/incoming-handler` export. A request then only creates a store,
+//! instantiates into a pooled slot and calls the handler.
+//!
+//! The guest runs in its own task so that it can keep writing the response
+//! body after it has handed the response head to the host. The response
+//! body therefore ends only when the guest has returned: if the guest traps
+//! half-way through a body, the body ends with an error (the client sees a
+//! cut connection, not a short body that looks complete).
+//!
+//! [`InstancePre`]: wasmtime::component::InstancePre
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::cache::Provenance;
+use crate::engine::Runtime;
+use crate::error::{HandleError, LoadError, LoadErrorKind};
+use crate::store::{StoreState, StoreTemplate};
+
+/// What a function is made of, as declared by its owner.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// The function's name, used in logs and errors.
+    pub name: String,
+    /// The component file.
+    pub component: PathBuf,
+    /// The only environment variables the guest sees.
+    pub env: Vec<(String, String)>,
+}
+
+/// How the function's component was obtained at load.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadReport {
+    /// Compiled now, or mapped from the artifact cache.
+    pub provenance: Provenance,
+    /// Time spent compiling or mapping.
+    pub elapsed: Duration,
+}
+
+/// A function ready to serve: compiled, linked, and pre-instantiated.
+pub struct Function {
+    pre: ProxyPre<StoreState>,
+    template: Arc<StoreTemplate>,
+    report: LoadReport,
+}
+
+impl Function {
+    pub(crate) fn load(runtime: &Runtime, spec: FunctionSpec) -> Result<Self, LoadError> {
+        let fail = |kind| LoadError {
+            function: spec.name.clone(),
+            kind,
+        };
+        let bytes = std::fs::read(&spec.component).map_err(|source| {
+            fail(LoadErrorKind::Read {
+                path: spec.component.clone(),
+                source,
+            })
+        })?;
+        check_is_component(&bytes, &spec.component).map_err(fail)?;
+
+        let loaded = runtime
+            .cache()
+            .load(runtime.engine(), &bytes)
+            .map_err(|e| {
+                fail(LoadErrorKind::Compile {
+                    path: spec.component.clone(),
+                    message: format!("{e:#}"),
+                })
+            })?;
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&loaded.component)
+            .map_err(|e| {
+                fail(LoadErrorKind::Link {
+                    message: format!("{e:#}"),
+                })
+            })?;
+        let pre = ProxyPre::new(instance_pre).map_err(|e| {
+            fail(LoadErrorKind::NotHttpHandler {
+                message: format!("{e:#}"),
+            })
+        })?;
+
+        Ok(Self {
+            pre,
+            template: Arc::new(StoreTemplate {
+                function: Arc::from(spec.name),
+                env: spec.env,
+            }),
+            report: LoadReport {
+                provenance: loaded.provenance,
+                elapsed: loaded.elapsed,
+            },
+        })
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.template.function
+    }
+
+    /// How the component was obtained.
+    pub fn load_report(&self) -> LoadReport {
+        self.report
+    }
+
+    /// Runs one request through a fresh instance.
+    ///
+    /// Returns as soon as the guest has sent the response head; the body
+    /// streams from the guest as the caller reads it. `request_id` tags the
+    /// guest's log lines. The guest runs in the tracing span current at the
+    /// call.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        request_id: &str,
+    ) -> Result<http::Response<GuestBody>, HandleError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let mut store = Store::new(
+            self.pre.engine(),
+            StoreState::new(&self.template, request_id),
+        );
+        let (response_tx, response_rx) = oneshot::channel();
+        let mut http = store.data_mut().http();
+        let request = http
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(HandleError::Setup)?;
+        let outparam = http
+            .new_response_outparam(response_tx)
+            .map_err(HandleError::Setup)?;
+
+        let pre = self.pre.clone();
+        let guest = tokio::spawn(
+            async move {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, outparam)
+                    .await
+            }
+            .in_current_span(),
+        );
+        let mut guest = GuestTask(guest);
+
+        match response_rx.await {
+            Ok(Ok(response)) => Ok(response.map(|body| GuestBody {
+                body,
+                guest: Some(guest),
+            })),
+            Ok(Err(code)) => Err(HandleError::GuestError(code)),
+            // The guest dropped the outparam: it returned or trapped first.
+            Err(_) => match (&mut guest).await {
+                Ok(()) => Err(HandleError::NoResponse),
+                Err(trap) => Err(HandleError::Trap(trap)),
+            },
+        }
+    }
+}
+
+/// Refuses what is not a component with a precise reason, before wasmtime
+/// gives a generic parse error.
+fn check_is_component(bytes: &[u8], path: &Path) -> Result<(), LoadErrorKind> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    let path = path.to_owned();
+    if !bytes.starts_with(MAGIC) || bytes.len() < 8 {
+        return Err(LoadErrorKind::NotWasm { path });
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Err(LoadErrorKind::CoreModule { path });
+    }
+    Ok(())
+}
+
+/// The task running the guest; yields the guest's outcome.
+struct GuestTask(tokio::task::JoinHandle<wasmtime::Result<()>>);
+
+impl Future for GuestTask {
+    type Output = wasmtime::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.0.poll_unpin(cx)) {
+            Ok(outcome) => outcome,
+            Err(join_error) => Err(wasmtime::Error::msg(format!(
+                "the guest task failed: {join_error}"
+            ))),
+        })
+    }
+}
+
+impl Drop for GuestTask {
+    fn drop(&mut self) {
+        // The client went away: stop the guest rather than let it run on.
+        self.0.abort();
+    }
+}
+
+/// A response body streamed from the guest. It ends cleanly only if the
+/// guest returned normally; if the guest trapped, the body ends with the
+/// trap as its error.
+pub struct GuestBody {
+    body: HyperOutgoingBody,
+    guest: Option<GuestTask>,
+}
+
+/// Why a guest's response body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The guest stream reported an error.
+    #[error("the response body failed: {0}")]
+    Stream(wasmtime_wasi_http::Error),
+    /// The guest trapped while writing the body.
+    #[error("the function trapped while writing the response body: {0:?}")]
+    Trap(wasmtime::Error),
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(frame) = ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            return Poll::Ready(Some(frame.map_err(BodyError::Stream)));
+        }
+        let Some(guest) = self.guest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(guest.poll_unpin(cx));
+        self.guest = None;
+        Poll::Ready(outcome.err().map(|trap| Err(BodyError::Trap(trap))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.guest.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_components_are_refused_with_the_reason() {
+        let path = Path::new("f.wasm");
+        assert!(matches!(
+            check_is_component(b"hello world", path),
+            Err(LoadErrorKind::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_is_component(b"\0asm", path),
+            Err(LoadErrorKind::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_is_component(b"\0asm\x01\0\0\0", path),
+            Err(LoadErrorKind::CoreModule { .. })
+        ));
+        assert!(check_is_component(b"\0asm\x0d\0\x01\0", path).is_ok());
+    }
+}

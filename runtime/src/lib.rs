@@ -1,0 +1,34 @@
+//! Shoal's WebAssembly runtime.
+//!
+//! It owns everything wasmtime: the one [`Runtime`] per process (the engine
+//! with its pooling allocator, the linker with all of WASI 0.2 and
+//! `wasi:http`, the cache of compiled artifacts), loading a component into a
+//! [`Function`], and running one request through one fresh instance of it.
+//! It knows nothing of sockets, routes, manifests or the command line.
+//!
+//! The path of a request through this crate:
+//! 1. [`Function::handle`] creates a [`wasmtime::Store`] whose state
+//!    ([`StoreState`]) holds the function's declared environment and routes
+//!    the guest's stdout and stderr into the log, tagged with the request id;
+//! 2. it instantiates the pre-linked component into a pooled slot;
+//! 3. it calls `wasi:http/incoming-handler.handle` in a task of its own and
+//!    returns the response head as soon as the guest sends it;
+//! 4. the body ([`GuestBody`]) streams from the guest while the caller reads
+//!    it, and ends when the guest returns; the instance is then dropped and
+//!    its slot goes back to the pool.
+#![deny(missing_docs)]
+
+mod cache;
+mod engine;
+mod error;
+mod function;
+mod guest_log;
+mod store;
+
+pub use cache::Provenance;
+pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig};
+pub use error::{HandleError, LoadError, LoadErrorKind, RuntimeError};
+pub use function::{BodyError, Function, FunctionSpec, GuestBody, LoadReport};
+pub use store::StoreState;
+/// The error code a guest can answer a request with (`wasi:http/types.error-code`).
+pub use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;

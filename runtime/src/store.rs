@@ -1,0 +1,75 @@
+//! The state of one request's [`wasmtime::Store`]: its WASI context, its
+//! `wasi:http` context and the resource table both share.
+//!
+//! A store lives exactly as long as one request, so nothing a guest does can
+//! be seen by the next request: every request starts from a fresh instance
+//! and a fresh context built from the function's declared settings.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::guest_log::{GuestLog, Stream};
+
+/// What a function's stores are built from; prepared once when it is loaded.
+#[derive(Debug)]
+pub(crate) struct StoreTemplate {
+    pub(crate) function: Arc<str>,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// Per-request store data.
+pub struct StoreState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+}
+
+impl StoreState {
+    pub(crate) fn new(template: &StoreTemplate, request_id: &str) -> Self {
+        let request_id: Arc<str> = Arc::from(request_id);
+        let wasi = WasiCtxBuilder::new()
+            .envs(&template.env)
+            .stdout(GuestLog::new(
+                &template.function,
+                &request_id,
+                Stream::Stdout,
+            ))
+            .stderr(GuestLog::new(
+                &template.function,
+                &request_id,
+                Stream::Stderr,
+            ))
+            // Sockets are linked (toolchains import them) but never usable.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
+        }
+    }
+}
