@@ -2,19 +2,29 @@
 //! short message of the host's own.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use hyper::body::{Body, Frame, SizeHint};
-use shoal_runtime::GuestBody;
+use shoal_runtime::{Function, GuestBody};
 
 /// The error a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body.
 pub enum HostBody {
-    /// Streamed from the guest as it writes.
-    Guest(GuestBody),
+    /// Streamed from the guest as it writes; the function and request id
+    /// name the failure if the body breaks off.
+    Guest {
+        /// The body.
+        body: GuestBody,
+        /// The function writing it.
+        function: Arc<Function>,
+        /// The request's id.
+        request_id: HeaderValue,
+    },
     /// The host's own answer, sent in one piece.
     Full(Option<Bytes>),
 }
@@ -35,21 +45,33 @@ impl Body for HostBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Guest(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Guest {
+                body,
+                function,
+                request_id,
+            } => Pin::new(body).poll_frame(cx).map_err(|error| {
+                tracing::error!(
+                    function = %function.name(),
+                    request_id = %request_id.to_str().unwrap_or_default(),
+                    error = %format!("{error:#}"),
+                    "the response body broke off"
+                );
+                error.into()
+            }),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Guest(body) => body.is_end_stream(),
+            Self::Guest { body, .. } => body.is_end_stream(),
             Self::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Guest(body) => body.size_hint(),
+            Self::Guest { body, .. } => body.size_hint(),
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
         }

@@ -35,14 +35,24 @@ pub fn function_failed(
 ) -> Response<HostBody> {
     let (status, message) = match error {
         HandleError::Trap(trap) => {
-            tracing::error!(function, request_id, trap = ?trap, "the function trapped");
+            tracing::error!(
+                function = %function,
+                request_id = %request_id,
+                trap = %format!("{trap:#}"),
+                "the function trapped"
+            );
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("function `{function}` trapped; the host log has the details"),
             )
         }
         HandleError::GuestError(code) => {
-            tracing::warn!(function, request_id, error_code = ?code, "the function returned an error code");
+            tracing::warn!(
+                function = %function,
+                request_id = %request_id,
+                error_code = ?code,
+                "the function returned an error code"
+            );
             (
                 StatusCode::BAD_GATEWAY,
                 format!("function `{function}` returned an error instead of a response: {code:?}"),
@@ -60,7 +70,12 @@ pub fn function_failed(
             )
         }
         HandleError::Setup(error) => {
-            tracing::error!(function, request_id, error = ?error, "cannot start the function");
+            tracing::error!(
+                function = %function,
+                request_id = %request_id,
+                error = %format!("{error:#}"),
+                "cannot start the function"
+            );
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the host could not start function `{function}`"),

@@ -30,7 +30,6 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
-
     /// The id for a request carrying `incoming` (its `x-request-id`, if any).
     pub fn for_request(&self, incoming: Option<&HeaderValue>) -> HeaderValue {
         match incoming {

@@ -117,7 +117,11 @@ impl Server {
                     path = request.uri().path(),
                 );
                 match function.handle(request, id_text).instrument(span).await {
-                    Ok(response) => response.map(HostBody::Guest),
+                    Ok(response) => response.map(|body| HostBody::Guest {
+                        body,
+                        function: function.clone(),
+                        request_id: id.clone(),
+                    }),
                     Err(failure) => error::function_failed(function.name(), id_text, &failure),
                 }
             }

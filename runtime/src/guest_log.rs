@@ -85,6 +85,9 @@ impl LineBuffer {
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.strip_suffix('\r').unwrap_or(&line);
+        if line.is_empty() {
+            return;
+        }
         tracing::info!(
             target: "shoal::guest",
             function = %self.function,

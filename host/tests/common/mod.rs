@@ -1,0 +1,288 @@
+//! What the integration tests share: building the guest programs, starting
+//! the real `host` binary on `127.0.0.1:0`, and reading its output.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long a host may take to compile its functions and start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The repository's root folder.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A test guest from `host/tests/guests`, built on first use.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| build_wasm_workspace("host/tests/guests", "guests"));
+    artifact(dir, name)
+}
+
+/// An example function from `examples/`, built on first use.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| build_wasm_workspace("examples", "examples"));
+    artifact(dir, name)
+}
+
+fn artifact(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "no guest artifact {}", path.display());
+    path
+}
+
+/// Builds a workspace of guests for wasm32-wasip2 into `target/<target>`;
+/// returns the folder holding the `.wasm` files. Cargo's own lock makes
+/// concurrent test processes wait for one another.
+fn build_wasm_workspace(workspace: &str, target: &str) -> PathBuf {
+    let root = repo();
+    let target_dir = root.join("target").join(target);
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(root.join(workspace).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("cannot run cargo");
+    assert!(
+        status.success(),
+        "building the guests in {workspace} failed"
+    );
+    target_dir.join("wasm32-wasip2").join("release")
+}
+
+/// A running `host` process, killed when dropped.
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Host {
+    /// Starts `host run <target>` with a fresh data folder.
+    pub fn start(target: &Path) -> Host {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().to_owned();
+        let mut host =
+            Host::start_with(target, &data_dir, &[], &[]).unwrap_or_else(|e| panic!("{e}"));
+        host._temp = Some(temp);
+        host
+    }
+
+    /// Starts `host run <target> <args>` with `data_dir` and extra
+    /// environment; `Err` holds the output of a host that exited instead.
+    pub fn start_with(
+        target: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Host, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .arg("run")
+            .arg(target)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the host binary");
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Host {
+                    child,
+                    addr,
+                    stderr,
+                    data_dir: data_dir.to_owned(),
+                    _temp: None,
+                });
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the reader thread drain the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                let output = stderr.lock().unwrap().clone();
+                return Err(format!("host exited with {status}:\n{output}"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not start listening in time"
+            );
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the host wrote to stderr (its log) so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits for a log line matching `matches`; `None` after `timeout`.
+    pub fn wait_for_line(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(line) = self.log().lines().find(|line| matches(line)) {
+                return Some(line.to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends a signal to this host (by its PID).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the host to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the host did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `host <args>` to completion; returns its exit status and stderr.
+pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .output()
+        .expect("cannot start the host binary");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A function for [`manifest`]: name, component, routes, environment.
+pub type Decl<'a> = (&'a str, &'a Path, &'a [&'a str], &'a [(&'a str, &'a str)]);
+
+/// A manifest in `dir` serving `functions`.
+pub fn manifest(dir: &Path, functions: &[Decl<'_>]) -> PathBuf {
+    let mut text = String::new();
+    for (name, component, routes, env) in functions {
+        text.push_str(&format!(
+            "[[function]]\nname = {name:?}\ncomponent = {:?}\nroutes = {routes:?}\n",
+            component.display().to_string()
+        ));
+        if !env.is_empty() {
+            let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
+            text.push_str(&format!("env = {{ {} }}\n", pairs.join(", ")));
+        }
+        text.push('\n');
+    }
+    write(dir, "shoal.toml", text)
+}
+
+/// An HTTP/1.1 client.
+pub fn http1() -> reqwest::Client {
+    reqwest::Client::builder().http1_only().build().unwrap()
+}
+
+/// An h2c client (HTTP/2 with prior knowledge).
+pub fn h2c() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,197 @@
+//! Start-up: bad manifests and bad components are refused with the file,
+//! the field or the function, and the reason; compiled artifacts are cached
+//! and a damaged one is never run.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Host, example, http1, manifest, repo, run_to_exit, write};
+
+/// Each fixture in `tests/manifests` starts with `# expect: <text>` lines;
+/// the host must refuse it, and its error must contain every such text.
+#[test]
+fn each_bad_manifest_is_refused_with_its_expected_error() {
+    let dir = repo().join("host/tests/manifests");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    fixtures.sort();
+    assert!(
+        fixtures.len() >= 10,
+        "fixtures missing from {}",
+        dir.display()
+    );
+    let data = tempfile::tempdir().unwrap();
+
+    for fixture in fixtures {
+        let text = std::fs::read_to_string(&fixture).unwrap();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` line",
+            fixture.display()
+        );
+
+        let (status, stderr) = run_to_exit(&[
+            OsStr::new("run"),
+            fixture.as_os_str(),
+            OsStr::new("--data-dir"),
+            data.path().as_os_str(),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+        ]);
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{} was not refused:\n{stderr}",
+            fixture.display()
+        );
+        for text in expected {
+            assert!(
+                stderr.contains(text),
+                "{}: expected {text:?} in:\n{stderr}",
+                fixture.display()
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+fn refused(component: &Path) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let manifest = manifest(data.path(), &[("broken", component, &["/broken"], &[])]);
+    match Host::start_with(&manifest, data.path(), &[], &[]) {
+        Ok(_) => panic!("{} was accepted", component.display()),
+        Err(output) => output,
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let garbage = write(dir.path(), "garbage.wasm", b"this is not wasm at all");
+    let output = refused(&garbage);
+    assert!(output.contains("function `broken`"), "{output}");
+    assert!(
+        output.contains("garbage.wasm is not a WebAssembly component"),
+        "{output}"
+    );
+
+    let core = write(dir.path(), "core.wasm", wat::parse_str("(module)").unwrap());
+    let output = refused(&core);
+    assert!(output.contains("function `broken`"), "{output}");
+    assert!(
+        output.contains("core.wasm is a core WebAssembly module, not a component"),
+        "{output}"
+    );
+
+    let truncated_bytes = std::fs::read(example("hello")).unwrap();
+    let truncated = write(
+        dir.path(),
+        "truncated.wasm",
+        &truncated_bytes[..truncated_bytes.len() / 2],
+    );
+    let output = refused(&truncated);
+    assert!(
+        output.contains("truncated.wasm does not compile"),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_component_whose_imports_cannot_be_satisfied_is_refused_naming_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = wat::parse_str(
+        r#"(component
+            (import "shoal:test/missing-interface" (instance (export "f" (func))))
+        )"#,
+    )
+    .unwrap();
+    let output = refused(&write(dir.path(), "imports.wasm", component));
+    assert!(
+        output.contains("function `broken`: its imports cannot be satisfied"),
+        "{output}"
+    );
+    assert!(output.contains("shoal:test/missing-interface"), "{output}");
+}
+
+#[test]
+fn a_component_without_an_http_handler_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = wat::parse_str("(component)").unwrap();
+    let output = refused(&write(dir.path(), "inert.wasm", component));
+    assert!(
+        output.contains("function `broken`: it is not a wasi:http handler"),
+        "{output}"
+    );
+    assert!(output.contains("wasi:http/incoming-handler"), "{output}");
+}
+
+#[tokio::test]
+async fn the_second_start_loads_the_cached_artifact_and_a_damaged_one_is_recompiled() {
+    let data = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        data.path(),
+        &[("hello", &example("hello"), &["/hello"], &[])],
+    );
+    let start = || Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
+    let hello = |host: &Host| {
+        let url = host.url("/hello");
+        async move { http1().get(url).send().await.unwrap().text().await.unwrap() }
+    };
+
+    let host = start();
+    assert!(
+        host.log().contains("function compiled function=hello"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(hello(&host).await, "Hello, world!\n");
+    drop(host);
+
+    let host = start();
+    assert!(
+        host.log()
+            .contains("function loaded from the artifact cache function=hello"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(hello(&host).await, "Hello, world!\n");
+    drop(host);
+
+    // Damage the artifact: the digest check must catch it before wasmtime
+    // maps it, and the function must be compiled again.
+    let artifacts = data.path().join("artifacts");
+    let artifact = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension() == Some(OsStr::new("cwasm")))
+        .expect("an artifact in the cache");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, bytes).unwrap();
+
+    let host = start();
+    let log = host.log();
+    assert!(log.contains("discarding a cached artifact"), "{log}");
+    assert!(
+        log.contains("its contents do not match its digest"),
+        "{log}"
+    );
+    assert!(log.contains("function compiled again"), "{log}");
+    assert_eq!(hello(&host).await, "Hello, world!\n");
+    drop(host);
+
+    // The rewritten artifact is good again.
+    let host = start();
+    assert!(host.wait_for_log("loaded from the artifact cache", Duration::from_secs(1)));
+}
