@@ -248,3 +248,44 @@ async fn guest_stdout_and_stderr_reach_the_log_with_function_and_request_id() {
     let err = log.lines().find(|l| l.contains("a stderr line")).unwrap();
     assert!(err.contains("stream=\"stderr\""), "{err}");
 }
+
+#[tokio::test]
+async fn the_sdk_parses_and_answers_json_and_turns_errors_into_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[("sum", &guest("json-sum"), &["/sum/..."], &[])],
+    );
+    let host = Host::start(&manifest);
+    let client = http1();
+
+    let response = client
+        .post(host.url("/sum"))
+        .body(r#"{"numbers": [1, 2, 39]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(json, serde_json::json!({"sum": 42, "count": 3}));
+
+    let response = client
+        .post(host.url("/sum"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .starts_with("expected {\"numbers\": [..]}")
+    );
+
+    let response = client.get(host.url("/sum/fail")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.text().await.unwrap(), "deliberate failure\n");
+}

@@ -195,3 +195,26 @@ async fn the_second_start_loads_the_cached_artifact_and_a_damaged_one_is_recompi
     let host = start();
     assert!(host.wait_for_log("loaded from the artifact cache", Duration::from_secs(1)));
 }
+
+#[tokio::test]
+async fn without_room_for_the_pool_instances_are_allocated_on_demand() {
+    let data = tempfile::tempdir().unwrap();
+    // 20 GB of address space: far too little for the instance pool, enough
+    // for a few instances allocated one by one.
+    let host = Host::start_with_address_space(&example("hello"), data.path(), 20_000_000).unwrap();
+    let log = host.log();
+    assert!(
+        log.contains("the instance pool cannot be reserved here"),
+        "{log}"
+    );
+    assert!(log.contains("instances are allocated on demand"), "{log}");
+    let body = http1()
+        .get(host.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "Hello, world!\n");
+}

@@ -89,7 +89,39 @@ impl Host {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Host, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        Host::spawn(
+            Command::new(env!("CARGO_BIN_EXE_host")),
+            target,
+            data_dir,
+            args,
+            env,
+        )
+    }
+
+    /// Like [`Host::start_with`], with the process's virtual address space
+    /// limited to `kib` KiB (`ulimit -v`).
+    pub fn start_with_address_space(
+        target: &Path,
+        data_dir: &Path,
+        kib: u64,
+    ) -> Result<Host, String> {
+        let mut shell = Command::new("sh");
+        // `exec` keeps the PID: the child is the host itself.
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_host"));
+        Host::spawn(shell, target, data_dir, &[], &[])
+    }
+
+    fn spawn(
+        mut command: Command,
+        target: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Host, String> {
+        let mut child = command
             .arg("run")
             .arg(target)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
