@@ -145,6 +145,9 @@ fn engine_config(pool: Option<u32>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.memory_init_cow(true);
+    // Components serve through the WASIp2 path; the concurrent (WASIp3)
+    // machinery would only add per-store work.
+    config.concurrency_support(false);
     if let Some(instances) = pool {
         let mut pooling = PoolingAllocationConfig::new();
         pooling

@@ -161,6 +161,13 @@ impl Host {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+                // stdout and stderr are separate pipes: wait for the log line
+                // written just before `listening on`, so that the start-up
+                // log is complete when `log()` is first read.
+                while !stderr.lock().unwrap().contains(" serving ") {
+                    assert!(Instant::now() < deadline, "no `serving` log line");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Ok(Host {
                     child,
                     addr,

@@ -1,0 +1,3 @@
+module shoal.dev/examples/hello-go
+
+go 1.27
