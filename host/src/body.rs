@@ -2,26 +2,28 @@
 //! short message of the host's own.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::body::{Body, Frame, SizeHint};
-use shoal_runtime::{Function, GuestBody};
+use shoal_runtime::GuestBody;
+
+use crate::registry::entry::Lease;
 
 /// The error a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body.
 pub enum HostBody {
-    /// Streamed from the guest as it writes; the function and request id
-    /// name the failure if the body breaks off.
+    /// Streamed from the guest as it writes. The lease keeps the request
+    /// in flight until the body is done; it and the request id name the
+    /// failure if the body breaks off.
     Guest {
         /// The body.
         body: GuestBody,
         /// The function writing it.
-        function: Arc<Function>,
+        lease: Lease,
         /// The request's id.
         request_id: HeaderValue,
     },
@@ -47,11 +49,11 @@ impl Body for HostBody {
         match self.get_mut() {
             Self::Guest {
                 body,
-                function,
+                lease,
                 request_id,
             } => Pin::new(body).poll_frame(cx).map_err(|error| {
                 tracing::error!(
-                    function = %function.name(),
+                    function = %lease.entry().name(),
                     request_id = %request_id.to_str().unwrap_or_default(),
                     error = %format!("{error:#}"),
                     "the response body broke off"

@@ -8,6 +8,7 @@ use http::{Response, StatusCode, header};
 use shoal_runtime::HandleError;
 
 use crate::body::HostBody;
+use crate::registry::entry::FunctionError;
 
 /// No route matches the path.
 pub fn not_found(path: &str, request_id: &str) -> Response<HostBody> {
@@ -83,6 +84,25 @@ pub fn function_failed(
         }
     };
     answer(status, message, request_id)
+}
+
+/// The function cannot be started (its component was refused, or its
+/// artifact cannot be mapped); logs the cause.
+pub fn unavailable(error: &FunctionError, request_id: &str) -> Response<HostBody> {
+    tracing::error!(
+        function = %error.function,
+        request_id = %request_id,
+        error = %error.error,
+        "cannot start the function"
+    );
+    answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "function `{}` cannot be started; the host log has the details",
+            error.function
+        ),
+        request_id,
+    )
 }
 
 fn answer(status: StatusCode, message: String, request_id: &str) -> Response<HostBody> {

@@ -14,6 +14,7 @@
 //! 4. a failure becomes a clear answer with the request id ([`error`]).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod error;

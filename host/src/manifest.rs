@@ -7,6 +7,8 @@
 //! component = "hello.wasm"       # relative to this file
 //! routes = ["/hello", "/api/hello/..."]
 //! env = { GREETING = "hi" }      # the only variables the guest sees
+//! idle_timeout = "5m"            # scale to zero after this long unused
+//! min_instances = 0              # 1 keeps it warm
 //! ```
 //!
 //! Parsing produces types that cannot hold a bad value ([`FunctionName`],
@@ -17,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -45,6 +48,25 @@ pub struct FunctionDecl {
     pub routes: Vec<RoutePattern>,
     /// The only environment variables the guest sees.
     pub env: BTreeMap<EnvName, String>,
+    /// How long it stays warm without requests; `None` takes the host's
+    /// default.
+    pub idle_timeout: Option<Duration>,
+    /// Above 0, the function is kept warm and never scales to zero.
+    pub min_instances: u32,
+}
+
+impl FunctionDecl {
+    /// A function with no environment and the host's default scaling.
+    pub fn new(name: FunctionName, component: PathBuf, routes: Vec<RoutePattern>) -> Self {
+        Self {
+            name,
+            component,
+            routes,
+            env: BTreeMap::new(),
+            idle_timeout: None,
+            min_instances: 0,
+        }
+    }
 }
 
 /// A manifest that could not be read or is invalid.
@@ -132,6 +154,8 @@ impl Manifest {
                     .map(|r| r.get_ref().clone())
                     .collect(),
                 env: decl.env.clone(),
+                idle_timeout: decl.idle_timeout.map(|t| t.0),
+                min_instances: decl.min_instances,
             });
         }
 
@@ -186,6 +210,30 @@ struct RawFunction {
     routes: Spanned<Vec<Spanned<RoutePattern>>>,
     #[serde(default)]
     env: BTreeMap<EnvName, String>,
+    idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    min_instances: u32,
+}
+
+/// A duration written for people: `"90s"`, `"5m"`, `"1h 30m"`, `"250ms"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct HumanDuration(Duration);
+
+impl TryFrom<String> for HumanDuration {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match humantime::parse_duration(&text) {
+            Ok(duration) if !duration.is_zero() => Ok(Self(duration)),
+            Ok(_) => Err(format!(
+                "invalid duration `{text}`: it must be more than zero"
+            )),
+            Err(e) => Err(format!(
+                "invalid duration `{text}`: {e} (write it like \"90s\", \"5m\" or \"250ms\")"
+            )),
+        }
+    }
 }
 
 /// A function's name: 1 to [`MAX_NAME_LEN`] of `a-z`, `0-9`, `-` and `_`,
@@ -323,12 +371,25 @@ env = { GREETING = "hi" }
         .unwrap();
         let f = &manifest.functions[0];
         assert_eq!(f.name.as_str(), "hello");
+        assert_eq!((f.idle_timeout, f.min_instances), (None, 0));
         assert_eq!(f.component, Path::new("dir/hello.wasm"));
         assert_eq!(f.routes.len(), 2);
         assert_eq!(
             f.env.iter().next().map(|(k, v)| (k.as_str(), v.as_str())),
             Some(("GREETING", "hi"))
         );
+    }
+
+    #[test]
+    fn scaling_fields_parse_human_durations() {
+        let manifest = parse(
+            "[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a\"]\n\
+             idle_timeout = \"1m 30s\"\nmin_instances = 1\n",
+        )
+        .unwrap();
+        let f = &manifest.functions[0];
+        assert_eq!(f.idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(f.min_instances, 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
         host.log()
     );
     host.signal("TERM");
-    assert!(host.wait_for_log("shutting down", Duration::from_secs(5)));
+    assert!(host.wait_for_log("no new connections", Duration::from_secs(5)));
 
     // The listener is closed: a new connection is refused.
     let refused = http1().get(host.url("/slow?ms=1")).send().await;

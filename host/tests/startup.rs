@@ -39,14 +39,7 @@ fn each_bad_manifest_is_refused_with_its_expected_error() {
             fixture.display()
         );
 
-        let (status, stderr) = run_to_exit(&[
-            OsStr::new("run"),
-            fixture.as_os_str(),
-            OsStr::new("--data-dir"),
-            data.path().as_os_str(),
-            OsStr::new("--listen"),
-            OsStr::new("127.0.0.1:0"),
-        ]);
+        let (status, stderr) = run_to_exit(&fixture, data.path());
         assert_eq!(
             status.code(),
             Some(1),
@@ -64,13 +57,18 @@ fn each_bad_manifest_is_refused_with_its_expected_error() {
     }
 }
 
+/// The host's error output when it serves `component`: it must exit 1.
 fn refused(component: &Path) -> String {
     let data = tempfile::tempdir().unwrap();
     let manifest = manifest(data.path(), &[("broken", component, &["/broken"], &[])]);
-    match Host::start_with(&manifest, data.path(), &[], &[]) {
-        Ok(_) => panic!("{} was accepted", component.display()),
-        Err(output) => output,
-    }
+    let (status, stderr) = run_to_exit(&manifest, data.path());
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{} was not refused:\n{stderr}",
+        component.display()
+    );
+    stderr
 }
 
 #[test]
@@ -148,22 +146,20 @@ async fn the_second_start_loads_the_cached_artifact_and_a_damaged_one_is_recompi
         async move { http1().get(url).send().await.unwrap().text().await.unwrap() }
     };
 
+    let compiled = |host: &Host, how: &str| {
+        host.wait_for_line(Duration::from_secs(30), |l| {
+            l.contains(how) && l.contains("hello.wasm")
+        })
+        .unwrap_or_else(|| panic!("no {how:?} in:\n{}", host.log()))
+    };
+
     let host = start();
-    assert!(
-        host.log().contains("function compiled function=hello"),
-        "{}",
-        host.log()
-    );
+    compiled(&host, "component compiled");
     assert_eq!(hello(&host).await, "Hello, world!\n");
     drop(host);
 
     let host = start();
-    assert!(
-        host.log()
-            .contains("function loaded from the artifact cache function=hello"),
-        "{}",
-        host.log()
-    );
+    compiled(&host, "component loaded from the artifact cache");
     assert_eq!(hello(&host).await, "Hello, world!\n");
     drop(host);
 
@@ -181,19 +177,19 @@ async fn the_second_start_loads_the_cached_artifact_and_a_damaged_one_is_recompi
     std::fs::write(&artifact, bytes).unwrap();
 
     let host = start();
+    compiled(&host, "component compiled again");
     let log = host.log();
     assert!(log.contains("discarding a cached artifact"), "{log}");
     assert!(
         log.contains("its contents do not match its digest"),
         "{log}"
     );
-    assert!(log.contains("function compiled again"), "{log}");
     assert_eq!(hello(&host).await, "Hello, world!\n");
     drop(host);
 
     // The rewritten artifact is good again.
     let host = start();
-    assert!(host.wait_for_log("loaded from the artifact cache", Duration::from_secs(1)));
+    compiled(&host, "component loaded from the artifact cache");
 }
 
 #[tokio::test]

@@ -12,37 +12,57 @@
 //!
 //! Artifacts are native code that wasmtime maps and runs without validating
 //! it again, so a damaged or altered file must never be loaded: the digest
-//! beside it is checked before the artifact is mapped, and on any mismatch
-//! the component is compiled again and the artifact rewritten. Both files are
-//! written to temporary names and renamed into place, so a crash never leaves
-//! a half-written artifact under the final name.
+//! beside it is checked when the artifact is first found, and on any
+//! mismatch the component is compiled again and the artifact rewritten.
+//! Later loads (a cold start after scale to zero) map the same file without
+//! hashing it again, unless its size or modification time changed since it
+//! was checked. Both files are written to temporary names and renamed into
+//! place, so a crash never leaves a half-written artifact under the final
+//! name.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Where a loaded component came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provenance {
-    /// Compiled now; the artifact was written to the cache.
-    Compiled,
-    /// Mapped from a cached artifact without compiling.
-    Cached,
-    /// The cached artifact was damaged or stale; compiled again.
-    Recompiled,
+/// An artifact file whose digest has been checked, and what it looked like
+/// then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VerifiedFile {
+    pub(crate) path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
 }
 
-/// A loaded component and how it was obtained.
-pub(crate) struct Loaded {
-    pub(crate) component: Component,
-    pub(crate) provenance: Provenance,
-    pub(crate) elapsed: Duration,
+impl VerifiedFile {
+    fn stat(path: &Path) -> io::Result<Self> {
+        let meta = fs::metadata(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// Whether the file is still the one that was checked.
+    pub(crate) fn unchanged(&self) -> bool {
+        Self::stat(&self.path).is_ok_and(|now| now == *self)
+    }
+}
+
+/// What the cache holds for a component.
+pub(crate) enum Lookup {
+    /// An intact artifact.
+    Hit(VerifiedFile),
+    /// No artifact yet.
+    Miss,
+    /// An artifact that must not be used, and why.
+    Unusable(String),
 }
 
 /// The artifact cache directory of one engine.
@@ -64,88 +84,48 @@ impl ArtifactCache {
         })
     }
 
-    /// Loads the component in `bytes` from its cached artifact, or compiles
-    /// it and caches the artifact. `Err` carries wasmtime's compile error.
-    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Loaded> {
-        let start = Instant::now();
-        let artifact = self.dir.join(format!(
+    /// Where the artifact of the component in `bytes` lives.
+    pub(crate) fn artifact_path(&self, bytes: &[u8]) -> PathBuf {
+        self.dir.join(format!(
             "{}-{}.cwasm",
             hex::encode(Sha256::digest(bytes)),
             self.engine_key
-        ));
-        let digest_file = artifact.with_extension("cwasm.sha256");
-
-        let provenance = match self.load_verified(engine, &artifact, &digest_file) {
-            Ok(Some(component)) => {
-                return Ok(Loaded {
-                    component,
-                    provenance: Provenance::Cached,
-                    elapsed: start.elapsed(),
-                });
-            }
-            Ok(None) => Provenance::Compiled,
-            Err(reason) => {
-                tracing::warn!(
-                    artifact = %artifact.display(),
-                    %reason,
-                    "discarding a cached artifact; compiling again"
-                );
-                Provenance::Recompiled
-            }
-        };
-
-        let component = Component::from_binary(engine, bytes)?;
-        if let Err(error) = self.store(&component, &artifact, &digest_file) {
-            // The function still runs; only the next start pays for compiling.
-            tracing::warn!(
-                artifact = %artifact.display(),
-                %error,
-                "cannot write the compiled artifact to the cache"
-            );
-        }
-        Ok(Loaded {
-            component,
-            provenance,
-            elapsed: start.elapsed(),
-        })
+        ))
     }
 
-    /// The cached artifact if it is present and intact; `Ok(None)` if there
-    /// is none; `Err` with the reason if one exists but must not be used.
-    fn load_verified(
-        &self,
-        engine: &Engine,
-        artifact: &Path,
-        digest_file: &Path,
-    ) -> Result<Option<Component>, String> {
+    /// Looks up (and checks) the artifact at `artifact`.
+    pub(crate) fn lookup(&self, artifact: &Path) -> Lookup {
+        let before = match VerifiedFile::stat(artifact) {
+            Ok(stat) => stat,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
+            Err(e) => return Lookup::Unusable(format!("cannot read it: {e}")),
+        };
         let bytes = match fs::read(artifact) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read it: {e}")),
+            Err(e) => return Lookup::Unusable(format!("cannot read it: {e}")),
         };
-        let expected =
-            fs::read_to_string(digest_file).map_err(|e| format!("cannot read its digest: {e}"))?;
+        let expected = match fs::read_to_string(digest_path(artifact)) {
+            Ok(digest) => digest,
+            Err(e) => return Lookup::Unusable(format!("cannot read its digest: {e}")),
+        };
         if expected.trim() != hex::encode(Sha256::digest(&bytes)) {
-            return Err("its contents do not match its digest".to_owned());
+            return Lookup::Unusable("its contents do not match its digest".to_owned());
         }
-        drop(bytes);
-        // SAFETY: wasmtime maps and runs the file as native code. The file
-        // was written by `store` below from wasmtime's own serialization
-        // and its digest was checked just above, so it is not damaged or
-        // swapped for another file.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize_file(engine, artifact) };
-        component
-            .map(Some)
-            .map_err(|e| format!("wasmtime refuses it: {e:#}"))
+        // Written while it was read: check it again next time.
+        if !before.unchanged() {
+            return Lookup::Unusable("it changed while it was checked".to_owned());
+        }
+        Lookup::Hit(before)
     }
 
-    fn store(&self, component: &Component, artifact: &Path, digest_file: &Path) -> io::Result<()> {
+    /// Serializes `component` to `artifact` with its digest.
+    pub(crate) fn store(&self, component: &Component, artifact: &Path) -> io::Result<VerifiedFile> {
         let bytes = component.serialize().map_err(io::Error::other)?;
         let digest = hex::encode(Sha256::digest(&bytes));
         // The artifact goes in last: a reader that finds it finds its digest.
-        self.write_atomically(digest_file, digest.as_bytes())?;
-        self.write_atomically(artifact, &bytes)
+        self.write_atomically(&digest_path(artifact), digest.as_bytes())?;
+        self.write_atomically(artifact, &bytes)?;
+        VerifiedFile::stat(artifact)
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -155,6 +135,22 @@ impl ArtifactCache {
         file.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// Maps a checked artifact file as a component.
+pub(crate) fn map(engine: &Engine, file: &VerifiedFile) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime maps and runs the file as native code. The file was
+    // written by `ArtifactCache::store` from wasmtime's own serialization,
+    // its digest was checked, and the caller made sure it has not changed
+    // since, so it is not damaged or swapped for another file.
+    #[allow(unsafe_code)]
+    unsafe {
+        Component::deserialize_file(engine, &file.path)
+    }
+}
+
+fn digest_path(artifact: &Path) -> PathBuf {
+    artifact.with_extension("cwasm.sha256")
 }
 
 /// Feeds `Hash` output into SHA-256, which, unlike `DefaultHasher`, is stable

@@ -17,8 +17,12 @@ use std::path::PathBuf;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::artifact::Artifact;
 use crate::cache::ArtifactCache;
-use crate::error::RuntimeError;
+use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
 use crate::store::StoreState;
 
@@ -119,10 +123,18 @@ impl Runtime {
         self.allocation
     }
 
-    /// Compiles a function's component (or loads its artifact from the
-    /// cache), links it and prepares it for instantiation.
-    pub fn load(&self, spec: FunctionSpec) -> Result<Function, crate::LoadError> {
-        Function::load(self, spec)
+    /// Compiles the component at `path`, or finds its artifact in the
+    /// cache, and checks that it links and serves HTTP. CPU-heavy on a
+    /// cache miss: run it off the request path.
+    pub fn compile(&self, path: &Path) -> Result<Arc<Artifact>, LoadError> {
+        Artifact::compile(&self.engine, &self.linker, &self.cache, path).map(Arc::new)
+    }
+
+    /// Warms a function of `artifact`: maps the artifact (unless another
+    /// warm function shares it) and pre-instantiates it. This is the work of
+    /// a cold start.
+    pub fn warm(&self, artifact: &Artifact, spec: FunctionSpec) -> Result<Function, LoadError> {
+        Function::warm(self, artifact, spec)
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -131,10 +143,6 @@ impl Runtime {
 
     pub(crate) fn linker(&self) -> &Linker<StoreState> {
         &self.linker
-    }
-
-    pub(crate) fn cache(&self) -> &ArtifactCache {
-        &self.cache
     }
 }
 

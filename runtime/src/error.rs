@@ -20,19 +20,9 @@ pub enum RuntimeError {
     },
 }
 
-/// Why a function's component could not be loaded. Always names the function.
+/// Why a component could not be loaded (compiled, linked, or mapped).
 #[derive(Debug, thiserror::Error)]
-#[error("function `{function}`: {kind}")]
-pub struct LoadError {
-    /// The function's name.
-    pub function: String,
-    /// What went wrong.
-    pub kind: LoadErrorKind,
-}
-
-/// What went wrong while loading a component.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadErrorKind {
+pub enum LoadError {
     /// The component file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
@@ -70,6 +60,12 @@ pub enum LoadErrorKind {
     Link {
         /// wasmtime's explanation, naming the import.
         message: String,
+    },
+    /// The artifact file changed on disk after it was checked.
+    #[error("its compiled artifact {} changed on disk after it was checked", path.display())]
+    ArtifactChanged {
+        /// The artifact file.
+        path: PathBuf,
     },
     /// The component does not export `wasi:http/incoming-handler`.
     #[error("it is not a wasi:http handler: {message}")]

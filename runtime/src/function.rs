@@ -1,10 +1,10 @@
-//! A loaded function, and one request through one fresh instance of it.
+//! A warm function, and one request through one fresh instance of it.
 //!
-//! Loading does everything that does not depend on the request: reading
-//! and checking the file, compiling (or mapping the cached artifact),
-//! resolving imports against the linker ([`InstancePre`]) and locating the
-//! `wasi:http/incoming-handler` export. A request then only creates a store,
-//! instantiates into a pooled slot and calls the handler.
+//! Warming does everything that does not depend on the request: mapping the
+//! compiled artifact, resolving imports against the linker
+//! ([`InstancePre`]) and locating the `wasi:http/incoming-handler` export.
+//! A request then only creates a store, instantiates into a pooled slot and
+//! calls the handler.
 //!
 //! The guest runs in its own task so that it can keep writing the response
 //! body after it has handed the response head to the host. The response
@@ -14,11 +14,9 @@
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
 
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -26,101 +24,55 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime::Store;
+use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::cache::Provenance;
+use crate::artifact::{Artifact, check_serves_http};
 use crate::engine::Runtime;
-use crate::error::{HandleError, LoadError, LoadErrorKind};
+use crate::error::{HandleError, LoadError};
 use crate::store::{StoreState, StoreTemplate};
 
-/// What a function is made of, as declared by its owner.
+/// What a function adds to its component: its name and environment.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
     /// The function's name, used in logs and errors.
     pub name: String,
-    /// The component file.
-    pub component: PathBuf,
     /// The only environment variables the guest sees.
     pub env: Vec<(String, String)>,
 }
 
-/// How the function's component was obtained at load.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadReport {
-    /// Compiled now, or mapped from the artifact cache.
-    pub provenance: Provenance,
-    /// Time spent compiling or mapping.
-    pub elapsed: Duration,
-}
-
-/// A function ready to serve: compiled, linked, and pre-instantiated.
+/// A warm function: its component mapped, linked and pre-instantiated.
 pub struct Function {
     pre: ProxyPre<StoreState>,
     template: Arc<StoreTemplate>,
-    report: LoadReport,
+    // Keeps the artifact mapped for as long as the function is warm.
+    _component: Arc<Component>,
 }
 
 impl Function {
-    pub(crate) fn load(runtime: &Runtime, spec: FunctionSpec) -> Result<Self, LoadError> {
-        let fail = |kind| LoadError {
-            function: spec.name.clone(),
-            kind,
-        };
-        let bytes = std::fs::read(&spec.component).map_err(|source| {
-            fail(LoadErrorKind::Read {
-                path: spec.component.clone(),
-                source,
-            })
-        })?;
-        check_is_component(&bytes, &spec.component).map_err(fail)?;
-
-        let loaded = runtime
-            .cache()
-            .load(runtime.engine(), &bytes)
-            .map_err(|e| {
-                fail(LoadErrorKind::Compile {
-                    path: spec.component.clone(),
-                    message: format!("{e:#}"),
-                })
-            })?;
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&loaded.component)
-            .map_err(|e| {
-                fail(LoadErrorKind::Link {
-                    message: format!("{e:#}"),
-                })
-            })?;
-        let pre = ProxyPre::new(instance_pre).map_err(|e| {
-            fail(LoadErrorKind::NotHttpHandler {
-                message: format!("{e:#}"),
-            })
-        })?;
-
+    pub(crate) fn warm(
+        runtime: &Runtime,
+        artifact: &Artifact,
+        spec: FunctionSpec,
+    ) -> Result<Self, LoadError> {
+        let component = artifact.component(runtime.engine())?;
+        let pre = check_serves_http(runtime.linker(), &component)?;
         Ok(Self {
             pre,
             template: Arc::new(StoreTemplate {
                 function: Arc::from(spec.name),
                 env: spec.env,
             }),
-            report: LoadReport {
-                provenance: loaded.provenance,
-                elapsed: loaded.elapsed,
-            },
+            _component: component,
         })
     }
 
     /// The function's name.
     pub fn name(&self) -> &str {
         &self.template.function
-    }
-
-    /// How the component was obtained.
-    pub fn load_report(&self) -> LoadReport {
-        self.report
     }
 
     /// Runs one request through a fresh instance.
@@ -177,21 +129,6 @@ impl Function {
             },
         }
     }
-}
-
-/// Refuses what is not a component with a precise reason, before wasmtime
-/// gives a generic parse error.
-fn check_is_component(bytes: &[u8], path: &Path) -> Result<(), LoadErrorKind> {
-    const MAGIC: &[u8] = b"\0asm";
-    const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
-    let path = path.to_owned();
-    if !bytes.starts_with(MAGIC) || bytes.len() < 8 {
-        return Err(LoadErrorKind::NotWasm { path });
-    }
-    if bytes[4..8] == CORE_MODULE_VERSION {
-        return Err(LoadErrorKind::CoreModule { path });
-    }
-    Ok(())
 }
 
 /// The task running the guest; yields the guest's outcome.
@@ -261,28 +198,5 @@ impl Body for GuestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_components_are_refused_with_the_reason() {
-        let path = Path::new("f.wasm");
-        assert!(matches!(
-            check_is_component(b"hello world", path),
-            Err(LoadErrorKind::NotWasm { .. })
-        ));
-        assert!(matches!(
-            check_is_component(b"\0asm", path),
-            Err(LoadErrorKind::NotWasm { .. })
-        ));
-        assert!(matches!(
-            check_is_component(b"\0asm\x01\0\0\0", path),
-            Err(LoadErrorKind::CoreModule { .. })
-        ));
-        assert!(check_is_component(b"\0asm\x0d\0\x01\0", path).is_ok());
     }
 }

@@ -18,6 +18,7 @@
 //!    its slot goes back to the pool.
 #![deny(missing_docs)]
 
+mod artifact;
 mod cache;
 mod engine;
 mod error;
@@ -25,10 +26,10 @@ mod function;
 mod guest_log;
 mod store;
 
-pub use cache::Provenance;
+pub use artifact::{Artifact, Provenance, precheck};
 pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig};
-pub use error::{HandleError, LoadError, LoadErrorKind, RuntimeError};
-pub use function::{BodyError, Function, FunctionSpec, GuestBody, LoadReport};
+pub use error::{HandleError, LoadError, RuntimeError};
+pub use function::{BodyError, Function, FunctionSpec, GuestBody};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).
 pub use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;

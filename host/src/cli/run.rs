@@ -1,19 +1,21 @@
 //! `host run`: serve a manifest's functions, or one bare component.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
+use tokio::sync::watch;
 
+use crate::admin::{self, Admin};
 use crate::manifest::{FunctionDecl, FunctionName, Manifest};
 use crate::registry::Registry;
+use crate::registry::entry::FunctionError;
 use crate::router::RoutePattern;
-use crate::server::{self, Server};
+use crate::server::{self, Functions};
 
 /// The port listened on when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -32,10 +34,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
+    /// Address of the admin API (`GET /v1/functions`). Never the public
+    /// port, nor a port Knative's queue-proxy uses (8012, 8013, 8022, 9090,
+    /// 9091).
+    #[arg(long, value_name = "ADDR", default_value = admin::DEFAULT_ADMIN_ADDR)]
+    admin_listen: SocketAddr,
+
     /// Folder for the host's files (the compiled-artifact cache). Defaults
     /// to `$XDG_CACHE_HOME/shoal`, else `$HOME/.cache/shoal`.
     #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// How long a function stays warm without requests before it scales to
+    /// zero, unless its manifest sets `idle_timeout`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
 
     /// After SIGTERM or SIGINT, how long requests in flight may take to
     /// finish before the host exits anyway.
@@ -43,20 +56,32 @@ pub struct RunArgs {
     drain_timeout: Duration,
 }
 
+/// Why the host stops.
+#[derive(Debug, Clone)]
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A component was refused while the host started.
+    Refused(FunctionError),
+}
+
 impl RunArgs {
-    /// Loads every function, listens, and serves until SIGTERM or SIGINT.
+    /// Registers every function, listens, and serves until SIGTERM or
+    /// SIGINT; fails if a component is refused.
     pub fn execute(self) -> anyhow::Result<()> {
         let manifest = load_target(&self.target)?;
         let listen = match self.listen {
             Some(addr) => addr,
             None => default_listen_addr()?,
         };
-        let data_dir = match self.data_dir {
+        check_admin_addr(self.admin_listen, listen)?;
+        let data_dir = match self.data_dir.clone() {
             Some(dir) => dir,
             None => default_data_dir()?,
         };
-
-        let runtime = Runtime::new(&RuntimeConfig::new(data_dir.join("artifacts")))?;
+        let runtime = Arc::new(Runtime::new(&RuntimeConfig::new(
+            data_dir.join("artifacts"),
+        ))?);
         match runtime.allocation() {
             Allocation::Pooling { instances } => tracing::info!(
                 instances,
@@ -64,31 +89,92 @@ impl RunArgs {
             ),
             Allocation::OnDemand => tracing::info!("instances are allocated on demand"),
         }
-        let registry = Arc::new(Registry::load(&runtime, &manifest)?);
 
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        tokio.block_on(async {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let local = listener.local_addr()?;
-            tracing::info!(functions = registry.function_count(), %local, "serving");
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{}", server::listening_line(local))?;
-            stdout.flush()?;
-            drop(stdout);
-            Server::new(registry)
-                .serve(listener, shutdown_signal(), self.drain_timeout)
-                .await;
-            anyhow::Ok(())
-        })?;
+        let stop = tokio.block_on(self.serve(runtime, &manifest, listen));
         // Guest tasks still running past the drain timeout are abandoned.
         tokio.shutdown_background();
-        Ok(())
+        match stop? {
+            Stop::Signal => Ok(()),
+            Stop::Refused(error) => Err(error.into()),
+        }
     }
+
+    async fn serve(
+        &self,
+        runtime: Arc<Runtime>,
+        manifest: &Manifest,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Stop> {
+        let registry = Registry::start(runtime, manifest, self.idle_timeout)?;
+        let public = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let admin = tokio::net::TcpListener::bind(self.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", self.admin_listen))?;
+        let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
+
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let stop_tx = Arc::new(stop_tx);
+        tokio::spawn({
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown_signal().await;
+                request_stop(&stop_tx, Stop::Signal);
+            }
+        });
+        tokio::spawn({
+            let (registry, stop_tx) = (registry.clone(), stop_tx.clone());
+            async move {
+                if let Err(error) = registry.compiled().await {
+                    tracing::error!(%error, "a component was refused; stopping");
+                    request_stop(&stop_tx, Stop::Refused(error));
+                }
+            }
+        });
+        let stopped = |mut rx: watch::Receiver<Option<Stop>>| async move {
+            let _ = rx.wait_for(Option::is_some).await;
+        };
+
+        tracing::info!(functions = registry.functions().len(), %public_addr, %admin_addr, "serving");
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "admin on http://{admin_addr}")?;
+        writeln!(stdout, "{}", server::listening_line(public_addr))?;
+        stdout.flush()?;
+        drop(stdout);
+
+        tokio::join!(
+            server::serve(
+                Functions::new(registry.clone()),
+                public,
+                stopped(stop_rx.clone()),
+                self.drain_timeout
+            ),
+            server::serve(
+                Admin::new(registry),
+                admin,
+                stopped(stop_rx.clone()),
+                self.drain_timeout
+            ),
+        );
+        let stop = stop_rx.borrow().clone();
+        Ok(stop.unwrap_or(Stop::Signal))
+    }
+}
+
+/// Records the first reason to stop; later ones change nothing.
+fn request_stop(stop: &watch::Sender<Option<Stop>>, reason: Stop) {
+    stop.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(reason);
+        }
+        first
+    });
 }
 
 /// A manifest, or a bare component served at every path.
@@ -96,12 +182,11 @@ fn load_target(target: &Path) -> anyhow::Result<Manifest> {
     if target.extension().is_some_and(|ext| ext == "wasm") {
         let stem = target.file_stem().unwrap_or_default().to_string_lossy();
         return Ok(Manifest {
-            functions: vec![FunctionDecl {
-                name: FunctionName::from_stem(&stem),
-                component: target.to_owned(),
-                routes: vec![RoutePattern::Prefix(String::new())],
-                env: BTreeMap::new(),
-            }],
+            functions: vec![FunctionDecl::new(
+                FunctionName::from_stem(&stem),
+                target.to_owned(),
+                vec![RoutePattern::Prefix(String::new())],
+            )],
         });
     }
     Ok(Manifest::load(target)?)
@@ -115,6 +200,23 @@ fn default_listen_addr() -> anyhow::Result<SocketAddr> {
         Err(_) => DEFAULT_PORT,
     };
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+/// The admin listener never shares the public port or takes one of
+/// Knative's.
+fn check_admin_addr(admin: SocketAddr, public: SocketAddr) -> anyhow::Result<()> {
+    if admin.port() != 0 && admin.port() == public.port() {
+        bail!(
+            "--admin-listen {admin} uses the public port; the admin API must have a port of its own"
+        );
+    }
+    if admin::RESERVED_PORTS.contains(&admin.port()) {
+        bail!(
+            "--admin-listen {admin}: port {} is used by Knative's queue-proxy; choose another",
+            admin.port()
+        );
+    }
+    Ok(())
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -133,5 +235,23 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_port_is_neither_public_nor_knatives() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(check_admin_addr(addr("127.0.0.1:9464"), addr("0.0.0.0:8080")).is_ok());
+        assert!(check_admin_addr(addr("127.0.0.1:0"), addr("127.0.0.1:0")).is_ok());
+        assert!(check_admin_addr(addr("127.0.0.1:8080"), addr("0.0.0.0:8080")).is_err());
+        for port in admin::RESERVED_PORTS {
+            assert!(
+                check_admin_addr(addr(&format!("127.0.0.1:{port}")), addr("0.0.0.0:8080")).is_err()
+            );
+        }
     }
 }

@@ -65,6 +65,7 @@ fn build_wasm_workspace(workspace: &str, target: &str) -> PathBuf {
 pub struct Host {
     child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     stderr: Arc<Mutex<String>>,
     data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -124,7 +125,13 @@ impl Host {
         let mut child = command
             .arg("run")
             .arg(target)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(args)
             .envs(env.iter().copied())
@@ -151,16 +158,21 @@ impl Host {
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("admin on http://") {
+                    admin = Some(addr.parse::<SocketAddr>().unwrap());
+                }
                 if let Some(addr) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    let admin = admin.expect("the admin line comes first");
+                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
                 }
             }
         });
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Ok((addr, admin)) = rx.recv_timeout(Duration::from_millis(50)) {
                 // stdout and stderr are separate pipes: wait for the log line
                 // written just before `listening on`, so that the start-up
                 // log is complete when `log()` is first read.
@@ -171,6 +183,7 @@ impl Host {
                 return Ok(Host {
                     child,
                     addr,
+                    admin,
                     stderr,
                     data_dir: data_dir.to_owned(),
                     _temp: None,
@@ -191,6 +204,23 @@ impl Host {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The admin API's view of every function (`GET /v1/functions`).
+    pub async fn functions(&self) -> Vec<serde_json::Value> {
+        let url = format!("http://{}/v1/functions", self.admin);
+        let response = http1().get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The admin API's view of function `name`.
+    pub async fn function(&self, name: &str) -> serde_json::Value {
+        let functions = self.functions().await;
+        functions
+            .into_iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no function {name} in the admin API"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -274,16 +304,42 @@ impl Drop for Host {
     }
 }
 
-/// Runs `host <args>` to completion; returns its exit status and stderr.
-pub fn run_to_exit(args: &[&std::ffi::OsStr]) -> (ExitStatus, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .output()
+/// Runs `host run <target> --data-dir <data>` on free ports until it exits
+/// by itself (within [`START_TIMEOUT`]); returns its exit status and stderr.
+pub fn run_to_exit(target: &Path, data_dir: &Path) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("run")
+        .arg(target)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("cannot start the host binary");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the host did not exit by itself");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
 }
 
 /// Writes `text` to `dir/name` and returns the path.

@@ -1,0 +1,94 @@
+//! The admin listener: what the host is doing, for operators and tools.
+//! It listens on loopback by default and never on the public port.
+//!
+//! - `GET /v1/functions`: every function with its routes, lifecycle state
+//!   (`registered`, `compiling`, `compiled`, `warm`, `failed`), cold starts
+//!   so far and requests in flight, as JSON.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::body::HostBody;
+use crate::registry::Registry;
+use crate::registry::entry::LifeState;
+use crate::server::Handler;
+
+/// The admin address when `--admin-listen` is not given.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+
+/// Ports the admin listener must not take: Knative's queue-proxy uses 8012,
+/// 8013 and 8022, and 9090 and 9091 for its metrics.
+pub const RESERVED_PORTS: [u16; 5] = [8012, 8013, 8022, 9090, 9091];
+
+/// The admin API's handler.
+pub struct Admin {
+    registry: Arc<Registry>,
+}
+
+impl Admin {
+    /// The admin API over `registry`.
+    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new(Self { registry })
+    }
+
+    fn functions(&self) -> Vec<FunctionView<'_>> {
+        self.registry
+            .functions()
+            .iter()
+            .map(|f| FunctionView {
+                name: f.name().as_str(),
+                routes: f.routes().iter().map(ToString::to_string).collect(),
+                state: f.state(),
+                cold_starts: f.cold_starts(),
+                in_flight: f.in_flight(),
+                idle_timeout_ms: f.policy().idle_timeout.as_millis() as u64,
+                min_instances: f.policy().min_instances,
+                error: f.failure().map(|e| e.to_string()),
+            })
+            .collect()
+    }
+}
+
+/// One function, as `GET /v1/functions` shows it.
+#[derive(Serialize)]
+struct FunctionView<'a> {
+    name: &'a str,
+    routes: Vec<String>,
+    state: LifeState,
+    cold_starts: u64,
+    in_flight: u64,
+    idle_timeout_ms: u64,
+    min_instances: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Handler for Admin {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HostBody> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/v1/functions") => json(StatusCode::OK, &self.functions()),
+            (_, "/v1/functions") => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({ "error": "only GET is allowed here" }),
+            ),
+            (_, path) => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "error": format!("no admin endpoint at {path}") }),
+            ),
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<HostBody> {
+    let body = serde_json::to_vec_pretty(value).expect("admin views serialize");
+    let mut response = Response::new(HostBody::text(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,268 @@
+//! One registered function and its life:
+//!
+//! ```text
+//!   registered ──compile──▶ compiled ──first request──▶ warm
+//!   (declared)              (artifact      (cold start)   (artifact mapped,
+//!                            on disk)  ◀──idle_timeout──   InstancePre ready)
+//! ```
+//!
+//! A warm function is an [`Arc<Function>`] in an [`ArcSwapOption`]: the
+//! request path reads it without a lock. A cold start takes the entry's
+//! `warming` lock, so concurrent first requests warm the function once and
+//! share it. Scaling to zero swaps the function out; requests in flight keep
+//! their own reference, so nothing is cut off, and the mapping is released
+//! when the last of them finishes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use shoal_runtime::{Function, FunctionSpec, LoadError, Runtime};
+
+use super::Clock;
+use super::compiler::{CompileJob, Compiler, JobState};
+use crate::manifest::FunctionName;
+use crate::router::RoutePattern;
+
+/// When a function scales to zero.
+#[derive(Debug, Clone, Copy)]
+pub struct ScalePolicy {
+    /// Warm time without requests before scaling to zero.
+    pub idle_timeout: Duration,
+    /// Above 0, never scale to zero.
+    pub min_instances: u32,
+}
+
+/// Where a function is in its life, as the admin API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LifeState {
+    /// Declared; its component is waiting to be compiled.
+    Registered,
+    /// Its component is being compiled (or looked up in the cache).
+    Compiling,
+    /// Its artifact is on disk; it holds no memory.
+    Compiled,
+    /// Mapped and pre-instantiated.
+    Warm,
+    /// Its component was refused.
+    Failed,
+}
+
+/// A function of the registry.
+pub struct FunctionEntry {
+    name: FunctionName,
+    routes: Vec<RoutePattern>,
+    spec: FunctionSpec,
+    policy: ScalePolicy,
+    job: Arc<CompileJob>,
+    warm: ArcSwapOption<Function>,
+    warming: tokio::sync::Mutex<()>,
+    /// Last request start or end, in [`Clock`] milliseconds.
+    last_used: AtomicU64,
+    in_flight: AtomicU64,
+    cold_starts: AtomicU64,
+}
+
+/// A function whose component was refused, or could not be warmed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("function `{function}`: {error}")]
+pub struct FunctionError {
+    /// The function.
+    pub function: String,
+    /// Why.
+    pub error: Arc<LoadError>,
+}
+
+impl FunctionEntry {
+    pub(super) fn new(
+        name: FunctionName,
+        routes: Vec<RoutePattern>,
+        spec: FunctionSpec,
+        policy: ScalePolicy,
+        job: Arc<CompileJob>,
+    ) -> Self {
+        Self {
+            name,
+            routes,
+            spec,
+            policy,
+            job,
+            warm: ArcSwapOption::empty(),
+            warming: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            cold_starts: AtomicU64::new(0),
+        }
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &FunctionName {
+        &self.name
+    }
+
+    /// Its routes.
+    pub fn routes(&self) -> &[RoutePattern] {
+        &self.routes
+    }
+
+    /// When it scales to zero.
+    pub fn policy(&self) -> ScalePolicy {
+        self.policy
+    }
+
+    /// Its compile job.
+    pub(super) fn job(&self) -> &Arc<CompileJob> {
+        &self.job
+    }
+
+    /// Cold starts so far.
+    pub fn cold_starts(&self) -> u64 {
+        self.cold_starts.load(Ordering::Relaxed)
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Where the function is in its life.
+    pub fn state(&self) -> LifeState {
+        if self.warm.load().is_some() {
+            return LifeState::Warm;
+        }
+        match self.job.state() {
+            JobState::Queued => LifeState::Registered,
+            JobState::Compiling(_) => LifeState::Compiling,
+            JobState::Done(Ok(_)) => LifeState::Compiled,
+            JobState::Done(Err(_)) => LifeState::Failed,
+        }
+    }
+
+    /// Why its component was refused, if it was.
+    pub fn failure(&self) -> Option<Arc<LoadError>> {
+        match self.job.state() {
+            JobState::Done(Err(error)) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The warm function for one request, cold-starting it if needed. The
+    /// lease counts the request as in flight until it is dropped.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        runtime: &Runtime,
+        compiler: &Compiler,
+        clock: &Clock,
+    ) -> Result<Lease, FunctionError> {
+        let function = match self.warm.load_full() {
+            Some(function) => function,
+            None => self.cold_start(runtime, compiler).await?,
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch(clock);
+        Ok(Lease {
+            function,
+            entry: self.clone(),
+            clock: *clock,
+        })
+    }
+
+    async fn cold_start(
+        &self,
+        runtime: &Runtime,
+        compiler: &Compiler,
+    ) -> Result<Arc<Function>, FunctionError> {
+        let start = Instant::now();
+        let _warming = self.warming.lock().await;
+        if let Some(function) = self.warm.load_full() {
+            // Another request warmed it while this one waited.
+            return Ok(function);
+        }
+        let unavailable = |error| FunctionError {
+            function: self.name.to_string(),
+            error,
+        };
+        compiler.prioritize(&self.job);
+        let artifact = self.job.artifact().await.map_err(unavailable)?;
+        let waited = start.elapsed();
+        // Mapping and linking take well under a millisecond for most
+        // components, a few for the largest: done inline, which is cheaper
+        // than handing the work to another thread.
+        let function = runtime
+            .warm(&artifact, self.spec.clone())
+            .map_err(|e| unavailable(Arc::new(e)))?;
+        let function = Arc::new(function);
+        self.warm.store(Some(function.clone()));
+        let count = self.cold_starts.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(
+            function = %self.name,
+            elapsed_ms = start.elapsed().as_secs_f64() * 1e3,
+            waited_for_compile_ms = waited.as_secs_f64() * 1e3,
+            cold_starts = count,
+            "cold start"
+        );
+        Ok(function)
+    }
+
+    /// Warms the function now (for `min_instances`), without a request.
+    pub(super) async fn prewarm(self: &Arc<Self>, runtime: &Runtime, compiler: &Compiler) {
+        if let Err(error) = self.cold_start(runtime, compiler).await {
+            tracing::error!(%error, "cannot keep the function warm");
+        }
+    }
+
+    /// Scales the function to zero if it is warm, idle and allowed to.
+    /// Returns whether it did.
+    pub(super) fn scale_to_zero_if_idle(&self, clock: &Clock) -> bool {
+        if self.policy.min_instances > 0 || self.warm.load().is_none() {
+            return false;
+        }
+        let idle_ms = clock
+            .now_ms()
+            .saturating_sub(self.last_used.load(Ordering::Relaxed));
+        if self.in_flight() > 0 || u128::from(idle_ms) < self.policy.idle_timeout.as_millis() {
+            return false;
+        }
+        // A cold start in progress holds the lock; leave the function to it.
+        let Ok(_warming) = self.warming.try_lock() else {
+            return false;
+        };
+        if self.warm.swap(None).is_some() {
+            tracing::info!(function = %self.name, idle_ms, "scaled to zero");
+            return true;
+        }
+        false
+    }
+
+    fn touch(&self, clock: &Clock) {
+        self.last_used.store(clock.now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A warm function held for one request.
+pub struct Lease {
+    function: Arc<Function>,
+    entry: Arc<FunctionEntry>,
+    clock: Clock,
+}
+
+impl Lease {
+    /// The function to run the request on.
+    pub fn function(&self) -> &Function {
+        &self.function
+    }
+
+    /// The registry entry.
+    pub fn entry(&self) -> &FunctionEntry {
+        &self.entry
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.entry.touch(&self.clock);
+        self.entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,294 @@
+//! A function's life: compiled in the background, warmed by its first
+//! request, scaled to zero when idle, kept warm by `min_instances`; and the
+//! admin API that shows it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Host, example, http1, write};
+
+async fn get(host: &Host, path: &str) -> (u16, String) {
+    let response = http1().get(host.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Polls the admin API until function `name` is in `state`.
+async fn wait_for_state(
+    host: &Host,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let function = host.function(name).await;
+        if function["state"] == state {
+            return function;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {state}: {function}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!(
+            "[[function]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\nidle_timeout = \"300ms\"\n",
+            example("hello")
+        ),
+    );
+    let host = Host::start(&manifest);
+    let function = wait_for_state(&host, "hello", "compiled", Duration::from_secs(30)).await;
+    assert_eq!(function["cold_starts"], 0);
+    assert_eq!(function["idle_timeout_ms"], 300);
+    assert_eq!(function["routes"], serde_json::json!(["/hello"]));
+
+    assert_eq!(
+        get(&host, "/hello").await,
+        (200, "Hello, world!\n".to_owned())
+    );
+    let function = host.function("hello").await;
+    assert_eq!(
+        (function["state"].as_str(), function["cold_starts"].as_u64()),
+        (Some("warm"), Some(1))
+    );
+
+    // Kept warm while used: requests well inside the timeout.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&host, "/hello").await.0, 200);
+    }
+    assert_eq!(host.function("hello").await["cold_starts"], 1);
+
+    // Idle: back to compiled, then cold-started again by the next request.
+    wait_for_state(&host, "hello", "compiled", Duration::from_secs(5)).await;
+    assert!(host.wait_for_log("scaled to zero function=hello", Duration::from_secs(1)));
+    assert_eq!(
+        get(&host, "/hello").await,
+        (200, "Hello, world!\n".to_owned())
+    );
+    let function = host.function("hello").await;
+    assert_eq!(
+        (function["state"].as_str(), function["cold_starts"].as_u64()),
+        (Some("warm"), Some(2))
+    );
+
+    let cold_starts: Vec<String> = host
+        .log()
+        .lines()
+        .filter(|l| l.contains("cold start") && l.contains("function=hello"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(cold_starts.len(), 2, "{cold_starts:?}");
+    assert!(
+        cold_starts.iter().all(|l| l.contains("elapsed_ms=")),
+        "{cold_starts:?}"
+    );
+}
+
+#[tokio::test]
+async fn min_instances_keeps_a_function_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!(
+            "[[function]]\nname = \"kept\"\ncomponent = {hello:?}\nroutes = [\"/kept\"]\n\
+             idle_timeout = \"100ms\"\nmin_instances = 1\n\n\
+             [[function]]\nname = \"dropped\"\ncomponent = {hello:?}\nroutes = [\"/dropped\"]\n\
+             idle_timeout = \"100ms\"\n",
+            hello = example("hello")
+        ),
+    );
+    let host = Host::start(&manifest);
+    // Warmed without a request.
+    wait_for_state(&host, "kept", "warm", Duration::from_secs(30)).await;
+    assert_eq!(get(&host, "/kept").await.0, 200);
+    assert_eq!(get(&host, "/dropped").await.0, 200);
+
+    // Ten idle timeouts later, one scaled to zero and the other did not.
+    wait_for_state(&host, "dropped", "compiled", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept = host.function("kept").await;
+    assert_eq!(kept["state"], "warm");
+    assert_eq!(kept["min_instances"], 1);
+    assert_eq!(kept["cold_starts"], 1, "warmed once, at start");
+}
+
+/// `component` with a custom section appended: the same program, a
+/// different file, so it gets a compile job and an artifact of its own.
+fn variant(dir: &Path, component: &Path, n: usize) -> PathBuf {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"shoal-test-variant";
+    let payload = n.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128 && name.len() < 128, "one-byte LEB128 sizes");
+    bytes.extend([0, size as u8, name.len() as u8]);
+    bytes.extend(name);
+    bytes.extend(payload);
+    write(dir, &format!("variant-{n}.wasm"), bytes)
+}
+
+#[tokio::test]
+async fn a_request_for_a_function_still_compiling_goes_first_and_succeeds() {
+    const FUNCTIONS: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for n in 0..FUNCTIONS {
+        let component = variant(dir.path(), &example("echo"), n);
+        text.push_str(&format!(
+            "[[function]]\nname = \"f{n}\"\ncomponent = {component:?}\nroutes = [\"/f{n}\"]\n\n"
+        ));
+    }
+    let host = Host::start(&write(dir.path(), "shoal.toml", text));
+
+    // The last function's component is last in the queue; asking for it
+    // moves it to the front.
+    let last = format!("f{}", FUNCTIONS - 1);
+    let response = http1()
+        .post(host.url(&format!("/{last}")))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "hi");
+
+    let functions = host.functions().await;
+    let not_compiled = functions
+        .iter()
+        .filter(|f| f["state"] == "registered" || f["state"] == "compiling")
+        .count();
+    assert!(
+        not_compiled > 0,
+        "every component was compiled before the request was answered: it did not go first"
+    );
+    let line = host
+        .wait_for_line(Duration::from_secs(1), |l| {
+            l.contains("cold start") && l.contains(&format!("function={last} "))
+        })
+        .unwrap();
+    assert!(line.contains("waited_for_compile_ms="), "{line}");
+
+    // And the rest finish compiling.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let functions = host.functions().await;
+        if functions
+            .iter()
+            .all(|f| f["state"] == "compiled" || f["state"] == "warm")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every component compiled: {functions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_artifact_from_another_engine_is_compiled_again_never_run() {
+    use sha2::{Digest, Sha256};
+    let data = tempfile::tempdir().unwrap();
+    let manifest = common::manifest(
+        data.path(),
+        &[("hello", &example("hello"), &["/hello"], &[])],
+    );
+
+    // A first start writes the artifact.
+    let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
+    wait_for_state(&host, "hello", "compiled", Duration::from_secs(30)).await;
+    drop(host);
+
+    // Replace it with bytes whose digest matches but that no engine made:
+    // only wasmtime's own checks can refuse it.
+    let artifacts = data.path().join("artifacts");
+    let artifact = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let forged = b"\x7fELF not an artifact of this engine".repeat(100);
+    std::fs::write(&artifact, &forged).unwrap();
+    std::fs::write(
+        artifact.with_extension("cwasm.sha256"),
+        hex(&Sha256::digest(&forged)),
+    )
+    .unwrap();
+
+    let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
+    wait_for_state(&host, "hello", "compiled", Duration::from_secs(30)).await;
+    let log = host.log();
+    assert!(log.contains("discarding a cached artifact"), "{log}");
+    assert!(log.contains("wasmtime refuses it"), "{log}");
+    assert!(log.contains("component compiled again"), "{log}");
+    assert_eq!(
+        get(&host, "/hello").await,
+        (200, "Hello, world!\n".to_owned())
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_functions_and_refuses_other_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::manifest(
+        dir.path(),
+        &[
+            ("hello", &example("hello"), &["/hello", "/hi/..."], &[]),
+            ("echo", &example("echo"), &["/echo"], &[]),
+        ],
+    );
+    let host = Host::start(&manifest);
+    let functions = host.functions().await;
+    let names: Vec<&str> = functions
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hello", "echo"]);
+    assert_eq!(
+        functions[0]["routes"],
+        serde_json::json!(["/hello", "/hi/..."])
+    );
+    assert_eq!(
+        functions[0]["idle_timeout_ms"], 60_000,
+        "the host-wide default"
+    );
+    for f in &functions {
+        let state = f["state"].as_str().unwrap();
+        assert!(
+            ["registered", "compiling", "compiled"].contains(&state),
+            "{f}"
+        );
+    }
+
+    let admin = format!("http://{}", host.admin);
+    let response = http1()
+        .post(format!("{admin}/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let response = http1()
+        .get(format!("{admin}/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    // The admin API is not on the public port.
+    assert_eq!(get(&host, "/v1/functions").await.0, 404);
+}
