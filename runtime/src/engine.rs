@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +43,18 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Largest instance metadata (`VMContext`) a core module may need.
 const MAX_CORE_INSTANCE_SIZE: usize = 4 << 20;
 
+/// Where the kernel has `PAGEMAP_SCAN` (Linux 6.7+), the pages an instance
+/// dirtied are restored in place when it is dropped, up to this many bytes
+/// per linear memory, instead of being unmapped with `madvise`: no system
+/// call to unmap, no TLB shootdown, and no page faults for the next instance
+/// in the slot. This halves the cost of a fresh-instance request. The price
+/// is that a used slot keeps the pages its instances touched (at most this
+/// much) resident while it waits for its next instance.
+const MEMORY_KEEP_RESIDENT: usize = 4 << 20;
+
+/// The same, for tables.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
 /// Settings the runtime is created with.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -69,6 +81,9 @@ pub enum Allocation {
     Pooling {
         /// Instance slots in the pool.
         instances: u32,
+        /// Whether dropped instances' dirty pages are found with
+        /// `PAGEMAP_SCAN` and restored in place (else they are unmapped).
+        pagemap_scan: bool,
     },
     /// `mmap` per instance; used where the pool cannot be reserved.
     OnDemand,
@@ -92,6 +107,7 @@ impl Runtime {
                 engine,
                 Allocation::Pooling {
                     instances: config.max_instances,
+                    pagemap_scan: PoolingAllocationConfig::is_pagemap_scan_available(),
                 },
             ),
             Err(error) => {
@@ -166,6 +182,12 @@ fn engine_config(pool: Option<u32>) -> Config {
             .total_stacks(instances)
             .table_elements(MAX_TABLE_ELEMENTS)
             .max_core_instance_size(MAX_CORE_INSTANCE_SIZE);
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pooling
+                .pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+                .table_keep_resident(TABLE_KEEP_RESIDENT);
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
     config

@@ -1,16 +1,18 @@
 //! The request a function receives.
 
+use std::cell::OnceCell;
 use std::io::{self, Read};
 
 use wasip2::http::types::{IncomingBody, IncomingRequest, Method};
 use wasip2::io::streams::InputStream;
 
-/// An incoming HTTP request. The head is read up front; the body is read
-/// only when asked for, and can be streamed.
+/// An incoming HTTP request. The method and path are read up front; the
+/// headers and the body only when asked for (each is a call into the host),
+/// and the body can be streamed.
 pub struct Request {
     method: String,
     path_with_query: String,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: OnceCell<Vec<(String, Vec<u8>)>>,
     inner: IncomingRequest,
 }
 
@@ -31,7 +33,7 @@ impl Request {
         Self {
             method,
             path_with_query: inner.path_with_query().unwrap_or_else(|| "/".to_owned()),
-            headers: inner.headers().entries(),
+            headers: OnceCell::new(),
             inner,
         }
     }
@@ -60,7 +62,7 @@ impl Request {
 
     /// The first value of header `name` (any case), if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.all_headers()
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .and_then(|(_, value)| std::str::from_utf8(value).ok())
@@ -68,7 +70,13 @@ impl Request {
 
     /// Every header, in the order received; names are lower-case.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.all_headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    fn all_headers(&self) -> &[(String, Vec<u8>)] {
+        self.headers.get_or_init(|| self.inner.headers().entries())
     }
 
     /// The body as a stream, read as it arrives.
