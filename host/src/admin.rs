@@ -46,6 +46,7 @@ impl Admin {
                 in_flight: f.in_flight(),
                 idle_timeout_ms: f.policy().idle_timeout.as_millis() as u64,
                 min_instances: f.policy().min_instances,
+                max_instance_reuse: f.max_instance_reuse(),
                 error: f.failure().map(|e| e.to_string()),
             })
             .collect()
@@ -62,6 +63,7 @@ struct FunctionView<'a> {
     in_flight: u64,
     idle_timeout_ms: u64,
     min_instances: u32,
+    max_instance_reuse: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }

@@ -9,6 +9,7 @@
 //! env = { GREETING = "hi" }      # the only variables the guest sees
 //! idle_timeout = "5m"            # scale to zero after this long unused
 //! min_instances = 0              # 1 keeps it warm
+//! max_instance_reuse = 1         # >1: one instance serves that many requests
 //! ```
 //!
 //! Parsing produces types that cannot hold a bad value ([`FunctionName`],
@@ -17,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +55,9 @@ pub struct FunctionDecl {
     pub idle_timeout: Option<Duration>,
     /// Above 0, the function is kept warm and never scales to zero.
     pub min_instances: u32,
+    /// How many requests one instance serves, one after the other: 1, a
+    /// fresh instance per request, unless the function opts into reuse.
+    pub max_instance_reuse: NonZeroU32,
 }
 
 impl FunctionDecl {
@@ -65,6 +70,7 @@ impl FunctionDecl {
             env: BTreeMap::new(),
             idle_timeout: None,
             min_instances: 0,
+            max_instance_reuse: NonZeroU32::MIN,
         }
     }
 }
@@ -156,6 +162,7 @@ impl Manifest {
                 env: decl.env.clone(),
                 idle_timeout: decl.idle_timeout.map(|t| t.0),
                 min_instances: decl.min_instances,
+                max_instance_reuse: decl.max_instance_reuse.unwrap_or(NonZeroU32::MIN),
             });
         }
 
@@ -213,6 +220,7 @@ struct RawFunction {
     idle_timeout: Option<HumanDuration>,
     #[serde(default)]
     min_instances: u32,
+    max_instance_reuse: Option<NonZeroU32>,
 }
 
 /// A duration written for people: `"90s"`, `"5m"`, `"1h 30m"`, `"250ms"`.

@@ -292,3 +292,36 @@ async fn the_admin_api_lists_functions_and_refuses_other_requests() {
     // The admin API is not on the public port.
     assert_eq!(get(&host, "/v1/functions").await.0, 404);
 }
+
+#[tokio::test]
+async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!(
+            "[[function]]\nname = \"fresh\"\ncomponent = {counter:?}\nroutes = [\"/fresh\"]\n\n\
+             [[function]]\nname = \"reused\"\ncomponent = {counter:?}\nroutes = [\"/reused\"]\n\
+             max_instance_reuse = 3\n"
+        ),
+    );
+    let host = Host::start(&manifest);
+    assert_eq!(host.function("fresh").await["max_instance_reuse"], 1);
+    assert_eq!(host.function("reused").await["max_instance_reuse"], 3);
+
+    // Sequential requests: a fresh instance each time, so nothing carries
+    // over; a reused instance serves three, then is replaced.
+    for _ in 0..4 {
+        assert_eq!(get(&host, "/fresh").await, (200, "1\n".to_owned()));
+    }
+    let mut counts = Vec::new();
+    for _ in 0..7 {
+        counts.push(get(&host, "/reused").await.1.trim().parse::<u32>().unwrap());
+    }
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
+
+    // An instance that trapped is never used again.
+    assert_eq!(get(&host, "/reused?trap").await.0, 500);
+    assert_eq!(get(&host, "/reused").await, (200, "1\n".to_owned()));
+}

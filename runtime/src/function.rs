@@ -14,6 +14,7 @@
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
 
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -33,21 +34,28 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::artifact::{Artifact, check_serves_http};
 use crate::engine::Runtime;
 use crate::error::{HandleError, LoadError};
+use crate::reuse::{InstancePool, Reusable};
 use crate::store::{StoreState, StoreTemplate};
 
-/// What a function adds to its component: its name and environment.
+/// What a function adds to its component: its name, environment and
+/// instance policy.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
     /// The function's name, used in logs and errors.
     pub name: String,
     /// The only environment variables the guest sees.
     pub env: Vec<(String, String)>,
+    /// How many requests one instance may serve, one after the other; 1 (a
+    /// fresh instance per request) unless the function opts into reuse.
+    pub max_instance_reuse: NonZeroU32,
 }
 
 /// A warm function: its component mapped, linked and pre-instantiated.
 pub struct Function {
     pre: ProxyPre<StoreState>,
     template: Arc<StoreTemplate>,
+    /// Idle instances, when the function reuses them.
+    reuse: Option<Arc<InstancePool>>,
     // Keeps the artifact mapped for as long as the function is warm.
     _component: Arc<Component>,
 }
@@ -66,6 +74,8 @@ impl Function {
                 function: Arc::from(spec.name),
                 env: spec.env,
             }),
+            reuse: (spec.max_instance_reuse.get() > 1)
+                .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
             _component: component,
         })
     }
@@ -75,7 +85,8 @@ impl Function {
         &self.template.function
     }
 
-    /// Runs one request through a fresh instance.
+    /// Runs one request through a fresh instance (or an idle one, if the
+    /// function reuses instances).
     ///
     /// Returns as soon as the guest has sent the response head; the body
     /// streams from the guest as the caller reads it. `request_id` tags the
@@ -90,10 +101,21 @@ impl Function {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let mut store = Store::new(
-            self.pre.engine(),
-            StoreState::new(&self.template, request_id),
-        );
+        let reused = self.reuse.as_ref().and_then(|pool| pool.take());
+        let (mut store, proxy, uses) = match reused {
+            Some(Reusable {
+                mut store,
+                proxy,
+                uses,
+            }) => {
+                store.data_mut().begin_request(request_id);
+                (store, Some(proxy), uses)
+            }
+            None => {
+                let state = StoreState::new(&self.template, request_id);
+                (Store::new(self.pre.engine(), state), None, 0)
+            }
+        };
         let (response_tx, response_rx) = oneshot::channel();
         let mut http = store.data_mut().http();
         let request = http
@@ -104,13 +126,22 @@ impl Function {
             .map_err(HandleError::Setup)?;
 
         let pre = self.pre.clone();
+        let pool = self.reuse.clone();
         let guest = tokio::spawn(
             async move {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, request, outparam)
-                    .await
+                    .await?;
+                if let Some(pool) = pool {
+                    let uses = uses + 1;
+                    pool.put(Reusable { store, proxy, uses });
+                }
+                Ok(())
             }
             .in_current_span(),
         );

@@ -34,23 +34,42 @@ impl Stream {
     }
 }
 
-/// One of a request's output streams. Every handle the guest opens on it
+/// What a store's log lines are tagged with. The request id changes when an
+/// instance is reused for another request.
+pub(crate) struct LogTags {
+    function: Arc<str>,
+    request_id: Mutex<Arc<str>>,
+}
+
+impl LogTags {
+    pub(crate) fn new(function: Arc<str>, request_id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            function,
+            request_id: Mutex::new(Arc::from(request_id)),
+        })
+    }
+
+    /// Tags the lines that follow with `request_id`.
+    pub(crate) fn set_request_id(&self, request_id: &str) {
+        *self.request_id.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(request_id);
+    }
+}
+
+/// One of a store's output streams. Every handle the guest opens on it
 /// shares one line buffer.
 #[derive(Clone)]
 pub(crate) struct GuestLog(Arc<LineBuffer>);
 
 struct LineBuffer {
-    function: Arc<str>,
-    request_id: Arc<str>,
+    tags: Arc<LogTags>,
     stream: Stream,
     pending: Mutex<Vec<u8>>,
 }
 
 impl GuestLog {
-    pub(crate) fn new(function: &Arc<str>, request_id: &Arc<str>, stream: Stream) -> Self {
+    pub(crate) fn new(tags: &Arc<LogTags>, stream: Stream) -> Self {
         Self(Arc::new(LineBuffer {
-            function: function.clone(),
-            request_id: request_id.clone(),
+            tags: tags.clone(),
             stream,
             pending: Mutex::new(Vec::new()),
         }))
@@ -88,10 +107,16 @@ impl LineBuffer {
         if line.is_empty() {
             return;
         }
+        let request_id = self
+            .tags
+            .request_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         tracing::info!(
             target: "shoal::guest",
-            function = %self.function,
-            request_id = %self.request_id,
+            function = %self.tags.function,
+            request_id = %request_id,
             stream = self.stream.name(),
             "{line}"
         );
@@ -169,9 +194,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_on_newlines_and_at_the_length_limit() {
-        let function: Arc<str> = Arc::from("f");
-        let id: Arc<str> = Arc::from("r");
-        let log = GuestLog::new(&function, &id, Stream::Stdout);
+        let log = GuestLog::new(&LogTags::new(Arc::from("f"), "r"), Stream::Stdout);
         log.write(b"ab");
         log.write(b"c\nde");
         assert_eq!(*log.0.pending.lock().unwrap(), b"de");

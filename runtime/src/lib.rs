@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod function;
 mod guest_log;
+mod reuse;
 mod store;
 
 pub use artifact::{Artifact, Provenance, precheck};

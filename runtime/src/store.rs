@@ -1,9 +1,11 @@
 //! The state of one request's [`wasmtime::Store`]: its WASI context, its
 //! `wasi:http` context and the resource table both share.
 //!
-//! A store lives exactly as long as one request, so nothing a guest does can
-//! be seen by the next request: every request starts from a fresh instance
-//! and a fresh context built from the function's declared settings.
+//! A store normally lives exactly as long as one request, so nothing a guest
+//! does can be seen by the next request: every request starts from a fresh
+//! instance and a fresh context built from the function's declared settings.
+//! A function that opts into instance reuse keeps its store (and whatever the
+//! guest left in its memory) across the requests of one instance.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::guest_log::{GuestLog, Stream};
+use crate::guest_log::{GuestLog, LogTags, Stream};
 
 /// What a function's stores are built from; prepared once when it is loaded.
 #[derive(Debug)]
@@ -20,28 +22,21 @@ pub(crate) struct StoreTemplate {
     pub(crate) env: Vec<(String, String)>,
 }
 
-/// Per-request store data.
+/// Per-request store data (per instance, when an instance is reused).
 pub struct StoreState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
+    log: Arc<LogTags>,
 }
 
 impl StoreState {
     pub(crate) fn new(template: &StoreTemplate, request_id: &str) -> Self {
-        let request_id: Arc<str> = Arc::from(request_id);
+        let log = LogTags::new(template.function.clone(), request_id);
         let wasi = WasiCtxBuilder::new()
             .envs(&template.env)
-            .stdout(GuestLog::new(
-                &template.function,
-                &request_id,
-                Stream::Stdout,
-            ))
-            .stderr(GuestLog::new(
-                &template.function,
-                &request_id,
-                Stream::Stderr,
-            ))
+            .stdout(GuestLog::new(&log, Stream::Stdout))
+            .stderr(GuestLog::new(&log, Stream::Stderr))
             // Sockets are linked (toolchains import them) but never usable.
             .allow_tcp(false)
             .allow_udp(false)
@@ -51,7 +46,13 @@ impl StoreState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
+            log,
         }
+    }
+
+    /// Readies a reused instance's state for the next request.
+    pub(crate) fn begin_request(&mut self, request_id: &str) {
+        self.log.set_request_id(request_id);
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
@@ -69,6 +69,7 @@ impl RunArgs {
     /// Registers every function, listens, and serves until SIGTERM or
     /// SIGINT; fails if a component is refused.
     pub fn execute(self) -> anyhow::Result<()> {
+        let started = Instant::now();
         let manifest = load_target(&self.target)?;
         let listen = match self.listen {
             Some(addr) => addr,
@@ -83,8 +84,16 @@ impl RunArgs {
             data_dir.join("artifacts"),
         ))?);
         match runtime.allocation() {
-            Allocation::Pooling { instances } => tracing::info!(
+            Allocation::Pooling {
                 instances,
+                pagemap_scan,
+            } => tracing::info!(
+                instances,
+                memory_reset = if pagemap_scan {
+                    "dirty pages, in place (PAGEMAP_SCAN)"
+                } else {
+                    "madvise"
+                },
                 "instances come from the pooling allocator, with copy-on-write memory images"
             ),
             Allocation::OnDemand => tracing::info!("instances are allocated on demand"),
@@ -94,7 +103,7 @@ impl RunArgs {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let stop = tokio.block_on(self.serve(runtime, &manifest, listen));
+        let stop = tokio.block_on(self.serve(runtime, &manifest, listen, started));
         // Guest tasks still running past the drain timeout are abandoned.
         tokio.shutdown_background();
         match stop? {
@@ -108,6 +117,7 @@ impl RunArgs {
         runtime: Arc<Runtime>,
         manifest: &Manifest,
         listen: SocketAddr,
+        started: Instant,
     ) -> anyhow::Result<Stop> {
         let registry = Registry::start(runtime, manifest, self.idle_timeout)?;
         let public = tokio::net::TcpListener::bind(listen)
@@ -130,9 +140,16 @@ impl RunArgs {
         tokio::spawn({
             let (registry, stop_tx) = (registry.clone(), stop_tx.clone());
             async move {
-                if let Err(error) = registry.compiled().await {
-                    tracing::error!(%error, "a component was refused; stopping");
-                    request_stop(&stop_tx, Stop::Refused(error));
+                match registry.compiled().await {
+                    Ok(()) => tracing::info!(
+                        functions = registry.functions().len(),
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "ready: every component is compiled"
+                    ),
+                    Err(error) => {
+                        tracing::error!(%error, "a component was refused; stopping");
+                        request_stop(&stop_tx, Stop::Refused(error));
+                    }
                 }
             }
         });

@@ -112,6 +112,11 @@ impl FunctionEntry {
         self.policy
     }
 
+    /// How many requests one instance serves.
+    pub fn max_instance_reuse(&self) -> u32 {
+        self.spec.max_instance_reuse.get()
+    }
+
     /// Its compile job.
     pub(super) fn job(&self) -> &Arc<CompileJob> {
         &self.job

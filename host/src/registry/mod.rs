@@ -82,6 +82,7 @@ impl Registry {
                     .iter()
                     .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
                     .collect(),
+                max_instance_reuse: decl.max_instance_reuse,
             };
             let policy = ScalePolicy {
                 idle_timeout: decl.idle_timeout.unwrap_or(default_idle_timeout),
