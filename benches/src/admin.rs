@@ -1,0 +1,103 @@
+//! The host's admin API as the harness reads it: `GET /v1/functions`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::client::Connection;
+use crate::plan::SCALE_TO_ZERO_TIMEOUT;
+
+/// The admin listing's path.
+const FUNCTIONS_PATH: &str = "/v1/functions";
+
+/// The state of a function that is compiled and holds no instance: scaled
+/// to zero.
+pub const SCALED_TO_ZERO: &str = "compiled";
+
+/// One function as the admin API shows it (the fields the harness uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionStatus {
+    /// Its name.
+    pub name: String,
+    /// `registered`, `compiling`, `compiled`, `warm` or `failed`.
+    pub state: String,
+    /// Cold starts since the host started.
+    pub cold_starts: u64,
+    /// Requests being served.
+    pub in_flight: u64,
+}
+
+impl FunctionStatus {
+    /// Whether it is scaled to zero with nothing in flight.
+    pub fn is_scaled_to_zero(&self) -> bool {
+        self.state == SCALED_TO_ZERO && self.in_flight == 0
+    }
+}
+
+/// A keep-alive client of one host's admin API.
+pub struct Admin {
+    addr: SocketAddr,
+    connection: Option<Connection>,
+}
+
+impl Admin {
+    /// The admin API at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            connection: None,
+        }
+    }
+
+    /// Every function, now.
+    pub async fn functions(&mut self) -> anyhow::Result<Vec<FunctionStatus>> {
+        let connection = match &mut self.connection {
+            Some(connection) if !connection.is_closed() => connection,
+            slot => slot.insert(Connection::open(self.addr).await?),
+        };
+        let answer = connection.get(FUNCTIONS_PATH).await?;
+        if !answer.status.is_success() {
+            bail!("GET {FUNCTIONS_PATH} answered {}", answer.status);
+        }
+        serde_json::from_slice(&answer.body)
+            .with_context(|| format!("GET {FUNCTIONS_PATH} answered unexpected JSON"))
+    }
+
+    /// Function `name`, now.
+    pub async fn function(&mut self, name: &str) -> anyhow::Result<FunctionStatus> {
+        self.functions()
+            .await?
+            .into_iter()
+            .find(|f| f.name == name)
+            .with_context(|| format!("the admin API lists no function `{name}`"))
+    }
+
+    /// Waits until every function for which `include` holds is scaled to
+    /// zero; asks every `poll`, for at most [`SCALE_TO_ZERO_TIMEOUT`].
+    /// Returns the last listing.
+    pub async fn wait_scaled_to_zero(
+        &mut self,
+        poll: Duration,
+        include: impl Fn(&FunctionStatus) -> bool,
+    ) -> anyhow::Result<Vec<FunctionStatus>> {
+        let deadline = Instant::now() + SCALE_TO_ZERO_TIMEOUT;
+        loop {
+            let functions = self.functions().await?;
+            let warm = functions
+                .iter()
+                .filter(|f| include(f) && !f.is_scaled_to_zero())
+                .count();
+            if warm == 0 {
+                return Ok(functions);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{warm} functions were still not scaled to zero after {SCALE_TO_ZERO_TIMEOUT:?}"
+                );
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Section 2: cold starts. One host serves the Rust and the JavaScript
+//! hello, each with an idle timeout of [`COLD_IDLE_TIMEOUT`]. For each
+//! function, on one keep-alive connection opened beforehand, the harness
+//! repeats: wait (polling the admin API) until the function has scaled to
+//! zero; send one request and time it from writing its first byte to
+//! reading the answer's first byte (the cold figure); send a second request
+//! at once (the warm figure).
+//!
+//! A cold start counts only if it was one: at the end, the host's own count
+//! of cold starts for the function must equal the number of timed cold
+//! requests, else the section says the measurement is invalid.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::admin::Admin;
+use crate::client::Connection;
+use crate::manifest::{Function, Manifest};
+use crate::plan::{CLIENT_CPU, COLD_IDLE_TIMEOUT, COLD_START_POLL, Plan, SERVER_CPU};
+use crate::report::{Table, format_latency, format_latency_or_dash};
+use crate::servers::{HELLO_BODY, Paths, Server};
+use crate::stats::Sample;
+
+/// A function of this section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// The Rust hello (`hello.wasm`).
+    Rust,
+    /// The JavaScript hello (`hello-js.wasm`, componentize-js).
+    JavaScript,
+}
+
+impl Language {
+    /// Both, in the report's order.
+    pub const ALL: [Language; 2] = [Language::Rust, Language::JavaScript];
+
+    /// The function's name in the manifest.
+    pub fn function(&self) -> &'static str {
+        match self {
+            Language::Rust => "hello-rs",
+            Language::JavaScript => "hello-js",
+        }
+    }
+
+    fn route(&self) -> &'static str {
+        match self {
+            Language::Rust => "/rs",
+            Language::JavaScript => "/js",
+        }
+    }
+
+    /// What the function answers at its route.
+    fn body(&self) -> &'static str {
+        match self {
+            Language::Rust => HELLO_BODY,
+            Language::JavaScript => "hello from js /js",
+        }
+    }
+
+    fn component<'a>(&self, paths: &'a Paths) -> &'a Path {
+        match self {
+            Language::Rust => &paths.hello_wasm,
+            Language::JavaScript => &paths.hello_js_wasm,
+        }
+    }
+
+    /// Its name in the report.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Language::Rust => "Rust hello",
+            Language::JavaScript => "JS hello",
+        }
+    }
+}
+
+/// One function's cold starts.
+#[derive(Debug, Clone)]
+pub struct FunctionColdStarts {
+    /// Which function.
+    pub language: Language,
+    /// Its component file.
+    pub component: PathBuf,
+    /// The component's size in bytes.
+    pub component_bytes: u64,
+    /// Request-to-first-byte of each request sent to the function scaled
+    /// to zero.
+    pub cold: Sample,
+    /// Request-to-first-byte of the request that followed each cold one.
+    pub warm: Sample,
+    /// The `elapsed_ms` of the host's `cold start` log lines.
+    pub logged: Sample,
+    /// Cold starts the admin API counted at the end.
+    pub counted: u64,
+    /// Connections the host closed between two timed requests (the next
+    /// one went on a new connection, opened before the wait).
+    pub reconnects: usize,
+}
+
+impl FunctionColdStarts {
+    /// Whether every timed cold request was a cold start, and only those.
+    pub fn is_valid(&self) -> bool {
+        self.counted == self.cold.len() as u64
+    }
+}
+
+/// Section 2's results.
+#[derive(Debug, Clone)]
+pub struct ColdStarts {
+    /// Per function; empty if the section failed.
+    pub functions: Vec<FunctionColdStarts>,
+    /// Why the section failed, if it did.
+    pub failure: Option<String>,
+}
+
+impl ColdStarts {
+    /// Runs the section; a failure is reported in the section, not fatal.
+    pub async fn measure(paths: &Paths, plan: &Plan) -> Self {
+        eprintln!("==> cold starts");
+        match measure(paths, plan).await {
+            Ok(functions) => Self {
+                functions,
+                failure: None,
+            },
+            Err(error) => {
+                eprintln!("    failed: {error:#}");
+                Self {
+                    functions: Vec::new(),
+                    failure: Some(format!("{error:#}")),
+                }
+            }
+        }
+    }
+
+    /// The results of `language`'s function.
+    pub fn function(&self, language: Language) -> Option<&FunctionColdStarts> {
+        self.functions.iter().find(|f| f.language == language)
+    }
+
+    /// The section, as markdown.
+    pub fn render(&self) -> String {
+        let mut out = String::from("## 2. Cold start\n\n");
+        let _ = writeln!(
+            out,
+            "One `host` (CPU {SERVER_CPU}) serves both functions with `idle_timeout = \
+             \"{COLD_IDLE_TIMEOUT}\"`. For each, on one keep-alive connection opened beforehand, \
+             the client (CPU {CLIENT_CPU}) waits until the admin API shows the function \
+             `compiled` (scaled to zero), then times one request from writing its first byte \
+             to reading the answer's first byte (\"cold\"), then sends one more at once \
+             (\"warm\"). Every answer is checked (200 and the expected body). \"host-logged\" is \
+             the `elapsed_ms` of the host's `cold start` log line: the server's share, from \
+             the request finding the function cold to the function being warm, before the \
+             guest runs. \"counted\" is the admin API's `cold_starts` at the end, which must \
+             equal the timed cold requests.\n"
+        );
+        if let Some(failure) = &self.failure {
+            let _ = writeln!(out, "**The section failed:** {failure}\n");
+            return out;
+        }
+        let mut table = Table::new(&[
+            "function",
+            "component",
+            "timed",
+            "counted",
+            "cold p50",
+            "cold p99",
+            "cold max",
+            "host-logged p50",
+            "host-logged p99",
+            "warm p50",
+            "warm p99",
+        ]);
+        for f in &self.functions {
+            table.row(vec![
+                f.language.label().to_owned(),
+                format!(
+                    "`{}` ({:.1} KiB)",
+                    f.component
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy(),
+                    f.component_bytes as f64 / 1024.0
+                ),
+                f.cold.len().to_string(),
+                f.counted.to_string(),
+                format_latency_or_dash(f.cold.p50()),
+                format_latency_or_dash(f.cold.p99()),
+                format_latency_or_dash(f.cold.max()),
+                format_latency_or_dash(f.logged.p50()),
+                format_latency_or_dash(f.logged.p99()),
+                format_latency_or_dash(f.warm.p50()),
+                format_latency_or_dash(f.warm.p99()),
+            ]);
+        }
+        out.push_str(&table.render());
+        out.push('\n');
+        for f in &self.functions {
+            let label = f.language.label();
+            if f.is_valid() {
+                let _ = writeln!(
+                    out,
+                    "- {label}: valid, every one of the {} timed requests was a cold start.",
+                    f.cold.len()
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "- **{label}: INVALID measurement**: the host counted {} cold starts for {} \
+                     timed cold requests.",
+                    f.counted,
+                    f.cold.len()
+                );
+            }
+            if let (Some(cold), Some(warm)) = (f.cold.p50(), f.warm.p50()) {
+                let _ = writeln!(
+                    out,
+                    "  Cold minus warm at the median: {}.",
+                    format_latency(cold.saturating_sub(warm))
+                );
+            }
+            if f.reconnects > 0 {
+                let _ = writeln!(
+                    out,
+                    "  The host closed the idle connection {} times; those requests went on a \
+                     new connection opened before the wait.",
+                    f.reconnects
+                );
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdStarts>> {
+    let manifest = paths.work.join("cold-start.toml");
+    Manifest {
+        function: Language::ALL
+            .iter()
+            .map(|l| {
+                Function::new(l.function(), l.component(paths), l.route())
+                    .idle_timeout(COLD_IDLE_TIMEOUT)
+            })
+            .collect(),
+    }
+    .write(&manifest)?;
+    let mut server = Server::host(paths, &manifest, &paths.data).await?;
+    server.wait_ready().await?;
+    let mut admin = Admin::new(server.admin()?);
+
+    let mut results = Vec::new();
+    for language in Language::ALL {
+        eprintln!(
+            "    {} ({} cold starts)",
+            language.label(),
+            plan.cold_starts
+        );
+        let (cold, warm, reconnects) = time_cold_starts(&server, &mut admin, language, plan)
+            .await
+            .with_context(|| format!("timing the cold starts of {}", language.function()))?;
+        let component = language.component(paths).to_owned();
+        results.push(FunctionColdStarts {
+            language,
+            component_bytes: std::fs::metadata(&component)?.len(),
+            component,
+            cold: Sample::new(cold),
+            warm: Sample::new(warm),
+            logged: Sample::new(Vec::new()),
+            counted: admin.function(language.function()).await?.cold_starts,
+            reconnects,
+        });
+    }
+    // The log lines of the last cold start may still be in the pipe.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for result in &mut results {
+        result.logged = Sample::new(server.logged_cold_starts(result.language.function()));
+    }
+    Ok(results)
+}
+
+/// Cold and warm request-to-first-byte of `plan.cold_starts` rounds, and
+/// how many times the connection had to be opened again.
+async fn time_cold_starts(
+    server: &Server,
+    admin: &mut Admin,
+    language: Language,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, usize)> {
+    let (name, route, body) = (language.function(), language.route(), language.body());
+    let mut connection = Connection::open(server.addr).await?;
+    let (mut cold, mut warm, mut reconnects) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..plan.cold_starts {
+        admin
+            .wait_scaled_to_zero(COLD_START_POLL, |f| f.name == name)
+            .await?;
+        if connection.is_closed() {
+            connection = Connection::open(server.addr).await?;
+            reconnects += 1;
+        }
+        let answer = connection.get(route).await?;
+        answer.expect(body)?;
+        cold.push(answer.first_byte);
+        let answer = connection.get(route).await?;
+        answer.expect(body)?;
+        warm.push(answer.first_byte);
+    }
+    Ok((cold, warm, reconnects))
+}

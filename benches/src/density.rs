@@ -1,0 +1,268 @@
+//! Section 3: density. The same Rust hello registered under N names, each
+//! at its own route `/f<i>`, with a warm artifact cache (a first start of the
+//! host fills it). For each N: the time from spawning the host to its
+//! `listening on` and `ready:` lines and its resident memory once ready;
+//! then one request to every function, a wait until the admin API shows all
+//! of them scaled to zero, and the resident memory again. What one more
+//! registered, scaled-to-zero function costs is (RSS_N − RSS_1) / (N − 1).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::admin::Admin;
+use crate::client::Connection;
+use crate::manifest::{Function, Manifest};
+use crate::plan::{DENSITY_IDLE_TIMEOUT, DENSITY_POLL, Plan, SERVER_CPU};
+use crate::report::{Table, format_count, format_kib, format_latency, format_latency_or_dash};
+use crate::servers::{HELLO_BODY, Paths, Server};
+use crate::stats::Sample;
+
+/// The data folder of this section, emptied at its start so that the first
+/// start really fills the artifact cache (apart from the other sections').
+const DATA_DIR: &str = "density-data";
+
+/// The measurements at one function count.
+#[derive(Debug, Clone)]
+pub struct DensityPoint {
+    /// Registered functions.
+    pub functions: usize,
+    /// Spawn to `listening on`, one per start.
+    pub listening: Sample,
+    /// Spawn to the `ready:` line, one per start.
+    pub ready: Sample,
+    /// The `elapsed_ms` of the `ready:` line (the host's own clock, from
+    /// `main`), one per start.
+    pub ready_logged: Sample,
+    /// `VmRSS` once ready and listening, before any request (median over
+    /// the starts).
+    pub rss_ready_kib: u64,
+    /// `VmRSS` after one request to every function, every function scaled
+    /// to zero again.
+    pub rss_after_kib: u64,
+    /// How long the requests to every function took.
+    pub traffic: Duration,
+    /// Cold starts the admin API counted after the traffic.
+    pub cold_starts: u64,
+}
+
+/// Section 3's results.
+#[derive(Debug, Clone)]
+pub struct Density {
+    /// The first start, which compiled the component into the empty cache:
+    /// spawn to `ready:`.
+    pub cache_fill: Option<Duration>,
+    /// One per function count, in increasing order.
+    pub points: Vec<DensityPoint>,
+    /// Why the section stopped early, if it did.
+    pub failure: Option<String>,
+}
+
+impl Density {
+    /// Runs the section; a failure is reported in the section, not fatal.
+    pub async fn measure(paths: &Paths, plan: &Plan) -> Self {
+        eprintln!("==> density");
+        let mut density = Self {
+            cache_fill: None,
+            points: Vec::new(),
+            failure: None,
+        };
+        if let Err(error) = measure(paths, plan, &mut density).await {
+            eprintln!("    failed: {error:#}");
+            density.failure = Some(format!("{error:#}"));
+        }
+        density
+    }
+
+    /// The point with `functions` functions.
+    pub fn point(&self, functions: usize) -> Option<&DensityPoint> {
+        self.points.iter().find(|p| p.functions == functions)
+    }
+
+    /// Resident memory per registered function at `functions` over one
+    /// function, in KiB: once ready (`after_traffic` false) or after the
+    /// traffic.
+    pub fn per_function_kib(&self, functions: usize, after_traffic: bool) -> Option<f64> {
+        let one = self.point(1)?;
+        let many = self.point(functions).filter(|p| p.functions > 1)?;
+        let rss = |p: &DensityPoint| {
+            if after_traffic {
+                p.rss_after_kib
+            } else {
+                p.rss_ready_kib
+            }
+        };
+        Some((rss(many) as f64 - rss(one) as f64) / (many.functions - 1) as f64)
+    }
+
+    /// The section, as markdown.
+    pub fn render(&self) -> String {
+        let mut out = String::from("## 3. Density\n\n");
+        let _ = writeln!(
+            out,
+            "The Rust `hello.wasm` registered N times (`f0`…`f<N-1>`, routes `/f<i>`, \
+             `idle_timeout = \"{DENSITY_IDLE_TIMEOUT}\"`), one component file, so one compiled \
+             artifact shared by all. `host` pinned to CPU {SERVER_CPU}, with a warm artifact \
+             cache{}. Times run from spawning the process to reading its line; medians over \
+             the starts shown (the host's own figure is the `elapsed_ms` of its `ready:` \
+             line). RSS is `VmRSS`: once ready and listening (median over the starts), then, in the \
+             last start, after one request to every \
+             function (all answered 200 `Hello, world!`) and a wait until the admin API \
+             showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
+             (N − 1).\n",
+            match self.cache_fill {
+                Some(fill) => format!(
+                    " (filled by a first start, which took {} to `ready:`)",
+                    format_latency(fill)
+                ),
+                None => String::new(),
+            }
+        );
+        let mut table = Table::new(&[
+            "functions",
+            "starts",
+            "spawn → `listening on`",
+            "spawn → `ready:`",
+            "host-logged ready",
+            "RSS ready",
+            "per function",
+            "requests to all",
+            "cold starts counted",
+            "RSS after, scaled to zero",
+            "per function",
+        ]);
+        for p in &self.points {
+            let per = |after| {
+                self.per_function_kib(p.functions, after)
+                    .map_or_else(|| "–".to_owned(), format_kib)
+            };
+            table.row(vec![
+                format_count(p.functions as u64),
+                p.ready.len().to_string(),
+                format_latency_or_dash(p.listening.p50()),
+                format_latency_or_dash(p.ready.p50()),
+                format_latency_or_dash(p.ready_logged.p50()),
+                format_kib(p.rss_ready_kib as f64),
+                per(false),
+                format_latency(p.traffic),
+                format_count(p.cold_starts),
+                format_kib(p.rss_after_kib as f64),
+                per(true),
+            ]);
+        }
+        out.push_str(&table.render());
+        if let Some(failure) = &self.failure {
+            let _ = writeln!(out, "\n**The section stopped early:** {failure}");
+        }
+        out.push('\n');
+        out
+    }
+}
+
+async fn measure(paths: &Paths, plan: &Plan, density: &mut Density) -> anyhow::Result<()> {
+    let data_dir = Paths::fresh_dir(&paths.work, DATA_DIR)?;
+
+    let manifests = plan
+        .densities
+        .iter()
+        .map(|&n| write_manifest(paths, n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // The first start compiles the component into the empty cache.
+    let first = manifests.first().context("no function counts to measure")?;
+    let mut server = Server::host(paths, first, &data_dir).await?;
+    let (ready, _) = server.wait_ready().await?;
+    density.cache_fill = Some(ready.at.duration_since(server.process.spawned()));
+    drop(server);
+
+    for (&functions, manifest) in plan.densities.iter().zip(&manifests) {
+        eprintln!("    {functions} functions");
+        let point = measure_point(paths, plan, functions, manifest, &data_dir)
+            .await
+            .with_context(|| format!("with {functions} functions"))?;
+        density.points.push(point);
+    }
+    Ok(())
+}
+
+/// `density-<n>.toml`: the hello component as `f0`…`f<n-1>`.
+fn write_manifest(paths: &Paths, functions: usize) -> anyhow::Result<PathBuf> {
+    let path = paths.work.join(format!("density-{functions}.toml"));
+    Manifest {
+        function: (0..functions)
+            .map(|i| {
+                Function::new(format!("f{i}"), &paths.hello_wasm, format!("/f{i}"))
+                    .idle_timeout(DENSITY_IDLE_TIMEOUT)
+            })
+            .collect(),
+    }
+    .write(&path)?;
+    Ok(path)
+}
+
+async fn measure_point(
+    paths: &Paths,
+    plan: &Plan,
+    functions: usize,
+    manifest: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<DensityPoint> {
+    let (mut listening, mut ready, mut ready_logged) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rss_ready = Vec::new();
+    let mut last = None;
+    for _ in 0..plan.starts_per_density.max(1) {
+        // One host at a time: the previous one goes before the next starts.
+        drop(last.take());
+        let mut server = Server::host(paths, manifest, data_dir).await?;
+        let (ready_line, logged) = server.wait_ready().await?;
+        let spawned = server.process.spawned();
+        listening.push(server.listening.at.duration_since(spawned));
+        ready.push(ready_line.at.duration_since(spawned));
+        ready_logged.push(logged);
+        rss_ready.push(server.process.rss_kib()?);
+        last = Some(server);
+    }
+    let server = last.expect("at least one start");
+    rss_ready.sort_unstable();
+    let rss_ready_kib = rss_ready[rss_ready.len() / 2];
+
+    let started = Instant::now();
+    let mut connection = Connection::open(server.addr).await?;
+    for i in 0..functions {
+        let path = format!("/f{i}");
+        let answer = connection.get(&path).await?;
+        answer
+            .expect(HELLO_BODY)
+            .with_context(|| format!("GET {path}"))?;
+    }
+    let traffic = started.elapsed();
+    drop(connection);
+
+    let mut admin = Admin::new(server.admin()?);
+    let listing = admin.wait_scaled_to_zero(DENSITY_POLL, |_| true).await?;
+    let rss_after_kib = server.process.rss_kib()?;
+    ensure!(
+        listing.len() == functions,
+        "the admin API lists {} functions, not {functions}",
+        listing.len()
+    );
+    if let Some(f) = listing.iter().find(|f| f.cold_starts != 1) {
+        bail!(
+            "function {} had {} cold starts for its one request",
+            f.name,
+            f.cold_starts
+        );
+    }
+    Ok(DensityPoint {
+        functions,
+        listening: Sample::new(listening),
+        ready: Sample::new(ready),
+        ready_logged: Sample::new(ready_logged),
+        rss_ready_kib,
+        rss_after_kib,
+        traffic,
+        cold_starts: listing.iter().map(|f| f.cold_starts).sum(),
+    })
+}
