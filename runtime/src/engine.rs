@@ -24,10 +24,15 @@ use crate::artifact::Artifact;
 use crate::cache::ArtifactCache;
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
+use crate::limits::EpochTicker;
 use crate::store::StoreState;
 
 /// How many instances may be alive at once across all functions, by default.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1_000;
+
+/// The smallest instance pool worth having; where not even this fits in the
+/// address space, instances are allocated on demand.
+const MIN_POOLED_INSTANCES: u32 = 16;
 
 /// Core instances (a component's modules, adapters included) per component
 /// instance the pool is sized for, on average.
@@ -96,29 +101,20 @@ pub struct Runtime {
     linker: Linker<StoreState>,
     cache: ArtifactCache,
     allocation: Allocation,
+    _epoch: EpochTicker,
 }
 
 impl Runtime {
     /// Creates the engine (pooled if the machine allows it), links all of
     /// WASI 0.2 plus `wasi:http`, and opens the artifact cache.
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
-        let (engine, allocation) = match Engine::new(&engine_config(Some(config.max_instances))) {
-            Ok(engine) => (
-                engine,
-                Allocation::Pooling {
-                    instances: config.max_instances,
-                    pagemap_scan: PoolingAllocationConfig::is_pagemap_scan_available(),
-                },
-            ),
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "the instance pool cannot be reserved here; allocating instances on demand"
-                );
+        let (engine, allocation) = pooled_engine(config.max_instances).map_or_else(
+            || {
                 let engine = Engine::new(&engine_config(None)).map_err(RuntimeError::Engine)?;
-                (engine, Allocation::OnDemand)
-            }
-        };
+                Ok((engine, Allocation::OnDemand))
+            },
+            Ok,
+        )?;
         let linker = linker(&engine).map_err(RuntimeError::Engine)?;
         let cache = ArtifactCache::open(&config.cache_dir, &engine).map_err(|source| {
             RuntimeError::Cache {
@@ -127,6 +123,7 @@ impl Runtime {
             }
         })?;
         Ok(Self {
+            _epoch: EpochTicker::start(&engine),
             engine,
             linker,
             cache,
@@ -137,6 +134,15 @@ impl Runtime {
     /// How instances get their memory.
     pub fn allocation(&self) -> Allocation {
         self.allocation
+    }
+
+    /// How many instances may be alive at once: the pool's size, or, on
+    /// demand, `configured`.
+    pub fn max_instances(&self, configured: u32) -> u32 {
+        match self.allocation {
+            Allocation::Pooling { instances, .. } => instances,
+            Allocation::OnDemand => configured,
+        }
     }
 
     /// Compiles the component at `path`, or finds its artifact in the
@@ -162,6 +168,49 @@ impl Runtime {
     }
 }
 
+/// An engine with the largest instance pool the address space holds, from
+/// `instances` down by halves to [`MIN_POOLED_INSTANCES`]; `None` if not even
+/// that fits.
+fn pooled_engine(instances: u32) -> Option<(Engine, Allocation)> {
+    let mut size = instances;
+    loop {
+        match Engine::new(&engine_config(Some(size))) {
+            Ok(engine) => {
+                if size < instances {
+                    tracing::warn!(
+                        configured = instances,
+                        pooled = size,
+                        "the instance pool was sized down to fit the address space"
+                    );
+                }
+                let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
+                return Some((
+                    engine,
+                    Allocation::Pooling {
+                        instances: size,
+                        pagemap_scan,
+                    },
+                ));
+            }
+            Err(error) if size / 2 >= MIN_POOLED_INSTANCES => {
+                tracing::debug!(
+                    size,
+                    error = format!("{error:#}"),
+                    "the instance pool does not fit"
+                );
+                size /= 2;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "the instance pool cannot be reserved here; allocating instances on demand"
+                );
+                return None;
+            }
+        }
+    }
+}
+
 /// The engine configuration; `pool` sizes the pooling allocator, `None`
 /// allocates on demand. Compiled artifacts depend on this configuration, and
 /// the cache keys them by it.
@@ -172,6 +221,8 @@ fn engine_config(pool: Option<u32>) -> Config {
     // Components serve through the WASIp2 path; the concurrent (WASIp3)
     // machinery would only add per-store work.
     config.concurrency_support(false);
+    // Deadlines and fair sharing of threads (see `limits`).
+    config.epoch_interruption(true);
     if let Some(instances) = pool {
         let mut pooling = PoolingAllocationConfig::new();
         pooling

@@ -1,6 +1,7 @@
 //! The errors a caller of the runtime branches on.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
@@ -75,17 +76,56 @@ pub enum LoadError {
     },
 }
 
+/// How a guest failed to finish a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestFailure {
+    /// The guest trapped: a panic, `unreachable`, an out-of-bounds access, a
+    /// stack overflow...
+    #[error("the function trapped: {0:#}")]
+    Trap(wasmtime::Error),
+    /// The guest needed more memory than its limit allows, and trapped (or
+    /// could not be instantiated) for it.
+    #[error("the function hit its memory limit of {limit} bytes: {error:#}")]
+    MemoryLimit {
+        /// The limit, in bytes.
+        limit: u64,
+        /// How it failed.
+        error: wasmtime::Error,
+    },
+    /// The guest was still running when its time was up; it was stopped.
+    #[error("the function ran past its timeout of {0:?} and was stopped")]
+    Timeout(Duration),
+    /// No instance could be allocated: every slot of the pool is taken.
+    #[error("no instance slot is free: {0:#}")]
+    Overloaded(wasmtime::Error),
+}
+
+impl GuestFailure {
+    /// The kind of trap, when the failure is one wasmtime classified.
+    pub fn trap_code(&self) -> Option<wasmtime::Trap> {
+        match self {
+            Self::Trap(error) | Self::MemoryLimit { error, .. } => {
+                error.downcast_ref::<wasmtime::Trap>().copied()
+            }
+            Self::Timeout(_) | Self::Overloaded(_) => None,
+        }
+    }
+}
+
 /// Why one request through a function did not produce a response.
 ///
-/// A trap and an error code returned by the guest are kept apart: the first
-/// is the function crashing (500), the second is the function saying it
-/// could not produce a response (502).
+/// A guest failure and an error code returned by the guest are kept apart:
+/// the first is the function crashing or being stopped, the second is the
+/// function saying it could not produce a response.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access...)
-    /// before it sent a response.
-    #[error("the function trapped: {0:?}")]
-    Trap(wasmtime::Error),
+    /// The guest failed before it sent a response head.
+    #[error(transparent)]
+    Failed(GuestFailure),
+    /// The request body grew past the function's limit (in bytes) before the
+    /// function answered.
+    #[error("the request body is larger than the function accepts ({0} bytes)")]
+    BodyTooLarge(u64),
     /// The guest answered the response-outparam with an error code.
     #[error("the function returned the error code {0:?}")]
     GuestError(ErrorCode),
@@ -93,6 +133,6 @@ pub enum HandleError {
     #[error("the function returned without sending a response")]
     NoResponse,
     /// The host could not set up the request for the guest.
-    #[error("the host could not start the function: {0:?}")]
+    #[error("the host could not start the function: {0:#}")]
     Setup(wasmtime::Error),
 }

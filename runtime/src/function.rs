@@ -17,7 +17,9 @@
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -33,7 +35,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::artifact::{Artifact, check_serves_http};
 use crate::engine::Runtime;
-use crate::error::{HandleError, LoadError};
+use crate::error::{GuestFailure, HandleError, LoadError};
+use crate::limits::{LimitedBody, Limits, on_epoch_tick};
 use crate::reuse::{InstancePool, Reusable};
 use crate::store::{StoreState, StoreTemplate};
 
@@ -48,6 +51,8 @@ pub struct FunctionSpec {
     /// How many requests one instance may serve, one after the other; 1 (a
     /// fresh instance per request) unless the function opts into reuse.
     pub max_instance_reuse: NonZeroU32,
+    /// The memory and time each request may use.
+    pub limits: Limits,
 }
 
 /// A warm function: its component mapped, linked and pre-instantiated.
@@ -56,6 +61,7 @@ pub struct Function {
     template: Arc<StoreTemplate>,
     /// Idle instances, when the function reuses them.
     reuse: Option<Arc<InstancePool>>,
+    limits: Limits,
     // Keeps the artifact mapped for as long as the function is warm.
     _component: Arc<Component>,
 }
@@ -76,6 +82,7 @@ impl Function {
             }),
             reuse: (spec.max_instance_reuse.get() > 1)
                 .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
+            limits: spec.limits,
             _component: component,
         })
     }
@@ -98,9 +105,13 @@ impl Function {
         request_id: &str,
     ) -> Result<http::Response<GuestBody>, HandleError>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let deadline = Instant::now() + self.limits.timeout;
+        let body_exceeded = Arc::new(AtomicBool::new(false));
+        let request =
+            request.map(|body| LimitedBody::new(body, self.limits.max_body, body_exceeded.clone()));
         let reused = self.reuse.as_ref().and_then(|pool| pool.take());
         let (mut store, proxy, uses) = match reused {
             Some(Reusable {
@@ -108,13 +119,10 @@ impl Function {
                 proxy,
                 uses,
             }) => {
-                store.data_mut().begin_request(request_id);
+                store.data_mut().begin_request(request_id, deadline);
                 (store, Some(proxy), uses)
             }
-            None => {
-                let state = StoreState::new(&self.template, request_id);
-                (Store::new(self.pre.engine(), state), None, 0)
-            }
+            None => (self.new_store(request_id, deadline), None, 0),
         };
         let (response_tx, response_rx) = oneshot::channel();
         let mut http = store.data_mut().http();
@@ -127,53 +135,101 @@ impl Function {
 
         let pre = self.pre.clone();
         let pool = self.reuse.clone();
+        let limits = self.limits;
         let guest = tokio::spawn(
             async move {
-                let proxy = match proxy {
-                    Some(proxy) => proxy,
-                    None => pre.instantiate_async(&mut store).await?,
+                let run = async {
+                    let proxy = match proxy {
+                        Some(proxy) => proxy,
+                        None => pre.instantiate_async(&mut store).await?,
+                    };
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, outparam)
+                        .await?;
+                    Ok::<_, wasmtime::Error>(proxy)
                 };
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, outparam)
-                    .await?;
-                if let Some(pool) = pool {
-                    let uses = uses + 1;
-                    pool.put(Reusable { store, proxy, uses });
-                }
-                Ok(())
+                // The epoch callback stops a guest that computes past the
+                // deadline; this timer stops one that waits past it.
+                let failure = match tokio::time::timeout_at(deadline.into(), run).await {
+                    Ok(Ok(proxy)) => {
+                        if let Some(pool) = pool {
+                            let uses = uses + 1;
+                            pool.put(Reusable { store, proxy, uses });
+                        }
+                        return Ok(());
+                    }
+                    Ok(Err(error)) => classify(error, &store, &limits),
+                    Err(_elapsed) => GuestFailure::Timeout(limits.timeout),
+                };
+                Err(failure)
             }
             .in_current_span(),
         );
         let mut guest = GuestTask(guest);
 
-        match response_rx.await {
+        let answered = response_rx.await;
+        // Whatever the guest made of a body cut off at the limit, the answer
+        // is 413 (unless its response head was already on its way).
+        if body_exceeded.load(Ordering::Relaxed) {
+            return Err(HandleError::BodyTooLarge(self.limits.max_body));
+        }
+        match answered {
             Ok(Ok(response)) => Ok(response.map(|body| GuestBody {
                 body,
                 guest: Some(guest),
             })),
             Ok(Err(code)) => Err(HandleError::GuestError(code)),
-            // The guest dropped the outparam: it returned or trapped first.
+            // The guest dropped the outparam: it returned or failed first.
             Err(_) => match (&mut guest).await {
                 Ok(()) => Err(HandleError::NoResponse),
-                Err(trap) => Err(HandleError::Trap(trap)),
+                Err(failure) => Err(HandleError::Failed(failure)),
             },
         }
+    }
+
+    fn new_store(&self, request_id: &str, deadline: Instant) -> Store<StoreState> {
+        let state = StoreState::new(&self.template, request_id, self.limits.memory, deadline);
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| state.limiter());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|store| Ok(on_epoch_tick(store.data().deadline())));
+        store
+    }
+}
+
+/// Names what went wrong: the memory limit if growth was refused, the
+/// timeout if the epoch callback stopped the guest, a full pool, or a trap.
+fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: &Limits) -> GuestFailure {
+    if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        GuestFailure::Timeout(limits.timeout)
+    } else if store.data().memory_refused() {
+        GuestFailure::MemoryLimit {
+            limit: limits.memory,
+            error,
+        }
+    } else if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        GuestFailure::Overloaded(error)
+    } else {
+        GuestFailure::Trap(error)
     }
 }
 
 /// The task running the guest; yields the guest's outcome.
-struct GuestTask(tokio::task::JoinHandle<wasmtime::Result<()>>);
+struct GuestTask(tokio::task::JoinHandle<Result<(), GuestFailure>>);
 
 impl Future for GuestTask {
-    type Output = wasmtime::Result<()>;
+    type Output = Result<(), GuestFailure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match ready!(self.0.poll_unpin(cx)) {
             Ok(outcome) => outcome,
-            Err(join_error) => Err(wasmtime::Error::msg(format!(
+            Err(join_error) => Err(GuestFailure::Trap(wasmtime::Error::msg(format!(
                 "the guest task failed: {join_error}"
-            ))),
+            )))),
         })
     }
 }
@@ -199,9 +255,9 @@ pub enum BodyError {
     /// The guest stream reported an error.
     #[error("the response body failed: {0}")]
     Stream(wasmtime_wasi_http::Error),
-    /// The guest trapped while writing the body.
-    #[error("the function trapped while writing the response body: {0:?}")]
-    Trap(wasmtime::Error),
+    /// The guest failed (trapped, hit a limit) while writing the body.
+    #[error("while writing the response body: {0}")]
+    Failed(GuestFailure),
 }
 
 impl Body for GuestBody {
@@ -220,7 +276,7 @@ impl Body for GuestBody {
         };
         let outcome = ready!(guest.poll_unpin(cx));
         self.guest = None;
-        Poll::Ready(outcome.err().map(|trap| Err(BodyError::Trap(trap))))
+        Poll::Ready(outcome.err().map(|failure| Err(BodyError::Failed(failure))))
     }
 
     fn is_end_stream(&self) -> bool {

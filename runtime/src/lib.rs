@@ -24,13 +24,15 @@ mod engine;
 mod error;
 mod function;
 mod guest_log;
+mod limits;
 mod reuse;
 mod store;
 
 pub use artifact::{Artifact, Provenance, precheck};
 pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig};
-pub use error::{HandleError, LoadError, RuntimeError};
+pub use error::{GuestFailure, HandleError, LoadError, RuntimeError};
 pub use function::{BodyError, Function, FunctionSpec, GuestBody};
+pub use limits::{DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EPOCH_TICK, Limits};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).
 pub use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;

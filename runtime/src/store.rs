@@ -8,12 +8,14 @@
 //! guest left in its memory) across the requests of one instance.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::guest_log::{GuestLog, LogTags, Stream};
+use crate::limits::MemoryLimiter;
 
 /// What a function's stores are built from; prepared once when it is loaded.
 #[derive(Debug)]
@@ -28,10 +30,18 @@ pub struct StoreState {
     http: WasiHttpCtx,
     table: ResourceTable,
     log: Arc<LogTags>,
+    limiter: MemoryLimiter,
+    /// When the current request must be done.
+    deadline: Instant,
 }
 
 impl StoreState {
-    pub(crate) fn new(template: &StoreTemplate, request_id: &str) -> Self {
+    pub(crate) fn new(
+        template: &StoreTemplate,
+        request_id: &str,
+        memory_limit: u64,
+        deadline: Instant,
+    ) -> Self {
         let log = LogTags::new(template.function.clone(), request_id);
         let wasi = WasiCtxBuilder::new()
             .envs(&template.env)
@@ -47,12 +57,30 @@ impl StoreState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             log,
+            limiter: MemoryLimiter::new(memory_limit),
+            deadline,
         }
     }
 
     /// Readies a reused instance's state for the next request.
-    pub(crate) fn begin_request(&mut self, request_id: &str) {
+    pub(crate) fn begin_request(&mut self, request_id: &str, deadline: Instant) {
         self.log.set_request_id(request_id);
+        self.limiter.forget_refusal();
+        self.deadline = deadline;
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+
+    /// Whether the memory limit refused growth in this store.
+    pub(crate) fn memory_refused(&self) -> bool {
+        self.limiter.refused()
+    }
+
+    /// When the current request must be done.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 }
 
