@@ -3,7 +3,7 @@
 //!
 //! - `GET /v1/functions`: every function with its routes, lifecycle state
 //!   (`registered`, `compiling`, `compiled`, `warm`, `failed`), cold starts
-//!   so far and requests in flight, as JSON.
+//!   so far, requests in flight and waiting, and its limits, as JSON.
 
 use std::sync::Arc;
 
@@ -47,6 +47,15 @@ impl Admin {
                 idle_timeout_ms: f.policy().idle_timeout.as_millis() as u64,
                 min_instances: f.policy().min_instances,
                 max_instance_reuse: f.max_instance_reuse(),
+                waiting: f.gate().waiting(),
+                limits: LimitsView {
+                    memory: f.limits().memory,
+                    timeout_ms: f.limits().timeout.as_millis() as u64,
+                    max_body: f.limits().max_body,
+                    max_concurrency: f.gate().limits().max_concurrency,
+                    max_queue: f.gate().limits().max_queue,
+                    queue_timeout_ms: f.gate().limits().queue_timeout.as_millis() as u64,
+                },
                 error: f.failure().map(|e| e.to_string()),
             })
             .collect()
@@ -64,8 +73,22 @@ struct FunctionView<'a> {
     idle_timeout_ms: u64,
     min_instances: u32,
     max_instance_reuse: u32,
+    waiting: usize,
+    limits: LimitsView,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// A function's limits, as `GET /v1/functions` shows them (bytes and
+/// milliseconds).
+#[derive(Serialize)]
+struct LimitsView {
+    memory: u64,
+    timeout_ms: u64,
+    max_body: u64,
+    max_concurrency: u32,
+    max_queue: u32,
+    queue_timeout_ms: u64,
 }
 
 impl Handler for Admin {

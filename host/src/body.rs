@@ -9,6 +9,7 @@ use http::HeaderValue;
 use hyper::body::{Body, Frame, SizeHint};
 use shoal_runtime::GuestBody;
 
+use crate::admission::Admitted;
 use crate::registry::entry::Lease;
 
 /// The error a response body can end with.
@@ -16,19 +17,27 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body.
 pub enum HostBody {
-    /// Streamed from the guest as it writes. The lease keeps the request
-    /// in flight until the body is done; it and the request id name the
-    /// failure if the body breaks off.
+    /// Streamed from the guest as it writes. The request stays in flight
+    /// (and holds its places) until the body is done; the function and the
+    /// request id name the failure if the body breaks off.
     Guest {
         /// The body.
         body: GuestBody,
-        /// The function writing it.
-        lease: Lease,
+        /// What the request holds while it runs.
+        in_flight: InFlight,
         /// The request's id.
         request_id: HeaderValue,
     },
     /// The host's own answer, sent in one piece.
     Full(Option<Bytes>),
+}
+
+/// What a request holds from admission until its response body is done.
+pub struct InFlight {
+    /// The warm function, counted as in flight.
+    pub lease: Lease,
+    /// Its places through the function's gate and the host's.
+    pub _places: [Admitted; 2],
 }
 
 impl HostBody {
@@ -49,11 +58,11 @@ impl Body for HostBody {
         match self.get_mut() {
             Self::Guest {
                 body,
-                lease,
+                in_flight,
                 request_id,
             } => Pin::new(body).poll_frame(cx).map_err(|error| {
                 tracing::error!(
-                    function = %lease.entry().name(),
+                    function = %in_flight.lease.entry().name(),
                     request_id = %request_id.to_str().unwrap_or_default(),
                     error = %format!("{error:#}"),
                     "the response body broke off"

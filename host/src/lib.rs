@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod cli;
 pub mod error;
@@ -23,4 +24,5 @@ pub mod registry;
 pub mod request_id;
 pub mod router;
 pub mod server;
+pub mod sizing;
 pub mod telemetry;

@@ -10,6 +10,12 @@
 //! idle_timeout = "5m"            # scale to zero after this long unused
 //! min_instances = 0              # 1 keeps it warm
 //! max_instance_reuse = 1         # >1: one instance serves that many requests
+//! memory = "256MiB"              # linear memory per instance
+//! timeout = "60s"                # per request
+//! max_concurrency = 100          # requests at once
+//! max_queue = 100                # requests waiting; past it, 503
+//! queue_timeout = "5s"           # longest wait; past it, 503
+//! max_body = "32MiB"             # request body; past it, 413
 //! ```
 //!
 //! Parsing produces types that cannot hold a bad value ([`FunctionName`],
@@ -26,6 +32,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use shoal_runtime::{DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, Limits};
+
+use crate::admission::{
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, GateLimits,
+};
 use crate::router::{RoutePattern, Router};
 
 /// The longest function name: a DNS label, so names can become Kubernetes
@@ -58,6 +69,10 @@ pub struct FunctionDecl {
     /// How many requests one instance serves, one after the other: 1, a
     /// fresh instance per request, unless the function opts into reuse.
     pub max_instance_reuse: NonZeroU32,
+    /// Memory, time and request body size per request.
+    pub limits: Limits,
+    /// Requests at once, and how many may wait, for how long.
+    pub gate: GateLimits,
 }
 
 impl FunctionDecl {
@@ -71,6 +86,8 @@ impl FunctionDecl {
             idle_timeout: None,
             min_instances: 0,
             max_instance_reuse: NonZeroU32::MIN,
+            limits: Limits::default(),
+            gate: GateLimits::default(),
         }
     }
 }
@@ -163,6 +180,18 @@ impl Manifest {
                 idle_timeout: decl.idle_timeout.map(|t| t.0),
                 min_instances: decl.min_instances,
                 max_instance_reuse: decl.max_instance_reuse.unwrap_or(NonZeroU32::MIN),
+                limits: Limits {
+                    memory: decl.memory.map_or(DEFAULT_MEMORY_LIMIT, |m| m.0),
+                    timeout: decl.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+                    max_body: decl.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
+                },
+                gate: GateLimits {
+                    max_concurrency: decl
+                        .max_concurrency
+                        .map_or(DEFAULT_MAX_CONCURRENCY, NonZeroU32::get),
+                    max_queue: decl.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+                    queue_timeout: decl.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |t| t.0),
+                },
             });
         }
 
@@ -221,6 +250,31 @@ struct RawFunction {
     #[serde(default)]
     min_instances: u32,
     max_instance_reuse: Option<NonZeroU32>,
+    memory: Option<ByteSize>,
+    timeout: Option<HumanDuration>,
+    max_concurrency: Option<NonZeroU32>,
+    max_queue: Option<u32>,
+    queue_timeout: Option<HumanDuration>,
+    max_body: Option<ByteSize>,
+}
+
+/// A size written for people: `"256MiB"`, `"64 KiB"`, `"1GB"`, `"1000"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct ByteSize(u64);
+
+impl TryFrom<String> for ByteSize {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.parse::<bytesize::ByteSize>() {
+            Ok(size) if size.as_u64() > 0 => Ok(Self(size.as_u64())),
+            Ok(_) => Err(format!("invalid size `{text}`: it must be more than zero")),
+            Err(e) => Err(format!(
+                "invalid size `{text}`: {e} (write it like \"256MiB\", \"64KiB\" or \"1GB\")"
+            )),
+        }
+    }
 }
 
 /// A duration written for people: `"90s"`, `"5m"`, `"1h 30m"`, `"250ms"`.
@@ -398,6 +452,22 @@ env = { GREETING = "hi" }
         let f = &manifest.functions[0];
         assert_eq!(f.idle_timeout, Some(Duration::from_secs(90)));
         assert_eq!(f.min_instances, 1);
+    }
+
+    #[test]
+    fn limits_parse_sizes_and_durations_and_default_the_rest() {
+        let manifest = parse(
+            "[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a\"]\n\
+             memory = \"64 MiB\"\ntimeout = \"2s\"\nmax_concurrency = 3\nmax_body = \"1KiB\"\n",
+        )
+        .unwrap();
+        let f = &manifest.functions[0];
+        assert_eq!(f.limits.memory, 64 << 20);
+        assert_eq!(f.limits.timeout, Duration::from_secs(2));
+        assert_eq!(f.gate.max_concurrency, 3);
+        assert_eq!(f.gate.max_queue, DEFAULT_MAX_QUEUE);
+        assert_eq!(f.gate.queue_timeout, DEFAULT_QUEUE_TIMEOUT);
+        assert_eq!(f.limits.max_body, 1024);
     }
 
     #[test]

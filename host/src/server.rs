@@ -13,22 +13,60 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::body::HostBody;
+use crate::body::{HostBody, InFlight};
 use crate::error;
 use crate::registry::Registry;
+use crate::registry::entry::FunctionEntry;
 use crate::request_id::{self, RequestIds};
 
 /// How long the accept loop waits after an accept error before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Open connections at most, by default (also bounded by the process's file
+/// descriptor limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// How long a client may take to send a request's headers, by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head (HTTP/1.1) or header list (HTTP/2), by default.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 << 10;
+
+/// The smallest header buffer hyper accepts.
+pub const MIN_MAX_HEADER_SIZE: usize = 8 << 10;
+
+/// What one listener accepts from its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most; past it, new ones wait in the kernel's
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; a slower
+    /// one is disconnected.
+    pub header_read_timeout: Duration,
+    /// The largest request head; a larger one is answered 431.
+    pub max_header_size: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+        }
+    }
+}
 
 /// Answers the requests of one listener.
 pub trait Handler: Send + Sync + 'static {
@@ -44,16 +82,27 @@ pub trait Handler: Send + Sync + 'static {
 pub async fn serve<H: Handler>(
     handler: Arc<H>,
     listener: TcpListener,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_size.max(MIN_MAX_HEADER_SIZE));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+        let (stream, connection_slot) = tokio::select! {
+            accepted = accept(&listener, &connections) => match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a connection; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -77,6 +126,7 @@ pub async fn serve<H: Handler>(
             if let Err(error) = connection.await {
                 tracing::debug!(error, "connection ended with an error");
             }
+            drop(connection_slot);
         });
     }
 
@@ -91,6 +141,20 @@ pub async fn serve<H: Handler>(
             "requests still in flight after the drain timeout; stopping anyway"
         ),
     }
+}
+
+/// Waits for a connection slot, then for a connection.
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> std::io::Result<(TcpStream, OwnedSemaphorePermit)> {
+    let slot = connections
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the connection semaphore is never closed");
+    let (stream, _) = listener.accept().await?;
+    Ok((stream, slot))
 }
 
 /// The public listener's handler: routes each request to its function.
@@ -123,37 +187,76 @@ impl Handler for Functions {
         let mut response = match self.registry.route(request.uri().path()) {
             _ if !has_authority => error::missing_host(id_text),
             None => error::not_found(request.uri().path(), id_text),
-            Some(entry) => match self.registry.acquire(entry).await {
-                Err(failure) => error::unavailable(&failure, id_text),
-                Ok(lease) => {
-                    let span = tracing::debug_span!(
-                        "request",
-                        function = %entry.name(),
-                        request_id = id_text,
-                        method = %request.method(),
-                        path = request.uri().path(),
-                    );
-                    let handled = lease
-                        .function()
-                        .handle(request, id_text)
-                        .instrument(span)
-                        .await;
-                    match handled {
-                        Ok(response) => response.map(|body| HostBody::Guest {
-                            body,
-                            lease,
-                            request_id: id.clone(),
-                        }),
-                        Err(failure) => {
-                            error::function_failed(entry.name().as_str(), id_text, &failure)
-                        }
-                    }
-                }
-            },
+            Some(entry) => self.call(entry, request, &id).await,
         };
         response.headers_mut().insert(request_id::HEADER, id);
         response
     }
+}
+
+impl Functions {
+    /// Runs `request` on `entry`'s function, once admitted.
+    async fn call(
+        &self,
+        entry: &Arc<FunctionEntry>,
+        request: Request<Incoming>,
+        id: &HeaderValue,
+    ) -> Response<HostBody> {
+        let id_text = id.to_str().unwrap_or_default();
+        let name = entry.name().as_str();
+        let max_body = entry.limits().max_body;
+        if content_length(&request).is_some_and(|length| length > max_body) {
+            return error::body_too_large(name, max_body, id_text);
+        }
+        let function_place = match entry.gate().admit().await {
+            Ok(place) => place,
+            Err(refusal) => {
+                return error::overloaded(&format!("function `{name}`"), refusal, id_text);
+            }
+        };
+        let host_place = match self.registry.gate().admit().await {
+            Ok(place) => place,
+            Err(refusal) => return error::overloaded("the host", refusal, id_text),
+        };
+        let lease = match self.registry.acquire(entry).await {
+            Ok(lease) => lease,
+            Err(failure) => return error::unavailable(&failure, id_text),
+        };
+        let span = tracing::debug_span!(
+            "request",
+            function = name,
+            request_id = id_text,
+            method = %request.method(),
+            path = request.uri().path(),
+        );
+        match lease
+            .function()
+            .handle(request, id_text)
+            .instrument(span)
+            .await
+        {
+            Ok(response) => response.map(|body| HostBody::Guest {
+                body,
+                in_flight: InFlight {
+                    lease,
+                    _places: [function_place, host_place],
+                },
+                request_id: id.clone(),
+            }),
+            Err(failure) => error::function_failed(name, id_text, &failure),
+        }
+    }
+}
+
+/// The declared length of a request's body, if it has one.
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The line printed once the public listener accepts connections; tests and

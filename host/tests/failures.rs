@@ -52,13 +52,17 @@ async fn a_trap_is_answered_500_and_everything_keeps_serving() {
             "the trap's details belong in the log: {body}"
         );
         // The whole trap, with its message, is in the log under the id.
-        assert!(host.wait_for_log(&id, Duration::from_secs(5)));
-        let log = host.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains(&id) && l.contains("trapped"))
-            .unwrap();
+        let line = host
+            .wait_for_line(Duration::from_secs(5), |l| {
+                l.contains(&id) && l.contains("the function trapped")
+            })
+            .unwrap_or_else(|| panic!("no trap logged for {id}:\n{}", host.log()));
         assert!(line.contains("function=trap"), "{line}");
+        let log = host.log();
+        assert!(
+            log.contains("wasm `unreachable` instruction executed"),
+            "{log}"
+        );
         assert!(log.contains("boom: this function always panics"), "{log}");
         assert_hello_works(&host).await;
     }

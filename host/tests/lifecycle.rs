@@ -82,10 +82,16 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
         (Some("warm"), Some(2))
     );
 
+    // The log line follows the count; give the log a moment to catch up.
+    let is_cold_start = |l: &str| l.contains("cold start") && l.contains("function=hello");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host.log().lines().filter(|l| is_cold_start(l)).count() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cold_starts: Vec<String> = host
         .log()
         .lines()
-        .filter(|l| l.contains("cold start") && l.contains("function=hello"))
+        .filter(|l| is_cold_start(l))
         .map(str::to_owned)
         .collect();
     assert_eq!(cold_starts.len(), 2, "{cold_starts:?}");

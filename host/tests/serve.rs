@@ -22,12 +22,17 @@ fn routing_host() -> (Host, tempfile::TempDir) {
                 &["/hello", "/api/users/..."],
                 &[],
             ),
-            ("echo", &example("echo"), &["/api/..."], &[]),
+            (
+                "echo",
+                &example("echo"),
+                &["/api/..."],
+                &["max_body = \"200MiB\""],
+            ),
             (
                 "env",
                 &example("wasip2-env"),
                 &["/api/users/me"],
-                &[("WHO", "env")],
+                &["env = { WHO = \"env\" }"],
             ),
         ],
     );
@@ -143,7 +148,7 @@ async fn a_guest_sees_only_the_environment_its_manifest_declares() {
                 "declared",
                 &example("wasip2-env"),
                 &["/declared"],
-                &[("A", "1"), ("B", "two words")],
+                &["env = { A = \"1\", B = \"two words\" }"],
             ),
             ("bare", &example("wasip2-env"), &["/bare"], &[]),
         ],

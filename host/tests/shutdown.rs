@@ -46,3 +46,77 @@ async fn sigint_with_nothing_in_flight_exits_0_at_once() {
     let status = host.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "{}", host.log());
 }
+
+/// Sends requests with ids `client-n` until one fails; returns the ids that
+/// got a complete 200 and the ids that failed.
+async fn keep_sending(url: String, client: usize) -> (Vec<String>, Vec<String>) {
+    let http = http1();
+    let (mut answered, mut failed) = (Vec::new(), Vec::new());
+    for n in 0.. {
+        let id = format!("c{client}-r{n}");
+        let sent = http.get(&url).header("x-request-id", &id).send().await;
+        let complete = match sent {
+            Ok(response) if response.status() == 200 => {
+                matches!(response.text().await.as_deref(), Ok("slept 50 ms\n"))
+            }
+            _ => false,
+        };
+        if complete {
+            answered.push(id);
+        } else {
+            failed.push(id);
+            return (answered, failed);
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_answers_every_request_it_accepted() {
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), &[("slow", &guest("slow"), &["/slow"], &[])]);
+    let mut host = Host::start(&manifest);
+    let url = host.url("/slow?ms=50");
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| tokio::spawn(keep_sending(url.clone(), client)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    host.signal("TERM");
+
+    let (mut answered, mut failed) = (Vec::new(), Vec::new());
+    for client in clients {
+        let (ok, err) = client.await.unwrap();
+        answered.extend(ok);
+        failed.extend(err);
+    }
+    let status = host.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", host.log());
+
+    // Every request the guest started (it logs `sleeping` with the request
+    // id) got its complete answer; the ones that failed never reached it.
+    let log = host.log();
+    let started = |id: &str| {
+        log.lines()
+            .any(|l| l.contains("sleeping 50 ms") && l.contains(&format!("request_id={id} ")))
+    };
+    assert!(
+        answered.len() > CLIENTS,
+        "too little load: {} answered",
+        answered.len()
+    );
+    for id in &answered {
+        assert!(started(id), "{id} was answered but never started?");
+    }
+    for id in &failed {
+        assert!(
+            !started(id),
+            "{id} reached the guest but its answer was cut"
+        );
+    }
+    println!(
+        "{} requests answered, {} refused after SIGTERM",
+        answered.len(),
+        failed.len()
+    );
+}

@@ -214,3 +214,25 @@ async fn without_room_for_the_pool_instances_are_allocated_on_demand() {
         .unwrap();
     assert_eq!(body, "Hello, world!\n");
 }
+
+#[tokio::test]
+async fn a_pool_too_big_for_the_address_space_is_sized_down() {
+    let data = tempfile::tempdir().unwrap();
+    // 300 GB of address space holds a few dozen instance slots, not 1,000.
+    let host = Host::start_with_address_space(&example("hello"), data.path(), 300_000_000).unwrap();
+    let log = host.log();
+    assert!(
+        log.contains("the instance pool was sized down to fit the address space"),
+        "{log}"
+    );
+    assert!(!log.contains("allocating instances on demand"), "{log}");
+    let body = http1()
+        .get(host.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "Hello, world!\n");
+}

@@ -11,11 +11,13 @@ use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
 use tokio::sync::watch;
 
 use crate::admin::{self, Admin};
+use crate::admission::GateLimits;
 use crate::manifest::{FunctionDecl, FunctionName, Manifest};
 use crate::registry::Registry;
 use crate::registry::entry::FunctionError;
 use crate::router::RoutePattern;
-use crate::server::{self, Functions};
+use crate::server::{self, ConnectionLimits, Functions};
+use crate::sizing;
 
 /// The port listened on when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -50,6 +52,28 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
 
+    /// Instances alive at once, across all functions (the size of the
+    /// instance pool). Inside a container with a memory limit, fewer if the
+    /// limit cannot hold them (8 MiB budgeted per instance, 64 MiB for the
+    /// host); fewer still if the address space cannot hold the pool.
+    #[arg(long, value_name = "N", default_value_t = sizing::DEFAULT_MAX_INSTANCES)]
+    max_instances: u32,
+
+    /// Open connections at most on the public port; past it, new ones wait
+    /// until one closes. Also bounded by the file descriptor limit.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// How long a client may take to send a request's headers before it is
+    /// disconnected.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+
+    /// The largest request head (HTTP/1.1) or header list (HTTP/2), at
+    /// least 8KiB; a larger one is answered 431.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_header_size)]
+    max_header_size: usize,
+
     /// After SIGTERM or SIGINT, how long requests in flight may take to
     /// finish before the host exits anyway.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_DRAIN_TIMEOUT, value_parser = humantime::parse_duration)]
@@ -80,9 +104,19 @@ impl RunArgs {
             Some(dir) => dir,
             None => default_data_dir()?,
         };
-        let runtime = Arc::new(Runtime::new(&RuntimeConfig::new(
-            data_dir.join("artifacts"),
-        ))?);
+        let container_memory = sizing::container_memory_limit();
+        let max_instances = sizing::max_instances(self.max_instances, container_memory);
+        if max_instances < self.max_instances {
+            tracing::info!(
+                configured = self.max_instances,
+                max_instances,
+                container_memory,
+                "the container's memory limit sizes the instance cap down"
+            );
+        }
+        let mut config = RuntimeConfig::new(data_dir.join("artifacts"));
+        config.max_instances = max_instances;
+        let runtime = Arc::new(Runtime::new(&config)?);
         match runtime.allocation() {
             Allocation::Pooling {
                 instances,
@@ -103,7 +137,12 @@ impl RunArgs {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let stop = tokio.block_on(self.serve(runtime, &manifest, listen, started));
+        // Requests run at once across the host: no more than instances.
+        let host_gate = GateLimits {
+            max_concurrency: runtime.max_instances(max_instances),
+            ..GateLimits::default()
+        };
+        let stop = tokio.block_on(self.serve(runtime, &manifest, listen, host_gate, started));
         // Guest tasks still running past the drain timeout are abandoned.
         tokio.shutdown_background();
         match stop? {
@@ -117,9 +156,15 @@ impl RunArgs {
         runtime: Arc<Runtime>,
         manifest: &Manifest,
         listen: SocketAddr,
+        host_gate: GateLimits,
         started: Instant,
     ) -> anyhow::Result<Stop> {
-        let registry = Registry::start(runtime, manifest, self.idle_timeout)?;
+        let registry = Registry::start(runtime, manifest, self.idle_timeout, host_gate)?;
+        let connections = ConnectionLimits {
+            max_connections: self.max_connections.min(descriptor_budget()),
+            header_read_timeout: self.header_read_timeout,
+            max_header_size: self.max_header_size,
+        };
         let public = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -168,19 +213,46 @@ impl RunArgs {
             server::serve(
                 Functions::new(registry.clone()),
                 public,
+                connections,
                 stopped(stop_rx.clone()),
-                self.drain_timeout
+                self.drain_timeout,
             ),
             server::serve(
                 Admin::new(registry),
                 admin,
+                ConnectionLimits::default(),
                 stopped(stop_rx.clone()),
-                self.drain_timeout
+                self.drain_timeout,
             ),
         );
         let stop = stop_rx.borrow().clone();
         Ok(stop.unwrap_or(Stop::Signal))
     }
+}
+
+/// File descriptors left for client connections: the soft limit, less a
+/// reserve for the host's own files, listeners and outbound calls.
+fn descriptor_budget() -> usize {
+    const RESERVED_DESCRIPTORS: u64 = 128;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit
+        .current
+        .map_or(usize::MAX, |n| {
+            usize::try_from(n.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX)
+        })
+        .max(1)
+}
+
+fn parse_header_size(text: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = text.parse()?;
+    let size = usize::try_from(size.as_u64()).map_err(|e| e.to_string())?;
+    if size < server::MIN_MAX_HEADER_SIZE {
+        return Err(format!(
+            "must be at least {} bytes",
+            server::MIN_MAX_HEADER_SIZE
+        ));
+    }
+    Ok(size)
 }
 
 /// Records the first reason to stop; later ones change nothing.

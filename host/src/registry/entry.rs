@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use shoal_runtime::{Function, FunctionSpec, LoadError, Runtime};
+use shoal_runtime::{Function, FunctionSpec, Limits, LoadError, Runtime};
 
 use super::Clock;
 use super::compiler::{CompileJob, Compiler, JobState};
+use crate::admission::Gate;
 use crate::manifest::FunctionName;
 use crate::router::RoutePattern;
 
@@ -56,6 +57,7 @@ pub struct FunctionEntry {
     routes: Vec<RoutePattern>,
     spec: FunctionSpec,
     policy: ScalePolicy,
+    gate: Gate,
     job: Arc<CompileJob>,
     warm: ArcSwapOption<Function>,
     warming: tokio::sync::Mutex<()>,
@@ -81,6 +83,7 @@ impl FunctionEntry {
         routes: Vec<RoutePattern>,
         spec: FunctionSpec,
         policy: ScalePolicy,
+        gate: Gate,
         job: Arc<CompileJob>,
     ) -> Self {
         Self {
@@ -88,6 +91,7 @@ impl FunctionEntry {
             routes,
             spec,
             policy,
+            gate,
             job,
             warm: ArcSwapOption::empty(),
             warming: tokio::sync::Mutex::new(()),
@@ -115,6 +119,16 @@ impl FunctionEntry {
     /// How many requests one instance serves.
     pub fn max_instance_reuse(&self) -> u32 {
         self.spec.max_instance_reuse.get()
+    }
+
+    /// Memory, time and body limits per request.
+    pub fn limits(&self) -> Limits {
+        self.spec.limits
+    }
+
+    /// The function's admission gate.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Its compile job.

@@ -15,6 +15,7 @@ use shoal_runtime::{FunctionSpec, Runtime};
 
 use self::compiler::{CompileJob, Compiler, JobState};
 use self::entry::{FunctionEntry, FunctionError, Lease, ScalePolicy};
+use crate::admission::{Gate, GateLimits};
 use crate::manifest::Manifest;
 use crate::router::Router;
 
@@ -37,6 +38,8 @@ impl Clock {
 /// Every function of the manifest, behind its routes.
 pub struct Registry {
     runtime: Arc<Runtime>,
+    /// The host-wide gate in front of the instance pool.
+    gate: Gate,
     compiler: Arc<Compiler>,
     router: Router<Arc<FunctionEntry>>,
     functions: Vec<Arc<FunctionEntry>>,
@@ -53,6 +56,7 @@ impl Registry {
         runtime: Arc<Runtime>,
         manifest: &Manifest,
         default_idle_timeout: Duration,
+        host_gate: GateLimits,
     ) -> Result<Arc<Self>, FunctionError> {
         let mut jobs: HashMap<PathBuf, Arc<CompileJob>> = HashMap::new();
         let mut order = Vec::new();
@@ -83,6 +87,7 @@ impl Registry {
                     .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
                     .collect(),
                 max_instance_reuse: decl.max_instance_reuse,
+                limits: decl.limits,
             };
             let policy = ScalePolicy {
                 idle_timeout: decl.idle_timeout.unwrap_or(default_idle_timeout),
@@ -93,6 +98,7 @@ impl Registry {
                 decl.routes.clone(),
                 spec,
                 policy,
+                Gate::new(decl.gate),
                 job,
             )));
         }
@@ -112,6 +118,7 @@ impl Registry {
         let compiler = Compiler::start(runtime.clone(), order.clone(), workers);
         let registry = Arc::new(Self {
             runtime,
+            gate: Gate::new(host_gate),
             compiler,
             router,
             functions,
@@ -143,6 +150,12 @@ impl Registry {
         entry
             .acquire(&self.runtime, &self.compiler, &self.clock)
             .await
+    }
+
+    /// The host-wide gate: at most as many requests run at once as the
+    /// instance pool has slots.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Every function, in the manifest's order.

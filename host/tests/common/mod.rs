@@ -349,20 +349,21 @@ pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
-/// A function for [`manifest`]: name, component, routes, environment.
-pub type Decl<'a> = (&'a str, &'a Path, &'a [&'a str], &'a [(&'a str, &'a str)]);
+/// A function for [`manifest`]: name, component, routes, and more lines of
+/// TOML for its table (`env = { A = "1" }`, `timeout = "1s"`...).
+pub type Decl<'a> = (&'a str, &'a Path, &'a [&'a str], &'a [&'a str]);
 
 /// A manifest in `dir` serving `functions`.
 pub fn manifest(dir: &Path, functions: &[Decl<'_>]) -> PathBuf {
     let mut text = String::new();
-    for (name, component, routes, env) in functions {
+    for (name, component, routes, settings) in functions {
         text.push_str(&format!(
             "[[function]]\nname = {name:?}\ncomponent = {:?}\nroutes = {routes:?}\n",
             component.display().to_string()
         ));
-        if !env.is_empty() {
-            let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
-            text.push_str(&format!("env = {{ {} }}\n", pairs.join(", ")));
+        for line in *settings {
+            text.push_str(line);
+            text.push('\n');
         }
         text.push('\n');
     }
