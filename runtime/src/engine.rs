@@ -25,6 +25,7 @@ use crate::cache::ArtifactCache;
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
 use crate::limits::EpochTicker;
+use crate::outbound::OutboundClient;
 use crate::store::StoreState;
 
 /// How many instances may be alive at once across all functions, by default.
@@ -101,6 +102,7 @@ pub struct Runtime {
     linker: Linker<StoreState>,
     cache: ArtifactCache,
     allocation: Allocation,
+    outbound: OutboundClient,
     _epoch: EpochTicker,
 }
 
@@ -128,6 +130,7 @@ impl Runtime {
             linker,
             cache,
             allocation,
+            outbound: OutboundClient::new(),
         })
     }
 
@@ -165,6 +168,10 @@ impl Runtime {
 
     pub(crate) fn linker(&self) -> &Linker<StoreState> {
         &self.linker
+    }
+
+    pub(crate) fn outbound_client(&self) -> &OutboundClient {
+        &self.outbound
     }
 }
 

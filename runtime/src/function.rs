@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
+use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -37,6 +38,7 @@ use crate::artifact::{Artifact, check_serves_http};
 use crate::engine::Runtime;
 use crate::error::{GuestFailure, HandleError, LoadError};
 use crate::limits::{LimitedBody, Limits, on_epoch_tick};
+use crate::outbound::{Outbound, OutboundPolicy};
 use crate::reuse::{InstancePool, Reusable};
 use crate::store::{StoreState, StoreTemplate};
 
@@ -53,6 +55,8 @@ pub struct FunctionSpec {
     pub max_instance_reuse: NonZeroU32,
     /// The memory and time each request may use.
     pub limits: Limits,
+    /// The origins it may call.
+    pub outbound: OutboundPolicy,
 }
 
 /// A warm function: its component mapped, linked and pre-instantiated.
@@ -79,6 +83,8 @@ impl Function {
             template: Arc::new(StoreTemplate {
                 function: Arc::from(spec.name),
                 env: spec.env,
+                outbound: Arc::new(spec.outbound),
+                client: runtime.outbound_client().clone(),
             }),
             reuse: (spec.max_instance_reuse.get() > 1)
                 .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
@@ -109,6 +115,7 @@ impl Function {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = Instant::now() + self.limits.timeout;
+        let trace_headers = Outbound::trace_headers(request.headers());
         let body_exceeded = Arc::new(AtomicBool::new(false));
         let request =
             request.map(|body| LimitedBody::new(body, self.limits.max_body, body_exceeded.clone()));
@@ -119,10 +126,12 @@ impl Function {
                 proxy,
                 uses,
             }) => {
-                store.data_mut().begin_request(request_id, deadline);
+                store
+                    .data_mut()
+                    .begin_request(request_id, trace_headers, deadline);
                 (store, Some(proxy), uses)
             }
-            None => (self.new_store(request_id, deadline), None, 0),
+            None => (self.new_store(request_id, trace_headers, deadline), None, 0),
         };
         let (response_tx, response_rx) = oneshot::channel();
         let mut http = store.data_mut().http();
@@ -188,8 +197,19 @@ impl Function {
         }
     }
 
-    fn new_store(&self, request_id: &str, deadline: Instant) -> Store<StoreState> {
-        let state = StoreState::new(&self.template, request_id, self.limits.memory, deadline);
+    fn new_store(
+        &self,
+        request_id: &str,
+        trace_headers: HeaderMap,
+        deadline: Instant,
+    ) -> Store<StoreState> {
+        let state = StoreState::new(
+            &self.template,
+            request_id,
+            trace_headers,
+            self.limits.memory,
+            deadline,
+        );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| state.limiter());
         store.set_epoch_deadline(1);

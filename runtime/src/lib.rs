@@ -18,6 +18,10 @@
 //!    its slot goes back to the pool.
 #![deny(missing_docs)]
 
+/// The wasmtime version the runtime is built on (pinned in the workspace's
+/// `Cargo.toml`; a test keeps the two equal).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
 mod artifact;
 mod cache;
 mod engine;
@@ -25,6 +29,7 @@ mod error;
 mod function;
 mod guest_log;
 mod limits;
+mod outbound;
 mod reuse;
 mod store;
 
@@ -33,6 +38,24 @@ pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig};
 pub use error::{GuestFailure, HandleError, LoadError, RuntimeError};
 pub use function::{BodyError, Function, FunctionSpec, GuestBody};
 pub use limits::{DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EPOCH_TICK, Limits};
+pub use outbound::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, OutboundPolicy, OutboundRule,
+    PROPAGATED_HEADERS,
+};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).
 pub use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wasmtime_version_constant_matches_the_pin() {
+        let manifest = include_str!("../../Cargo.toml");
+        let pin = format!("wasmtime = {{ version = \"={}\"", super::WASMTIME_VERSION);
+        assert!(
+            manifest.contains(&pin),
+            "Cargo.toml does not pin wasmtime {}",
+            super::WASMTIME_VERSION
+        );
+    }
+}

@@ -10,18 +10,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::HeaderMap;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::guest_log::{GuestLog, LogTags, Stream};
 use crate::limits::MemoryLimiter;
+use crate::outbound::{Outbound, OutboundClient, OutboundPolicy};
 
 /// What a function's stores are built from; prepared once when it is loaded.
-#[derive(Debug)]
 pub(crate) struct StoreTemplate {
     pub(crate) function: Arc<str>,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) outbound: Arc<OutboundPolicy>,
+    pub(crate) client: OutboundClient,
 }
 
 /// Per-request store data (per instance, when an instance is reused).
@@ -33,12 +37,14 @@ pub struct StoreState {
     limiter: MemoryLimiter,
     /// When the current request must be done.
     deadline: Instant,
+    outbound: Outbound,
 }
 
 impl StoreState {
     pub(crate) fn new(
         template: &StoreTemplate,
         request_id: &str,
+        trace_headers: HeaderMap,
         memory_limit: u64,
         deadline: Instant,
     ) -> Self {
@@ -59,12 +65,26 @@ impl StoreState {
             log,
             limiter: MemoryLimiter::new(memory_limit),
             deadline,
+            outbound: Outbound {
+                function: template.function.clone(),
+                request_id: request_id.to_owned(),
+                policy: template.outbound.clone(),
+                client: template.client.clone(),
+                propagate: trace_headers,
+            },
         }
     }
 
     /// Readies a reused instance's state for the next request.
-    pub(crate) fn begin_request(&mut self, request_id: &str, deadline: Instant) {
+    pub(crate) fn begin_request(
+        &mut self,
+        request_id: &str,
+        trace_headers: HeaderMap,
+        deadline: Instant,
+    ) {
         self.log.set_request_id(request_id);
+        self.outbound.request_id = request_id.to_owned();
+        self.outbound.propagate = trace_headers;
         self.limiter.forget_refusal();
         self.deadline = deadline;
     }
@@ -98,7 +118,7 @@ impl WasiHttpView for StoreState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
+            hooks: &mut self.outbound,
         }
     }
 }

@@ -1,0 +1,409 @@
+//! Outbound HTTP: what a function may call through
+//! `wasi:http/outgoing-handler`, how the call is made, and the trace headers
+//! it carries.
+//!
+//! - Deny by default. A function calls only the origins its manifest lists
+//!   (`allowed_outbound_hosts`). The decision is made on the URI the host is
+//!   about to connect to, never on a header: the `Host` header is rebuilt
+//!   from that URI, so a forged one cannot widen the list, and wasi:http
+//!   refuses absolute URLs in the path. A refused call fails in the guest
+//!   with `HTTP-request-denied` and is logged.
+//! - One connection pool for the whole host, so calls reuse connections;
+//!   a connect timeout and a first-byte timeout bound each call.
+//! - The incoming request's trace headers (W3C `traceparent`/`tracestate`,
+//!   `x-request-id`, B3, `x-ot-span-context`) are added to each call, unless
+//!   the function set them itself, so mesh traces stay whole.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// How long a call may take to connect, unless it asks for less.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a call may wait for the response head, unless it asks for less.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle connections kept per origin.
+const MAX_IDLE_PER_HOST: usize = 32;
+
+/// How long an idle connection is kept.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The headers copied from the incoming request to every outbound call.
+pub const PROPAGATED_HEADERS: [&str; 10] = [
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-ot-span-context",
+];
+
+/// One entry of a function's `allowed_outbound_hosts`:
+/// `scheme://host[:port]`. The scheme is `http`, `https` or `*`; the host is
+/// a name, an IP address, `*.domain` (any subdomain of `domain`, not
+/// `domain` itself) or `*` (any host); without a port, the scheme's default
+/// port (80 or 443) is meant, and `:*` means any port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    scheme: Option<Scheme>,
+    host: HostPattern,
+    port: PortPattern,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// `*.domain`: stored as `.domain`.
+    Subdomain(String),
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortPattern {
+    Default,
+    Exact(u16),
+    Any,
+}
+
+impl FromStr for OutboundRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "invalid outbound host `{text}`: {why} (write it like \"https://api.example.com\", \
+                 \"http://localhost:8080\" or \"https://*.example.com\")"
+            ))
+        };
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return bad("it has no scheme");
+        };
+        let scheme = match scheme {
+            "http" => Some(Scheme::HTTP),
+            "https" => Some(Scheme::HTTPS),
+            "*" => None,
+            _ => return bad("the scheme must be http, https or *"),
+        };
+        if rest.contains(['/', '?', '#', '@']) || rest.is_empty() {
+            return bad("it must be an origin, without path, query or user");
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            // An IPv6 literal's colons are inside its brackets.
+            Some((host, port)) if !port.contains(']') => {
+                let port = match port {
+                    "*" => PortPattern::Any,
+                    port => match port.parse() {
+                        Ok(port) => PortPattern::Exact(port),
+                        Err(_) => return bad("the port must be a number or *"),
+                    },
+                };
+                (host, port)
+            }
+            _ => (rest, PortPattern::Default),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if let Some(domain) = host.strip_prefix("*.") {
+            if domain.is_empty() || domain.contains('*') {
+                return bad("a wildcard must be `*.domain`");
+            }
+            HostPattern::Subdomain(format!(".{domain}"))
+        } else if host.contains('*') || host.is_empty() {
+            return bad("a wildcard must be `*.domain` or `*`");
+        } else {
+            HostPattern::Exact(host)
+        };
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            text: text.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for OutboundRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl OutboundRule {
+    fn allows(&self, scheme: &Scheme, host: &str, port: u16) -> bool {
+        let scheme_ok = self.scheme.as_ref().is_none_or(|s| s == scheme);
+        let host_ok = match &self.host {
+            HostPattern::Exact(exact) => host == exact,
+            HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()),
+            HostPattern::Any => true,
+        };
+        let port_ok = match self.port {
+            PortPattern::Default => Some(port) == default_port(scheme),
+            PortPattern::Exact(exact) => port == exact,
+            PortPattern::Any => true,
+        };
+        scheme_ok && host_ok && port_ok
+    }
+}
+
+fn default_port(scheme: &Scheme) -> Option<u16> {
+    if *scheme == Scheme::HTTP {
+        Some(80)
+    } else if *scheme == Scheme::HTTPS {
+        Some(443)
+    } else {
+        None
+    }
+}
+
+/// A function's outbound allowlist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    rules: Vec<OutboundRule>,
+}
+
+impl OutboundPolicy {
+    /// A policy allowing `rules`, and nothing else.
+    pub fn new(rules: Vec<OutboundRule>) -> Self {
+        Self { rules }
+    }
+
+    /// Whether a call to `scheme://authority` is allowed.
+    pub fn allows(&self, scheme: &Scheme, authority: &Authority) -> bool {
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let Some(port) = authority.port_u16().or_else(|| default_port(scheme)) else {
+            return false;
+        };
+        self.rules
+            .iter()
+            .any(|rule| rule.allows(scheme, &host, port))
+    }
+}
+
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The host's outbound client: one connection pool for every function.
+#[derive(Clone)]
+pub(crate) struct OutboundClient {
+    client: Client<HttpsConnector, WasiBody>,
+}
+
+impl OutboundClient {
+    /// A client with pooled connections, HTTP/1.1 and HTTP/2 (ALPN), and
+    /// TLS against the webpki root certificates.
+    pub(crate) fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+            .build(https);
+        Self { client }
+    }
+}
+
+/// What one store's outbound calls go through: the function's policy, the
+/// shared client, and the incoming request's trace headers.
+pub(crate) struct Outbound {
+    pub(crate) function: Arc<str>,
+    pub(crate) request_id: String,
+    pub(crate) policy: Arc<OutboundPolicy>,
+    pub(crate) client: OutboundClient,
+    pub(crate) propagate: HeaderMap,
+}
+
+impl Outbound {
+    /// The trace headers of `incoming` to carry onto outbound calls.
+    pub(crate) fn trace_headers(incoming: &HeaderMap) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for name in PROPAGATED_HEADERS {
+            for value in incoming.get_all(name) {
+                headers.append(HeaderName::from_static(name), value.clone());
+            }
+        }
+        headers
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri().clone();
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
+        };
+        if !self.policy.allows(scheme, authority) {
+            tracing::warn!(
+                function = %self.function,
+                request_id = %self.request_id,
+                target = %format!("{scheme}://{authority}"),
+                "outbound call refused: not in the function's allowed_outbound_hosts"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        let headers = request.headers_mut();
+        // The connection goes to the URI's authority; so does `Host`.
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, host);
+        }
+        for (name, value) in &self.propagate {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        tracing::debug!(function = %self.function, request_id = %self.request_id, %uri, "outbound call");
+        // The pool connects with its own timeout (`DEFAULT_CONNECT_TIMEOUT`);
+        // the call's first-byte timeout bounds everything up to the head.
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT);
+        let client = self.client.client.clone();
+        Box::new(async move {
+            let response = match tokio::time::timeout(first_byte, client.request(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => return Err(client_error(&error)),
+                Err(_elapsed) => return Err(Error::HttpResponseTimeout),
+            };
+            let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+            let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+/// The wasi:http error code for a failed call.
+fn client_error(error: &hyper_util::client::legacy::Error) -> Error {
+    use std::error::Error as _;
+    if error.is_connect() {
+        let refused = error
+            .source()
+            .and_then(|e| e.source())
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+        return if refused {
+            Error::ConnectionRefused
+        } else {
+            Error::DestinationUnavailable
+        };
+    }
+    Error::HttpProtocolError
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &[&str]) -> OutboundPolicy {
+        OutboundPolicy::new(rules.iter().map(|r| r.parse().unwrap()).collect())
+    }
+
+    fn allows(policy: &OutboundPolicy, url: &str) -> bool {
+        let uri: http::Uri = url.parse().unwrap();
+        policy.allows(uri.scheme().unwrap(), uri.authority().unwrap())
+    }
+
+    #[test]
+    fn rules_match_scheme_host_and_port() {
+        let p = policy(&[
+            "https://api.example.com",
+            "http://localhost:8080",
+            "https://*.svc.local",
+            "*://any.test:*",
+        ]);
+        assert!(allows(&p, "https://api.example.com/x"));
+        assert!(allows(&p, "https://API.example.com:443/x"));
+        assert!(!allows(&p, "http://api.example.com/x"), "scheme");
+        assert!(!allows(&p, "https://api.example.com:8443/x"), "port");
+        assert!(!allows(&p, "https://api.example.com.evil.io/x"), "suffix");
+        assert!(allows(&p, "http://localhost:8080/"));
+        assert!(!allows(&p, "http://localhost/"));
+        assert!(allows(&p, "https://a.svc.local/"));
+        assert!(allows(&p, "https://a.b.svc.local/"));
+        assert!(
+            !allows(&p, "https://svc.local/"),
+            "*.domain is subdomains only"
+        );
+        assert!(!allows(&p, "https://evilsvc.local/"));
+        assert!(allows(&p, "http://any.test:1234/"));
+        assert!(allows(&p, "https://any.test/"));
+        assert!(
+            !allows(&policy(&[]), "https://api.example.com/"),
+            "deny by default"
+        );
+    }
+
+    #[test]
+    fn malformed_rules_are_refused() {
+        for bad in [
+            "api.example.com",
+            "ftp://x",
+            "https://x/path",
+            "https://x:port",
+            "https://a*b.com",
+            "https://*.",
+            "https://user@x",
+        ] {
+            assert!(bad.parse::<OutboundRule>().is_err(), "{bad} was accepted");
+        }
+        assert_eq!(
+            "http://[::1]:8080".parse::<OutboundRule>().unwrap().port,
+            PortPattern::Exact(8080)
+        );
+    }
+
+    #[test]
+    fn trace_headers_are_picked_from_the_incoming_request() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        incoming.insert("x-b3-traceid", HeaderValue::from_static("123"));
+        incoming.insert("authorization", HeaderValue::from_static("secret"));
+        let picked = Outbound::trace_headers(&incoming);
+        assert_eq!(picked.len(), 2);
+        assert!(picked.get("authorization").is_none());
+    }
+}
