@@ -21,10 +21,12 @@
 //!
 //! Bodies stream: [`Request::into_body_reader`] reads the request body as it
 //! arrives and [`Response::with_reader`] streams a response body from any
-//! [`std::io::Read`], so neither has to fit in memory.
+//! [`std::io::Read`], so neither has to fit in memory. [`outbound`] calls
+//! other services.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod outbound;
 mod request;
 mod response;
 
