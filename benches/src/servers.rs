@@ -92,6 +92,16 @@ fn pinned(program: &Path) -> Command {
 impl Server {
     /// `host run <target>` on free loopback ports, with `data_dir`.
     pub async fn host(paths: &Paths, target: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::host_with(paths, target, data_dir, &[]).await
+    }
+
+    /// `host run <target> <args>` on free loopback ports, with `data_dir`.
+    pub async fn host_with(
+        paths: &Paths,
+        target: &Path,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut command = pinned(&paths.host);
         command
             .arg("run")
@@ -99,7 +109,8 @@ impl Server {
             .args(["--listen", ANY_LOOPBACK_PORT])
             .args(["--admin-listen", ANY_LOOPBACK_PORT])
             .arg("--data-dir")
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(args);
         let mut process = Process::spawn("host", command)?;
         let (_, admin) = process
             .wait_for("its admin address", START_TIMEOUT, |line| {

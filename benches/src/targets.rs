@@ -103,10 +103,17 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
     });
 
     for (subject, goal) in [
-        (Subject::Host { reuse: None }, FRESH_RATIO),
+        (
+            Subject::Host {
+                reuse: None,
+                quiet: true,
+            },
+            FRESH_RATIO,
+        ),
         (
             Subject::Host {
                 reuse: Some(REUSE_COUNT),
+                quiet: true,
             },
             REUSE_RATIO,
         ),

@@ -26,6 +26,10 @@ const WARMUP_CONNECTIONS: usize = 16;
 /// How the host says it does not know a manifest field.
 const UNKNOWN_FIELD: &str = "unknown field `max_instance_reuse`";
 
+/// The host's quiet log filter: warnings, and the start-up lines the
+/// harness waits for.
+pub const QUIET_LOGGING: &str = "warn,shoal_host::cli=info";
+
 /// A server configuration under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject {
@@ -35,6 +39,10 @@ pub enum Subject {
     Host {
         /// Requests one instance may serve; `None` is the default (1).
         reuse: Option<u64>,
+        /// Logging: the default (`info`, with a span and an access-log line
+        /// per request) or quiet (`warn`), like the peers, which log nothing
+        /// per request.
+        quiet: bool,
     },
     /// `wasmtime serve -S cli`.
     Wasmtime {
@@ -45,11 +53,19 @@ pub enum Subject {
 }
 
 /// Every configuration, in the report's order.
-pub const SUBJECTS: [Subject; 5] = [
+pub const SUBJECTS: [Subject; 6] = [
     Subject::Native,
-    Subject::Host { reuse: None },
+    Subject::Host {
+        reuse: None,
+        quiet: false,
+    },
+    Subject::Host {
+        reuse: None,
+        quiet: true,
+    },
     Subject::Host {
         reuse: Some(REUSE_COUNT),
+        quiet: true,
     },
     Subject::Wasmtime { reuse: None },
     Subject::Wasmtime {
@@ -62,9 +78,17 @@ impl Subject {
     pub fn label(&self) -> String {
         match self {
             Subject::Native => "native hyper (current-thread)".to_owned(),
-            Subject::Host { reuse: None } => "host, fresh instance per request".to_owned(),
-            Subject::Host { reuse: Some(n) } => {
-                format!("host, reuse (`max_instance_reuse = {n}`)")
+            Subject::Host { reuse, quiet } => {
+                let instances = match reuse {
+                    None => "fresh instance per request".to_owned(),
+                    Some(n) => format!("reuse (`max_instance_reuse = {n}`)"),
+                };
+                let logging = if *quiet {
+                    format!("`--log-level {QUIET_LOGGING}`")
+                } else {
+                    "default logging (span and access log per request)".to_owned()
+                };
+                format!("host, {instances}, {logging}")
             }
             Subject::Wasmtime { reuse: None } => {
                 "wasmtime serve, fresh instance per request".to_owned()
@@ -78,19 +102,24 @@ impl Subject {
     async fn start(&self, paths: &Paths) -> anyhow::Result<Server> {
         match *self {
             Subject::Native => Server::native(paths).await,
-            Subject::Host { reuse } => {
+            Subject::Host { reuse, quiet } => {
                 let mut function = Function::new("hello", &paths.hello_wasm, HELLO_PATH);
                 function.max_instance_reuse = reuse;
                 let file = match reuse {
                     None => "throughput-fresh.toml",
                     Some(_) => "throughput-reuse.toml",
                 };
+                let args: &[&str] = if quiet {
+                    &["--log-level", QUIET_LOGGING]
+                } else {
+                    &[]
+                };
                 let manifest = paths.work.join(file);
                 Manifest {
                     function: vec![function],
                 }
                 .write(&manifest)?;
-                let mut server = Server::host(paths, &manifest, &paths.data).await?;
+                let mut server = Server::host_with(paths, &manifest, &paths.data, args).await?;
                 server.wait_ready().await?;
                 Ok(server)
             }

@@ -4,6 +4,8 @@
 //! - `GET /v1/functions`: every function with its routes, lifecycle state
 //!   (`registered`, `compiling`, `compiled`, `warm`, `failed`), cold starts
 //!   so far, requests in flight and waiting, and its limits, as JSON.
+//! - `GET /metrics`: Prometheus metrics (see [`crate::telemetry::metrics`]),
+//!   readable without a token.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use crate::body::HostBody;
 use crate::registry::Registry;
 use crate::registry::entry::LifeState;
 use crate::server::Handler;
+use crate::telemetry::metrics::Metrics;
 
 /// The admin address when `--admin-listen` is not given.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
@@ -26,12 +29,13 @@ pub const RESERVED_PORTS: [u16; 5] = [8012, 8013, 8022, 9090, 9091];
 /// The admin API's handler.
 pub struct Admin {
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 impl Admin {
-    /// The admin API over `registry`.
-    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
-        Arc::new(Self { registry })
+    /// The admin API over `registry` and its `metrics`.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self { registry, metrics })
     }
 
     fn functions(&self) -> Vec<FunctionView<'_>> {
@@ -95,6 +99,15 @@ impl Handler for Admin {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HostBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/v1/functions") => json(StatusCode::OK, &self.functions()),
+            (&Method::GET, "/metrics") => {
+                let mut response =
+                    Response::new(HostBody::text(self.metrics.render(&self.registry)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
             (_, "/v1/functions") => json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &serde_json::json!({ "error": "only GET is allowed here" }),

@@ -1,16 +1,18 @@
-//! The body of every response the host sends: streamed from a guest, or a
-//! short message of the host's own.
+//! The bodies the host handles: every response it sends (streamed from a
+//! guest, or a short message of its own), and request bodies on their way
+//! to a guest, counted.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::HeaderValue;
 use hyper::body::{Body, Frame, SizeHint};
-use shoal_runtime::GuestBody;
+use shoal_runtime::{BodyError, GuestBody};
 
 use crate::admission::Admitted;
 use crate::registry::entry::Lease;
+use crate::telemetry::metrics::{FailureKind, FunctionMetrics};
+use crate::telemetry::record::RequestRecord;
 
 /// The error a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,15 +20,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body.
 pub enum HostBody {
     /// Streamed from the guest as it writes. The request stays in flight
-    /// (and holds its places) until the body is done; the function and the
-    /// request id name the failure if the body breaks off.
+    /// (and holds its places) until the body is done; its record is written
+    /// then.
     Guest {
         /// The body.
         body: GuestBody,
         /// What the request holds while it runs.
         in_flight: InFlight,
-        /// The request's id.
-        request_id: HeaderValue,
     },
     /// The host's own answer, sent in one piece.
     Full(Option<Bytes>),
@@ -37,7 +37,9 @@ pub struct InFlight {
     /// The warm function, counted as in flight.
     pub lease: Lease,
     /// Its places through the function's gate and the host's.
-    pub _places: [Admitted; 2],
+    pub places: [Admitted; 2],
+    /// Its telemetry, written when the body is done.
+    pub record: RequestRecord,
 }
 
 impl HostBody {
@@ -56,19 +58,18 @@ impl Body for HostBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Guest {
-                body,
-                in_flight,
-                request_id,
-            } => Pin::new(body).poll_frame(cx).map_err(|error| {
-                tracing::error!(
-                    function = %in_flight.lease.entry().name(),
-                    request_id = %request_id.to_str().unwrap_or_default(),
-                    error = %format!("{error:#}"),
-                    "the response body broke off"
-                );
-                error.into()
-            }),
+            Self::Guest { body, in_flight } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                Poll::Ready(frame.map(|frame| match frame {
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            in_flight.record.sent(data.len() as u64);
+                        }
+                        Ok(frame)
+                    }
+                    Err(error) => Err(body_broke_off(in_flight, error)),
+                }))
+            }
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -86,5 +87,59 @@ impl Body for HostBody {
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// Logs and counts a guest body that ended in an error.
+fn body_broke_off(in_flight: &InFlight, error: BodyError) -> BoxError {
+    let function = in_flight.lease.entry();
+    if let BodyError::Failed(failure) = &error
+        && let Some(kind) = FailureKind::of(failure)
+    {
+        function.metrics().failed(kind);
+    }
+    in_flight.record.span().in_scope(|| {
+        tracing::error!(error = %format!("{error:#}"), "the response body broke off");
+    });
+    error.into()
+}
+
+/// A request body on its way to a guest, counted into its function's
+/// metrics as it streams.
+pub struct CountedBody<B> {
+    inner: B,
+    metrics: FunctionMetrics,
+}
+
+impl<B> CountedBody<B> {
+    /// Counts `inner`'s bytes into `metrics`.
+    pub fn new(inner: B, metrics: FunctionMetrics) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for CountedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            self.metrics.request_bytes(data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

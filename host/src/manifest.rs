@@ -16,6 +16,7 @@
 //! max_queue = 100                # requests waiting; past it, 503
 //! queue_timeout = "5s"           # longest wait; past it, 503
 //! max_body = "32MiB"             # request body; past it, 413
+//! allowed_outbound_hosts = ["https://api.example.com"]  # deny by default
 //! ```
 //!
 //! Parsing produces types that cannot hold a bad value ([`FunctionName`],
@@ -32,7 +33,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use shoal_runtime::{DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, Limits};
+use shoal_runtime::{
+    DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, Limits, OutboundPolicy, OutboundRule,
+};
 
 use crate::admission::{
     DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, GateLimits,
@@ -73,6 +76,8 @@ pub struct FunctionDecl {
     pub limits: Limits,
     /// Requests at once, and how many may wait, for how long.
     pub gate: GateLimits,
+    /// The origins it may call; none unless listed.
+    pub outbound: OutboundPolicy,
 }
 
 impl FunctionDecl {
@@ -88,6 +93,7 @@ impl FunctionDecl {
             max_instance_reuse: NonZeroU32::MIN,
             limits: Limits::default(),
             gate: GateLimits::default(),
+            outbound: OutboundPolicy::default(),
         }
     }
 }
@@ -192,6 +198,12 @@ impl Manifest {
                     max_queue: decl.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
                     queue_timeout: decl.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |t| t.0),
                 },
+                outbound: OutboundPolicy::new(
+                    decl.allowed_outbound_hosts
+                        .iter()
+                        .map(|rule| rule.0.clone())
+                        .collect(),
+                ),
             });
         }
 
@@ -256,6 +268,21 @@ struct RawFunction {
     max_queue: Option<u32>,
     queue_timeout: Option<HumanDuration>,
     max_body: Option<ByteSize>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<AllowedHost>,
+}
+
+/// One entry of `allowed_outbound_hosts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct AllowedHost(OutboundRule);
+
+impl TryFrom<String> for AllowedHost {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse().map(Self)
+    }
 }
 
 /// A size written for people: `"256MiB"`, `"64 KiB"`, `"1GB"`, `"1000"`.

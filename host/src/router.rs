@@ -71,6 +71,24 @@ impl fmt::Display for RoutePattern {
     }
 }
 
+/// The route that matched a path, printed as the manifest writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMatch<'a> {
+    /// An exact route.
+    Exact(&'a str),
+    /// A wildcard route, by its prefix.
+    Prefix(&'a str),
+}
+
+impl fmt::Display for RouteMatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(path) => f.write_str(path),
+            Self::Prefix(prefix) => write!(f, "{prefix}{WILDCARD}"),
+        }
+    }
+}
+
 /// Two routes that are the same; `first` and `second` are their targets
 /// in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +140,13 @@ impl<T: Clone> Router<T> {
 
     /// The target serving `path`, if any.
     pub fn lookup(&self, path: &str) -> Option<&T> {
+        self.find(path).map(|(_, target)| target)
+    }
+
+    /// The target serving `path`, if any, and the route that matched.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(RouteMatch<'p>, &T)> {
         if let Some(target) = self.exact.get(path) {
-            return Some(target);
+            return Some((RouteMatch::Exact(path), target));
         }
         if self.prefix.is_empty() {
             return None;
@@ -131,7 +154,7 @@ impl<T: Clone> Router<T> {
         let mut candidate = path;
         loop {
             if let Some(target) = self.prefix.get(candidate) {
-                return Some(target);
+                return Some((RouteMatch::Prefix(candidate), target));
             }
             candidate = &candidate[..candidate.rfind('/')?];
         }
@@ -165,6 +188,12 @@ mod tests {
         assert_eq!(r.lookup("/api"), Some(&"api"));
         assert_eq!(r.lookup("/other"), Some(&"root"));
         assert_eq!(r.lookup("/"), Some(&"root"));
+        let (matched, _) = r.find("/api/users/7").unwrap();
+        assert_eq!(matched.to_string(), "/api/users/...");
+        assert_eq!(
+            r.find("/api/users/me").unwrap().0.to_string(),
+            "/api/users/me"
+        );
     }
 
     #[test]

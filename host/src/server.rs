@@ -11,7 +11,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
@@ -19,15 +19,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use shoal_runtime::{GuestFailure, HandleError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use crate::body::{HostBody, InFlight};
+use crate::admission::Refusal;
+use crate::body::{CountedBody, HostBody, InFlight};
 use crate::error;
 use crate::registry::Registry;
 use crate::registry::entry::FunctionEntry;
 use crate::request_id::{self, RequestIds};
+use crate::telemetry::logs;
+use crate::telemetry::metrics::{FailureKind, Metrics, RejectReason};
+use crate::telemetry::record::RequestRecord;
 
 /// How long the accept loop waits after an accept error before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -160,14 +165,16 @@ async fn accept(
 /// The public listener's handler: routes each request to its function.
 pub struct Functions {
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     ids: RequestIds,
 }
 
 impl Functions {
-    /// A handler for the functions of `registry`.
-    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
+    /// A handler for the functions of `registry`, counting into `metrics`.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             registry,
+            metrics,
             ids: RequestIds::default(),
         })
     }
@@ -175,75 +182,122 @@ impl Functions {
 
 impl Handler for Functions {
     async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<HostBody> {
+        let start = Instant::now();
         let id = self
             .ids
             .for_request(request.headers().get(request_id::HEADER));
         // The guest sees the id too, and can pass it on.
         request.headers_mut().insert(request_id::HEADER, id.clone());
         let id_text = id.to_str().unwrap_or_default();
+        let span = logs::request_span(id_text, request.method(), request.uri().path());
+        let mut record = RequestRecord::new(span.clone(), start);
 
         let has_authority =
             request.uri().authority().is_some() || request.headers().contains_key(header::HOST);
-        let mut response = match self.registry.route(request.uri().path()) {
+        let routed = self.registry.route(request.uri().path());
+        let mut response = match routed {
             _ if !has_authority => error::missing_host(id_text),
-            None => error::not_found(request.uri().path(), id_text),
-            Some(entry) => self.call(entry, request, &id).await,
+            None => {
+                self.metrics.unrouted();
+                error::not_found(request.uri().path(), id_text)
+            }
+            Some((route, entry)) => {
+                record.routed(entry.name().as_str(), route, entry.metrics().clone());
+                let entry = entry.clone();
+                return self.call(entry, request, id, record).instrument(span).await;
+            }
         };
+        record.status(response.status().as_u16());
+        if let HostBody::Full(Some(bytes)) = response.body() {
+            record.sent(bytes.len() as u64);
+        }
         response.headers_mut().insert(request_id::HEADER, id);
         response
     }
 }
 
 impl Functions {
-    /// Runs `request` on `entry`'s function, once admitted.
+    /// Runs `request` on `entry`'s function, once admitted. The record is
+    /// written when the response body is done.
     async fn call(
         &self,
-        entry: &Arc<FunctionEntry>,
+        entry: Arc<FunctionEntry>,
         request: Request<Incoming>,
-        id: &HeaderValue,
+        id: HeaderValue,
+        mut record: RequestRecord,
     ) -> Response<HostBody> {
+        let answer = |mut response: Response<HostBody>, mut record: RequestRecord| {
+            record.status(response.status().as_u16());
+            if let HostBody::Full(Some(bytes)) = response.body() {
+                record.sent(bytes.len() as u64);
+            }
+            response
+                .headers_mut()
+                .insert(request_id::HEADER, id.clone());
+            response
+        };
         let id_text = id.to_str().unwrap_or_default();
         let name = entry.name().as_str();
+        let metrics = entry.metrics();
         let max_body = entry.limits().max_body;
         if content_length(&request).is_some_and(|length| length > max_body) {
-            return error::body_too_large(name, max_body, id_text);
+            metrics.rejected(RejectReason::BodyTooLarge);
+            return answer(error::body_too_large(name, max_body, id_text), record);
         }
         let function_place = match entry.gate().admit().await {
             Ok(place) => place,
             Err(refusal) => {
-                return error::overloaded(&format!("function `{name}`"), refusal, id_text);
+                metrics.rejected(match refusal {
+                    Refusal::QueueFull { .. } => RejectReason::QueueFull,
+                    Refusal::QueueTimeout(_) => RejectReason::QueueTimeout,
+                });
+                let response = error::overloaded(&format!("function `{name}`"), refusal, id_text);
+                return answer(response, record);
             }
         };
         let host_place = match self.registry.gate().admit().await {
             Ok(place) => place,
-            Err(refusal) => return error::overloaded("the host", refusal, id_text),
+            Err(refusal) => {
+                metrics.rejected(RejectReason::HostOverloaded);
+                return answer(error::overloaded("the host", refusal, id_text), record);
+            }
         };
-        let lease = match self.registry.acquire(entry).await {
+        let lease = match self.registry.acquire(&entry).await {
             Ok(lease) => lease,
-            Err(failure) => return error::unavailable(&failure, id_text),
+            Err(failure) => return answer(error::unavailable(&failure, id_text), record),
         };
-        let span = tracing::debug_span!(
-            "request",
-            function = name,
-            request_id = id_text,
-            method = %request.method(),
-            path = request.uri().path(),
-        );
-        match lease
-            .function()
-            .handle(request, id_text)
-            .instrument(span)
-            .await
-        {
-            Ok(response) => response.map(|body| HostBody::Guest {
-                body,
-                in_flight: InFlight {
-                    lease,
-                    _places: [function_place, host_place],
-                },
-                request_id: id.clone(),
-            }),
-            Err(failure) => error::function_failed(name, id_text, &failure),
+        let request = request.map(|body| CountedBody::new(body, metrics.clone()));
+        match lease.function().handle(request, id_text).await {
+            Ok(response) => {
+                record.status(response.status().as_u16());
+                let mut response = response.map(|body| HostBody::Guest {
+                    body,
+                    in_flight: InFlight {
+                        lease,
+                        places: [function_place, host_place],
+                        record,
+                    },
+                });
+                response
+                    .headers_mut()
+                    .insert(request_id::HEADER, id.clone());
+                response
+            }
+            Err(failure) => {
+                match &failure {
+                    HandleError::Failed(GuestFailure::Overloaded(_)) => {
+                        metrics.rejected(RejectReason::HostOverloaded);
+                    }
+                    HandleError::Failed(guest) => {
+                        if let Some(kind) = FailureKind::of(guest) {
+                            metrics.failed(kind);
+                        }
+                    }
+                    HandleError::BodyTooLarge(_) => metrics.rejected(RejectReason::BodyTooLarge),
+                    _ => {}
+                }
+                answer(error::function_failed(name, id_text, &failure), record)
+            }
         }
     }
 }

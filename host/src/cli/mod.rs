@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::telemetry::logs::LogFormat;
+
 pub mod run;
 
 /// Shoal: many WebAssembly HTTP functions in one process, routed by path,
@@ -13,6 +15,12 @@ pub struct Cli {
     /// `tracing` directives such as `info,shoal::guest=warn`.
     #[arg(long, global = true, env = "SHOAL_LOG", default_value = "info")]
     pub log_level: String,
+
+    /// Log lines as `text` or `json` (one object per line, with the request
+    /// span's fields). Defaults to `json` under Knative (when `K_SERVICE` is
+    /// set), else `text`.
+    #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +35,10 @@ pub enum Command {
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn execute(self) -> anyhow::Result<()> {
-        crate::telemetry::init(&self.log_level)?;
+        let format = self
+            .log_format
+            .unwrap_or_else(LogFormat::default_for_environment);
+        crate::telemetry::logs::init(&self.log_level, format)?;
         match self.command {
             Command::Run(args) => args.execute(),
         }

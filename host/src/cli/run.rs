@@ -18,6 +18,7 @@ use crate::registry::entry::FunctionError;
 use crate::router::RoutePattern;
 use crate::server::{self, ConnectionLimits, Functions};
 use crate::sizing;
+use crate::telemetry::metrics::Metrics;
 
 /// The port listened on when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -159,7 +160,8 @@ impl RunArgs {
         host_gate: GateLimits,
         started: Instant,
     ) -> anyhow::Result<Stop> {
-        let registry = Registry::start(runtime, manifest, self.idle_timeout, host_gate)?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::start(runtime, manifest, self.idle_timeout, host_gate, &metrics)?;
         let connections = ConnectionLimits {
             max_connections: self.max_connections.min(descriptor_budget()),
             header_read_timeout: self.header_read_timeout,
@@ -211,14 +213,14 @@ impl RunArgs {
 
         tokio::join!(
             server::serve(
-                Functions::new(registry.clone()),
+                Functions::new(registry.clone(), metrics.clone()),
                 public,
                 connections,
                 stopped(stop_rx.clone()),
                 self.drain_timeout,
             ),
             server::serve(
-                Admin::new(registry),
+                Admin::new(registry, metrics),
                 admin,
                 ConnectionLimits::default(),
                 stopped(stop_rx.clone()),

@@ -25,6 +25,7 @@ use super::compiler::{CompileJob, Compiler, JobState};
 use crate::admission::Gate;
 use crate::manifest::FunctionName;
 use crate::router::RoutePattern;
+use crate::telemetry::metrics::FunctionMetrics;
 
 /// When a function scales to zero.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +52,19 @@ pub enum LifeState {
     Failed,
 }
 
+impl LifeState {
+    /// The state's name, as the admin API and the metrics write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Compiling => "compiling",
+            Self::Compiled => "compiled",
+            Self::Warm => "warm",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A function of the registry.
 pub struct FunctionEntry {
     name: FunctionName,
@@ -65,6 +79,7 @@ pub struct FunctionEntry {
     last_used: AtomicU64,
     in_flight: AtomicU64,
     cold_starts: AtomicU64,
+    metrics: FunctionMetrics,
 }
 
 /// A function whose component was refused, or could not be warmed.
@@ -85,6 +100,7 @@ impl FunctionEntry {
         policy: ScalePolicy,
         gate: Gate,
         job: Arc<CompileJob>,
+        metrics: FunctionMetrics,
     ) -> Self {
         Self {
             name,
@@ -98,6 +114,7 @@ impl FunctionEntry {
             last_used: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -124,6 +141,11 @@ impl FunctionEntry {
     /// Memory, time and body limits per request.
     pub fn limits(&self) -> Limits {
         self.spec.limits
+    }
+
+    /// The function's counters.
+    pub fn metrics(&self) -> &FunctionMetrics {
+        &self.metrics
     }
 
     /// The function's admission gate.
@@ -215,6 +237,7 @@ impl FunctionEntry {
         let function = Arc::new(function);
         self.warm.store(Some(function.clone()));
         let count = self.cold_starts.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.cold_start(start.elapsed());
         tracing::info!(
             function = %self.name,
             elapsed_ms = start.elapsed().as_secs_f64() * 1e3,

@@ -17,7 +17,8 @@ use self::compiler::{CompileJob, Compiler, JobState};
 use self::entry::{FunctionEntry, FunctionError, Lease, ScalePolicy};
 use crate::admission::{Gate, GateLimits};
 use crate::manifest::Manifest;
-use crate::router::Router;
+use crate::router::{RouteMatch, Router};
+use crate::telemetry::metrics::Metrics;
 
 /// How long a function stays warm without requests, unless its manifest
 /// says otherwise.
@@ -57,6 +58,7 @@ impl Registry {
         manifest: &Manifest,
         default_idle_timeout: Duration,
         host_gate: GateLimits,
+        metrics: &Metrics,
     ) -> Result<Arc<Self>, FunctionError> {
         let mut jobs: HashMap<PathBuf, Arc<CompileJob>> = HashMap::new();
         let mut order = Vec::new();
@@ -88,6 +90,7 @@ impl Registry {
                     .collect(),
                 max_instance_reuse: decl.max_instance_reuse,
                 limits: decl.limits,
+                outbound: decl.outbound.clone(),
             };
             let policy = ScalePolicy {
                 idle_timeout: decl.idle_timeout.unwrap_or(default_idle_timeout),
@@ -100,6 +103,7 @@ impl Registry {
                 policy,
                 Gate::new(decl.gate),
                 job,
+                metrics.function(decl.name.as_str()),
             )));
         }
 
@@ -139,9 +143,9 @@ impl Registry {
         Ok(registry)
     }
 
-    /// The function serving `path`, if any.
-    pub fn route(&self, path: &str) -> Option<&Arc<FunctionEntry>> {
-        self.router.lookup(path)
+    /// The function serving `path`, if any, and the route that matched.
+    pub fn route<'p>(&self, path: &'p str) -> Option<(RouteMatch<'p>, &Arc<FunctionEntry>)> {
+        self.router.find(path)
     }
 
     /// The warm function of `entry` for one request, cold-starting it if

@@ -1,17 +1,95 @@
-//! Logs: one `tracing` pipeline, human-readable on stderr. What a person
-//! reads at the terminal (the `listening on` line) goes to stdout instead.
+//! Logs: one `tracing` pipeline, to stderr, as readable text or JSON lines.
+//! What a person reads at the terminal (the `admin on` and `listening on`
+//! lines) goes to stdout instead.
+//!
+//! Every request runs in a `request` span carrying its id, method, path,
+//! function, matched route, and, once known, its status and duration; the
+//! guest's stdout and stderr lines and every error of the request are
+//! events inside it, and a last `request` event closes it (the access log).
+//! Under Knative, the span also carries `K_SERVICE`, `K_REVISION` and
+//! `K_CONFIGURATION`.
+
+use std::sync::OnceLock;
 
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber with the given filter.
-pub fn init(filter: &str) -> anyhow::Result<()> {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line, with the request span's fields.
+    Json,
+}
+
+impl LogFormat {
+    /// JSON under Knative (where `K_SERVICE` is set), text elsewhere.
+    pub fn default_for_environment() -> Self {
+        if knative().service.is_some() {
+            Self::Json
+        } else {
+            Self::Text
+        }
+    }
+}
+
+/// Installs the global subscriber with the given filter and format.
+pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}`"))?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     Ok(())
+}
+
+/// The Knative revision the host runs as, from its environment.
+#[derive(Debug, Default)]
+pub struct Knative {
+    /// `K_SERVICE`.
+    pub service: Option<String>,
+    /// `K_REVISION`.
+    pub revision: Option<String>,
+    /// `K_CONFIGURATION`.
+    pub configuration: Option<String>,
+}
+
+/// Read once: Knative sets these when it starts the container.
+pub fn knative() -> &'static Knative {
+    static KNATIVE: OnceLock<Knative> = OnceLock::new();
+    KNATIVE.get_or_init(|| Knative {
+        service: std::env::var("K_SERVICE").ok(),
+        revision: std::env::var("K_REVISION").ok(),
+        configuration: std::env::var("K_CONFIGURATION").ok(),
+    })
+}
+
+/// The span of one request: its fields are filled in as they become known.
+pub fn request_span(request_id: &str, method: &http::Method, path: &str) -> tracing::Span {
+    let knative = knative();
+    tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        function = tracing::field::Empty,
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+        k_service = knative.service.as_deref(),
+        k_revision = knative.revision.as_deref(),
+        k_configuration = knative.configuration.as_deref(),
+    )
 }

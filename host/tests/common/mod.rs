@@ -176,7 +176,8 @@ impl Host {
                 // stdout and stderr are separate pipes: wait for the log line
                 // written just before `listening on`, so that the start-up
                 // log is complete when `log()` is first read.
-                while !stderr.lock().unwrap().contains(" serving ") {
+                let serving = |log: &str| log.contains(" serving ") || log.contains("\"serving\"");
+                while !serving(&stderr.lock().unwrap()) {
                     assert!(Instant::now() < deadline, "no `serving` log line");
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -381,4 +382,66 @@ pub fn h2c() -> reqwest::Client {
         .http2_prior_knowledge()
         .build()
         .unwrap()
+}
+
+/// A local HTTP/1.1 server standing in for a service a function calls: it
+/// records what it receives and answers with `answer`, after `delay`.
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// The headers of every request received, in order.
+    pub requests: Arc<Mutex<Vec<(String, http::HeaderMap)>>>,
+    /// Connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend {
+    /// Serves on `127.0.0.1:0` until the test ends.
+    pub async fn start(answer: &'static str, delay: Duration) -> Backend {
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<(String, http::HeaderMap)>>> = Arc::default();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, accepted) = (requests.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let seen = seen.clone();
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let target = request.uri().to_string();
+                        seen.lock()
+                            .unwrap()
+                            .push((target, request.headers().clone()));
+                        tokio::time::sleep(delay).await;
+                        let response = http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            requests,
+            connections,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn received(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
 }

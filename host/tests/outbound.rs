@@ -1,0 +1,201 @@
+//! Outbound calls: the bff example against two real local services, the
+//! allowlist (deny by default, no widening through `Host` or an absolute
+//! URL), timeouts, connection reuse, and the trace headers carried along.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Host, example, guest, http1, manifest};
+
+const TRACE_HEADERS: [(&str, &str); 10] = [
+    (
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ),
+    ("tracestate", "congo=t61rcWkgMzE"),
+    ("x-request-id", "bff-trace-1"),
+    ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+    ("x-b3-spanid", "e457b5a2e4d86bd1"),
+    ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+    ("x-b3-sampled", "1"),
+    ("x-b3-flags", "1"),
+    (
+        "x-ot-span-context",
+        "80f198ee56343ba864fe8b2a57d3eff7;e457b5a2e4d86bd1;1",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bff_merges_two_services_and_carries_the_trace_headers_to_both() {
+    let users = Backend::start(r#"{"id": "7", "name": "Ada"}"#, Duration::ZERO).await;
+    let orders = Backend::start(r#"[{"id": 1}, {"id": 2}]"#, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "env = {{ USERS_URL = {:?}, ORDERS_URL = {:?} }}",
+        users.url("/users"),
+        orders.url("/orders")
+    );
+    let allowed = format!(
+        "allowed_outbound_hosts = [\"http://{}\", \"http://{}\"]",
+        users.addr, orders.addr
+    );
+    let manifest = manifest(
+        dir.path(),
+        &[(
+            "bff",
+            &example("bff"),
+            &["/bff/users/..."],
+            &[env.as_str(), allowed.as_str()],
+        )],
+    );
+    let host = Host::start(&manifest);
+
+    let mut request = http1().get(host.url("/bff/users/7"));
+    for (name, value) in TRACE_HEADERS {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let merged: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        merged,
+        serde_json::json!({"user": {"id": "7", "name": "Ada"}, "orders": [{"id": 1}, {"id": 2}]})
+    );
+
+    for (backend, target) in [(&users, "/users/7"), (&orders, "/orders?user=7")] {
+        let requests = backend.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1);
+        let (path, headers) = &requests[0];
+        assert_eq!(path, target);
+        for (name, value) in TRACE_HEADERS {
+            assert_eq!(
+                headers.get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{name} at {target}"
+            );
+        }
+        assert_eq!(headers["host"], backend.addr.to_string());
+    }
+
+    // Later calls reuse the pooled connections.
+    for _ in 0..10 {
+        let response = http1().get(host.url("/bff/users/7")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(users.received(), 11);
+    let connections = users.connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(connections <= 2, "{connections} connections for 11 calls");
+}
+
+/// A host serving the `caller` guest, allowed to call `allowed` only.
+fn caller_host(allowed: &Backend) -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = format!("allowed_outbound_hosts = [\"http://{}\"]", allowed.addr);
+    let manifest = manifest(
+        dir.path(),
+        &[("caller", &guest("caller"), &["/call"], &[allowed.as_str()])],
+    );
+    (Host::start(&manifest), dir)
+}
+
+async fn call(host: &Host, query: &str) -> String {
+    let url = host.url(&format!("/call?{query}"));
+    http1().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_are_denied_by_default_and_only_listed_origins_are_reached() {
+    let allowed = Backend::start("{}", Duration::ZERO).await;
+    let other = Backend::start("{}", Duration::ZERO).await;
+    let (host, _dir) = caller_host(&allowed);
+
+    assert_eq!(
+        call(&host, &format!("authority={}&path=/ok", allowed.addr)).await,
+        "called 200 {}\n"
+    );
+    assert_eq!(allowed.received(), 1);
+
+    let refused = call(&host, &format!("authority={}&path=/no", other.addr)).await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+    assert_eq!(other.received(), 0);
+    let line = host.wait_for_line(Duration::from_secs(5), |l| {
+        l.contains("outbound call refused") && l.contains("function=caller")
+    });
+    let line = line.unwrap_or_else(|| panic!("no refusal logged:\n{}", host.log()));
+    assert!(line.contains(&other.addr.to_string()), "{line}");
+
+    // Same host, other port; same port, other scheme: refused too.
+    let ip = allowed.addr.ip();
+    let refused = call(&host, &format!("authority={ip}:1&path=/")).await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+    let refused = call(
+        &host,
+        &format!("scheme=https&authority={}&path=/", allowed.addr),
+    )
+    .await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn neither_a_forged_host_header_nor_an_absolute_url_widens_the_allowlist() {
+    let allowed = Backend::start("{}", Duration::ZERO).await;
+    let other = Backend::start("{}", Duration::ZERO).await;
+    let (host, _dir) = caller_host(&allowed);
+
+    // A Host header naming the allowed origin, sent to another one.
+    let forged = call(
+        &host,
+        &format!("authority={}&host={}", other.addr, allowed.addr),
+    )
+    .await;
+    assert!(forged.starts_with("refused at"), "{forged}");
+    // A Host header naming another origin, sent to the allowed one.
+    let forged = call(
+        &host,
+        &format!("authority={}&host={}", allowed.addr, other.addr),
+    )
+    .await;
+    assert!(forged.starts_with("refused at"), "{forged}");
+    // An absolute URL in the path.
+    let absolute = call(
+        &host,
+        &format!("authority={}&path=http://{}/x", allowed.addr, other.addr),
+    )
+    .await;
+    assert!(absolute.starts_with("refused at"), "{absolute}");
+
+    assert_eq!(other.received(), 0, "the other origin was reached");
+    assert_eq!(allowed.received(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_waits_for_its_first_byte_only_as_long_as_it_allows() {
+    let slow = Backend::start("{}", Duration::from_millis(1500)).await;
+    let (host, _dir) = caller_host(&slow);
+    let answered = call(&host, &format!("authority={}&timeout_ms=5000", slow.addr)).await;
+    assert_eq!(answered, "called 200 {}\n");
+    let timed_out = call(&host, &format!("authority={}&timeout_ms=200", slow.addr)).await;
+    assert_eq!(
+        timed_out,
+        "refused at response: ErrorCode::HttpResponseTimeout\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_header_the_function_sets_itself_is_kept() {
+    let backend = Backend::start("{}", Duration::ZERO).await;
+    let (host, _dir) = caller_host(&backend);
+    let response = http1()
+        .get(host.url(&format!("/call?authority={}&traceparent=own", backend.addr)))
+        .header("traceparent", "incoming")
+        .header("x-request-id", "incoming-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "called 200 {}\n");
+    let headers = backend.requests.lock().unwrap()[0].1.clone();
+    assert_eq!(headers["traceparent"], "own");
+    assert_eq!(headers["x-request-id"], "incoming-id");
+}
