@@ -120,3 +120,53 @@ async fn sigterm_under_load_answers_every_request_it_accepted() {
         failed.len()
     );
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_host_even_when_nobody_reads_its_output() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), &[("slow", &guest("slow"), &["/slow"], &[])]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("run")
+        .arg(&manifest)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("listening on") {
+            break;
+        }
+    }
+    // Whoever read the host's output is gone: logging now fails.
+    drop(lines);
+    drop(child.stderr.take());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the host ignored SIGTERM with its output closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -62,6 +62,7 @@ async fn metrics_count_a_known_sequence_of_requests() {
                 &["/slow"],
                 &["max_concurrency = 1", "max_queue = 0"],
             ),
+            ("idle", &example("hello"), &["/idle"], &[]),
         ],
     );
     let host = Host::start(&manifest);
@@ -148,6 +149,21 @@ async fn metrics_count_a_known_sequence_of_requests() {
     assert_eq!(get(r#"shoal_instances_in_flight{function="hello"}"#), 0.0);
     assert_eq!(get(r#"shoal_queue_depth{function="slow"}"#), 0.0);
     assert_eq!(get(r#"shoal_functions{state="warm"}"#), 6.0);
+    let states: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("shoal_functions"))
+        .collect();
+    assert_eq!(
+        get(r#"shoal_functions{state="compiled"}"#),
+        1.0,
+        "{states:?}"
+    );
+    // A function never called holds no series.
+    assert!(
+        m.keys().all(|k| !k.contains(r#"function="idle""#)),
+        "series for an idle function: {:?}",
+        m.keys().filter(|k| k.contains("idle")).collect::<Vec<_>>()
+    );
     let build = m
         .keys()
         .find(|k| k.starts_with("shoal_build_info{"))

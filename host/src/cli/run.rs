@@ -180,8 +180,9 @@ impl RunArgs {
         tokio::spawn({
             let stop_tx = stop_tx.clone();
             async move {
-                shutdown_signal().await;
+                let signal = shutdown_signal().await;
                 request_stop(&stop_tx, Stop::Signal);
+                tracing::info!("{signal} received");
             }
         });
         tokio::spawn({
@@ -318,14 +319,15 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(cache.join("shoal"))
 }
 
-/// Completes on the first SIGTERM (Kubernetes stopping the pod) or SIGINT.
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM (Kubernetes stopping the pod) or SIGINT,
+/// naming it.
+async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
     let mut int = signal(SignalKind::interrupt()).expect("cannot listen for SIGINT");
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }
 

@@ -13,8 +13,8 @@
 //! their own reference, so nothing is cut off, and the mapping is released
 //! when the last of them finishes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -25,7 +25,7 @@ use super::compiler::{CompileJob, Compiler, JobState};
 use crate::admission::Gate;
 use crate::manifest::FunctionName;
 use crate::router::RoutePattern;
-use crate::telemetry::metrics::FunctionMetrics;
+use crate::telemetry::metrics::{FunctionMetrics, Metrics};
 
 /// When a function scales to zero.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +79,10 @@ pub struct FunctionEntry {
     last_used: AtomicU64,
     in_flight: AtomicU64,
     cold_starts: AtomicU64,
-    metrics: FunctionMetrics,
+    /// The host's metrics, and this function's counters, resolved on its
+    /// first request: a function never called holds no series.
+    all_metrics: Arc<Metrics>,
+    metrics: OnceLock<FunctionMetrics>,
 }
 
 /// A function whose component was refused, or could not be warmed.
@@ -100,7 +103,7 @@ impl FunctionEntry {
         policy: ScalePolicy,
         gate: Gate,
         job: Arc<CompileJob>,
-        metrics: FunctionMetrics,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             name,
@@ -114,7 +117,8 @@ impl FunctionEntry {
             last_used: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
-            metrics,
+            all_metrics: metrics,
+            metrics: OnceLock::new(),
         }
     }
 
@@ -145,7 +149,13 @@ impl FunctionEntry {
 
     /// The function's counters.
     pub fn metrics(&self) -> &FunctionMetrics {
-        &self.metrics
+        self.metrics
+            .get_or_init(|| self.all_metrics.function(self.name.as_str()))
+    }
+
+    /// Whether the function has counters yet (it has had a request).
+    pub fn has_metrics(&self) -> bool {
+        self.metrics.get().is_some()
     }
 
     /// The function's admission gate.
@@ -237,7 +247,7 @@ impl FunctionEntry {
         let function = Arc::new(function);
         self.warm.store(Some(function.clone()));
         let count = self.cold_starts.fetch_add(1, Ordering::Relaxed) + 1;
-        self.metrics.cold_start(start.elapsed());
+        self.metrics().cold_start(start.elapsed());
         tracing::info!(
             function = %self.name,
             elapsed_ms = start.elapsed().as_secs_f64() * 1e3,

@@ -58,7 +58,7 @@ impl Registry {
         manifest: &Manifest,
         default_idle_timeout: Duration,
         host_gate: GateLimits,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> Result<Arc<Self>, FunctionError> {
         let mut jobs: HashMap<PathBuf, Arc<CompileJob>> = HashMap::new();
         let mut order = Vec::new();
@@ -103,7 +103,7 @@ impl Registry {
                 policy,
                 Gate::new(decl.gate),
                 job,
-                metrics.function(decl.name.as_str()),
+                metrics.clone(),
             )));
         }
 

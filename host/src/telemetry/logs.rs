@@ -38,9 +38,12 @@ impl LogFormat {
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}`"))?;
+    // Writing a log line can fail (stderr closed by whoever read it);
+    // reporting that on stderr would panic the task that logged.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1,11 +1,12 @@
 //! Prometheus metrics, served at `GET /metrics` on the admin listener.
 //!
 //! Every per-function series is labelled by the function's name only (never
-//! by path), so the number of series is bounded by the manifest. Counters on
-//! the request path are resolved per function once, at registration
-//! ([`FunctionMetrics`]), so counting a request is an atomic add, not a label
-//! lookup. Gauges (requests in flight, waiting, the lifecycle) are read from
-//! the registry when scraped.
+//! by path), so the number of series is bounded by the manifest. A
+//! function's counters are resolved once, on its first request
+//! ([`FunctionMetrics`]): counting a request is then an atomic add, not a
+//! label lookup, and the thousands of functions a host may register but
+//! never call hold no series. Gauges (requests in flight, waiting, the
+//! lifecycle) are read from the registry when scraped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,14 +265,17 @@ impl Metrics {
     pub fn render(&self, registry: &Registry) -> String {
         let mut states = [0i64; 5];
         for entry in registry.functions() {
-            let name = entry.name().as_str();
-            self.in_flight
-                .with_label_values(&[name])
-                .set(entry.in_flight() as i64);
-            self.waiting
-                .with_label_values(&[name])
-                .set(entry.gate().waiting() as i64);
             states[entry.state() as usize] += 1;
+            // A function that never had a request has no series.
+            if entry.has_metrics() {
+                let name = entry.name().as_str();
+                self.in_flight
+                    .with_label_values(&[name])
+                    .set(entry.in_flight() as i64);
+                self.waiting
+                    .with_label_values(&[name])
+                    .set(entry.gate().waiting() as i64);
+            }
         }
         for state in [
             LifeState::Registered,
