@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, Admin};
@@ -177,10 +178,13 @@ impl RunArgs {
 
         let (stop_tx, stop_rx) = watch::channel(None);
         let stop_tx = Arc::new(stop_tx);
+        // Installed before the listening line, so that a SIGTERM sent the
+        // moment it is printed drains instead of killing the process.
+        let signals = ShutdownSignals::install()?;
         tokio::spawn({
             let stop_tx = stop_tx.clone();
             async move {
-                let signal = shutdown_signal().await;
+                let signal = signals.recv().await;
                 request_stop(&stop_tx, Stop::Signal);
                 tracing::info!("{signal} received");
             }
@@ -319,15 +323,27 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(cache.join("shoal"))
 }
 
-/// Completes on the first SIGTERM (Kubernetes stopping the pod) or SIGINT,
-/// naming it.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
-    let mut int = signal(SignalKind::interrupt()).expect("cannot listen for SIGINT");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM (Kubernetes stopping the pod) and SIGINT, caught from the
+/// moment they are installed.
+struct ShutdownSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    /// Completes on the first of them, naming it.
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 
