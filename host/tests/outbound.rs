@@ -82,7 +82,9 @@ async fn bff_merges_two_services_and_carries_the_trace_headers_to_both() {
     // Later calls reuse the pooled connections.
     for _ in 0..10 {
         let response = http1().get(host.url("/bff/users/7")).send().await.unwrap();
-        assert_eq!(response.status(), 200);
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "{body}\n{}", host.log());
     }
     assert_eq!(users.received(), 11);
     let connections = users.connections.load(std::sync::atomic::Ordering::Relaxed);

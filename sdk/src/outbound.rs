@@ -158,17 +158,27 @@ impl OutgoingRequest {
         // The body is written after the request is handed over, so that the
         // host can read it as it is written.
         let future = outgoing_handler::handle(request, Some(options))?;
-        let mut stream = body.write().map_err(|()| {
-            OutboundError::Body("the request body is already being written".to_owned())
-        })?;
-        stream
-            .write_all(&self.body)
-            .and_then(|()| Write::flush(&mut stream))
-            .map_err(|e| OutboundError::Body(e.to_string()))?;
-        drop(stream);
+        let written = if self.body.is_empty() {
+            Ok(())
+        } else {
+            write_all(&body, &self.body)
+        };
         OutgoingBody::finish(body, None)?;
-        Ok(PendingResponse { future })
+        // A server may answer before it reads the whole body (and then the
+        // host stops taking it): the response, if there is one, tells.
+        Ok(PendingResponse {
+            future,
+            written: written.err(),
+        })
     }
+}
+
+fn write_all(body: &OutgoingBody, bytes: &[u8]) -> std::io::Result<()> {
+    let mut stream = body
+        .write()
+        .map_err(|()| std::io::Error::other("the request body is already being written"))?;
+    stream.write_all(bytes)?;
+    Write::flush(&mut stream)
 }
 
 /// `scheme://authority/path?query`, split the way wasi:http wants it.
@@ -191,6 +201,8 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str), OutboundError> {
 /// A call in flight.
 pub struct PendingResponse {
     future: FutureIncomingResponse,
+    /// Why the request body could not be written whole, if it could not.
+    written: Option<std::io::Error>,
 }
 
 impl PendingResponse {
@@ -199,7 +211,12 @@ impl PendingResponse {
         self.future.subscribe().block();
         let response = match self.future.get() {
             Some(Ok(Ok(response))) => response,
-            Some(Ok(Err(code))) => return Err(code.into()),
+            Some(Ok(Err(code))) => {
+                return Err(match self.written {
+                    Some(why) => OutboundError::Body(format!("{why} ({code:?})")),
+                    None => code.into(),
+                });
+            }
             Some(Err(())) | None => {
                 return Err(OutboundError::Http(
                     "the response was already taken".to_owned(),
