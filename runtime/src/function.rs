@@ -129,6 +129,9 @@ impl Function {
                 store
                     .data_mut()
                     .begin_request(request_id, trace_headers, deadline);
+                // The epoch moved on while the instance sat idle: count this
+                // request's ticks from now, not from its last request.
+                store.set_epoch_deadline(1);
                 (store, Some(proxy), uses)
             }
             None => (self.new_store(request_id, trace_headers, deadline), None, 0),
