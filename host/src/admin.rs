@@ -51,6 +51,7 @@ impl Admin {
                 idle_timeout_ms: f.policy().idle_timeout.as_millis() as u64,
                 min_instances: f.policy().min_instances,
                 max_instance_reuse: f.max_instance_reuse(),
+                idle_instances: f.idle_instances(),
                 waiting: f.gate().waiting(),
                 limits: LimitsView {
                     memory: f.limits().memory,
@@ -77,6 +78,7 @@ struct FunctionView<'a> {
     idle_timeout_ms: u64,
     min_instances: u32,
     max_instance_reuse: u32,
+    idle_instances: usize,
     waiting: usize,
     limits: LimitsView,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -21,15 +21,27 @@ async fn wait_for_state(
     state: &str,
     timeout: Duration,
 ) -> serde_json::Value {
+    wait_for(host, name, "state", state, timeout).await
+}
+
+/// Polls the admin API until `field` of function `name` is `value`.
+async fn wait_for(
+    host: &Host,
+    name: &str,
+    field: &str,
+    value: impl Into<serde_json::Value>,
+    timeout: Duration,
+) -> serde_json::Value {
+    let value = value.into();
     let deadline = Instant::now() + timeout;
     loop {
         let function = host.function(name).await;
-        if function["state"] == state {
+        if function[field] == value {
             return function;
         }
         assert!(
             Instant::now() < deadline,
-            "{name} never became {state}: {function}"
+            "{name}: {field} never became {value}: {function}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -321,11 +333,24 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
     for _ in 0..4 {
         assert_eq!(get(&host, "/fresh").await, (200, "1\n".to_owned()));
     }
+    // The client can read the whole answer just before the instance is
+    // back in the pool: wait for it there before the next request.
     let mut counts = Vec::new();
     for _ in 0..7 {
-        counts.push(get(&host, "/reused").await.1.trim().parse::<u32>().unwrap());
+        let count: u32 = get(&host, "/reused").await.1.trim().parse().unwrap();
+        counts.push(count);
+        let idle = usize::from(count < 3);
+        wait_for(
+            &host,
+            "reused",
+            "idle_instances",
+            idle,
+            Duration::from_secs(5),
+        )
+        .await;
     }
     assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
+    assert_eq!(host.function("fresh").await["idle_instances"], 0);
 
     // An instance that trapped is never used again.
     assert_eq!(get(&host, "/reused?trap").await.0, 500);

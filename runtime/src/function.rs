@@ -98,6 +98,12 @@ impl Function {
         &self.template.function
     }
 
+    /// Instances kept between requests (always 0 unless the function reuses
+    /// instances).
+    pub fn idle_instances(&self) -> usize {
+        self.reuse.as_ref().map_or(0, |pool| pool.idle())
+    }
+
     /// Runs one request through a fresh instance (or an idle one, if the
     /// function reuses instances).
     ///

@@ -45,6 +45,11 @@ impl InstancePool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// How many instances wait for a request.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Keeps `instance` for another request, unless it has served its
     /// share or enough instances are idle already.
     pub(crate) fn put(&self, instance: Reusable) {

@@ -168,6 +168,11 @@ impl FunctionEntry {
         &self.job
     }
 
+    /// Instances kept for reuse between requests.
+    pub fn idle_instances(&self) -> usize {
+        self.warm.load().as_ref().map_or(0, |f| f.idle_instances())
+    }
+
     /// Cold starts so far.
     pub fn cold_starts(&self) -> u64 {
         self.cold_starts.load(Ordering::Relaxed)
