@@ -35,9 +35,13 @@ async fn metrics(host: &Host) -> HashMap<String, f64> {
     samples(&response.text().await.unwrap())
 }
 
-async fn status(host: &Host, request: reqwest::RequestBuilder) -> u16 {
-    let _ = host;
-    request.send().await.unwrap().status().as_u16()
+/// Sends `request` and reads its whole answer, so that the host is done
+/// with it; returns the status.
+async fn status(request: reqwest::RequestBuilder) -> u16 {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    response.bytes().await.unwrap();
+    status
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,23 +72,23 @@ async fn metrics_count_a_known_sequence_of_requests() {
     let host = Host::start(&manifest);
     let client = http1();
     for _ in 0..3 {
-        assert_eq!(status(&host, client.get(host.url("/hello"))).await, 200);
+        assert_eq!(status(client.get(host.url("/hello"))).await, 200);
     }
-    assert_eq!(status(&host, client.get(host.url("/nowhere"))).await, 404);
+    assert_eq!(status(client.get(host.url("/nowhere"))).await, 404);
     assert_eq!(
-        status(&host, client.post(host.url("/echo")).body(vec![b'x'; 100])).await,
+        status(client.post(host.url("/echo")).body(vec![b'x'; 100])).await,
         200
     );
-    assert_eq!(status(&host, client.get(host.url("/trap"))).await, 500);
+    assert_eq!(status(client.get(host.url("/trap"))).await, 500);
     assert_eq!(
-        status(&host, client.get(host.url("/spin?forever"))).await,
+        status(client.get(host.url("/spin?forever"))).await,
         504
     );
-    assert_eq!(status(&host, client.get(host.url("/hog"))).await, 500);
+    assert_eq!(status(client.get(host.url("/hog"))).await, 500);
     // One slow request in flight, one refused at once.
     let slow = tokio::spawn(client.get(host.url("/slow?ms=1500")).send());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(status(&host, client.get(host.url("/slow?ms=1"))).await, 503);
+    assert_eq!(status(client.get(host.url("/slow?ms=1"))).await, 503);
 
     let m = metrics(&host).await;
     let get = |key: &str| {
