@@ -33,6 +33,7 @@ use crate::request_id::{self, RequestIds};
 use crate::telemetry::logs;
 use crate::telemetry::metrics::{FailureKind, Metrics, RejectReason};
 use crate::telemetry::record::RequestRecord;
+use crate::telemetry::traces;
 
 /// How long the accept loop waits after an accept error before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -190,6 +191,9 @@ impl Handler for Functions {
         request.headers_mut().insert(request_id::HEADER, id.clone());
         let id_text = id.to_str().unwrap_or_default();
         let span = logs::request_span(id_text, request.method(), request.uri().path());
+        if traces::enabled() {
+            traces::join_trace(&span, request.headers_mut());
+        }
         let mut record = RequestRecord::new(span.clone(), start);
 
         let has_authority =

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Host, example, guest, http1, manifest};
+use common::{Backend, Host, bff_settings, example, guest, http1, manifest};
 
 const TRACE_HEADERS: [(&str, &str); 10] = [
     (
@@ -32,15 +32,7 @@ async fn bff_merges_two_services_and_carries_the_trace_headers_to_both() {
     let users = Backend::start(r#"{"id": "7", "name": "Ada"}"#, Duration::ZERO).await;
     let orders = Backend::start(r#"[{"id": 1}, {"id": 2}]"#, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    let env = format!(
-        "env = {{ USERS_URL = {:?}, ORDERS_URL = {:?} }}",
-        users.url("/users"),
-        orders.url("/orders")
-    );
-    let allowed = format!(
-        "allowed_outbound_hosts = [\"http://{}\", \"http://{}\"]",
-        users.addr, orders.addr
-    );
+    let [env, allowed] = bff_settings(&users, &orders);
     let manifest = manifest(
         dir.path(),
         &[(

@@ -1,12 +1,13 @@
 //! Telemetry: the Prometheus metrics after a known sequence of requests,
-//! and JSON log lines with the request span's fields.
+//! JSON log lines with the request span's fields, and spans exported over
+//! OTLP to a local collector.
 
 mod common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Host, example, guest, http1, manifest};
+use common::{Backend, Host, bff_settings, example, guest, http1, manifest};
 
 /// The samples of a Prometheus text exposition, keyed by `name{labels}`
 /// with the labels sorted as the encoder writes them.
@@ -80,10 +81,7 @@ async fn metrics_count_a_known_sequence_of_requests() {
         200
     );
     assert_eq!(status(client.get(host.url("/trap"))).await, 500);
-    assert_eq!(
-        status(client.get(host.url("/spin?forever"))).await,
-        504
-    );
+    assert_eq!(status(client.get(host.url("/spin?forever"))).await, 504);
     assert_eq!(status(client.get(host.url("/hog"))).await, 500);
     // One slow request in flight, one refused at once.
     let slow = tokio::spawn(client.get(host.url("/slow?ms=1500")).send());
@@ -295,4 +293,180 @@ async fn text_logs_are_the_default_outside_knative_and_json_can_be_asked_for() {
     let host = Host::start_with(&manifest, dir.path(), &["--log-format", "json"], &[]).unwrap();
     let lines = json_lines(&host.log());
     assert!(lines.iter().any(|l| l["message"] == "serving"), "{lines:?}");
+}
+
+/// The spans a collector received, decoded from OTLP/HTTP protobuf, with
+/// their resource's `service.name`.
+fn exported_spans(
+    collector: &Backend,
+) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message as _;
+    let requests = collector.requests.lock().unwrap().clone();
+    let bodies = collector.bodies.lock().unwrap().clone();
+    let mut spans = Vec::new();
+    for ((path, headers), body) in requests.iter().zip(&bodies) {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        let export = ExportTraceServiceRequest::decode(body.as_ref()).expect("an OTLP export");
+        for resource_spans in export.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope_spans in resource_spans.scope_spans {
+                spans.extend(scope_spans.spans.into_iter().map(|s| (service.clone(), s)));
+            }
+        }
+    }
+    spans
+}
+
+/// A span attribute, as text.
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let value = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?;
+    match value.value.as_ref()? {
+        Value::StringValue(text) => Some(text.clone()),
+        Value::IntValue(n) => Some(n.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_exported_over_otlp_and_join_the_callers_trace() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    let collector = Backend::start("", Duration::ZERO).await;
+    let users = Backend::start(r#"{"id": "7", "name": "Ada"}"#, Duration::ZERO).await;
+    let orders = Backend::start(r#"[{"id": 1}]"#, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let [env, allowed] = bff_settings(&users, &orders);
+    let manifest = manifest(
+        dir.path(),
+        &[
+            (
+                "bff",
+                &example("bff"),
+                &["/bff/users/..."],
+                &[&env, &allowed],
+            ),
+            ("trap", &guest("trap"), &["/trap"], &[]),
+        ],
+    );
+    let endpoint = collector.url("");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "shop"),
+    ];
+    let mut host = Host::start_with(&manifest, dir.path(), &[], &otel).unwrap();
+
+    let response = http1()
+        .get(host.url("/bff/users/7"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .header("x-request-id", "otel-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    // No trace context: the host starts a trace of its own.
+    assert_eq!(status(http1().get(host.url("/trap"))).await, 500);
+
+    // The last batch leaves when the host stops.
+    host.signal("TERM");
+    assert!(host.wait_exit(Duration::from_secs(15)).success());
+    let spans = exported_spans(&collector);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+
+    let (service, bff) = spans
+        .iter()
+        .find(|(_, s)| attribute(s, "function").as_deref() == Some("bff"))
+        .expect("the bff request's span");
+    assert_eq!(service, "shop");
+    assert_eq!(bff.name, "request");
+    assert_eq!(hex(&bff.trace_id), TRACE);
+    assert_eq!(hex(&bff.parent_span_id), CALLER_SPAN);
+    assert_eq!(attribute(bff, "request_id").as_deref(), Some("otel-1"));
+    assert_eq!(attribute(bff, "route").as_deref(), Some("/bff/users/..."));
+    assert_eq!(attribute(bff, "status").as_deref(), Some("200"));
+    // The function's calls continue the trace beneath the host's span.
+    let traceparent = format!("00-{TRACE}-{}-01", hex(&bff.span_id));
+    for backend in [&users, &orders] {
+        let requests = backend.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].1["traceparent"], traceparent.as_str());
+    }
+
+    let (_, trap) = spans
+        .iter()
+        .find(|(_, s)| attribute(s, "function").as_deref() == Some("trap"))
+        .expect("the trap request's span");
+    assert_ne!(hex(&trap.trace_id), TRACE);
+    assert!(trap.parent_span_id.is_empty(), "{trap:?}");
+    let code = trap.status.as_ref().map(|s| s.code);
+    assert_eq!(
+        code,
+        Some(opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32)
+    );
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_costs_no_request() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[("hello", &example("hello"), &["/hello"], &[])],
+    );
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    let mut host = Host::start_with(&manifest, dir.path(), &[], &env).unwrap();
+    for _ in 0..3 {
+        assert_eq!(status(http1().get(host.url("/hello"))).await, 200);
+    }
+    host.signal("TERM");
+    assert!(
+        host.wait_exit(Duration::from_secs(15)).success(),
+        "{}",
+        host.log()
+    );
+}
+
+#[test]
+fn an_unsupported_otlp_protocol_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[("hello", &example("hello"), &["/hello"], &[])],
+    );
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    let error = Host::start_with(&manifest, dir.path(), &[], &env)
+        .err()
+        .expect("the host started with OTLP over gRPC");
+    assert!(
+        error.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported"),
+        "{error}"
+    );
 }

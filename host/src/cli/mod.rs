@@ -39,8 +39,10 @@ impl Cli {
             .log_format
             .unwrap_or_else(LogFormat::default_for_environment);
         crate::telemetry::logs::init(&self.log_level, format)?;
-        match self.command {
+        let result = match self.command {
             Command::Run(args) => args.execute(),
-        }
+        };
+        crate::telemetry::traces::shutdown();
+        result
     }
 }

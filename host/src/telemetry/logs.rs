@@ -34,27 +34,39 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber with the given filter and format.
+/// Installs the global subscriber with the given filter and format, and the
+/// OTLP trace export if the environment asks for it (see [`super::traces`]).
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}`"))?;
     // Writing a log line can fail (stderr closed by whoever read it);
     // reporting that on stderr would panic the task that logged.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder
+    let lines = match format {
+        LogFormat::Text => lines
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => lines
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .with_filter(filter)
+            .boxed(),
+    };
+    let traces = super::traces::provider_from_env()?.map(super::traces::layer);
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(traces)
+        .try_init()
+        .context("cannot install the log subscriber")?;
     Ok(())
 }
 
@@ -79,11 +91,14 @@ pub fn knative() -> &'static Knative {
     })
 }
 
+/// The name of every request's span.
+pub(super) const REQUEST_SPAN: &str = "request";
+
 /// The span of one request: its fields are filled in as they become known.
 pub fn request_span(request_id: &str, method: &http::Method, path: &str) -> tracing::Span {
     let knative = knative();
     tracing::info_span!(
-        "request",
+        REQUEST_SPAN,
         request_id = %request_id,
         method = %method,
         path = %path,

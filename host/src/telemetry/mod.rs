@@ -1,5 +1,7 @@
-//! Telemetry: logs ([`logs`]) and Prometheus metrics ([`metrics`]).
+//! Telemetry: logs ([`logs`]), Prometheus metrics ([`metrics`]) and
+//! OpenTelemetry trace export ([`traces`]).
 
 pub mod logs;
 pub mod metrics;
 pub mod record;
+pub mod traces;

@@ -69,6 +69,9 @@ impl Drop for RequestRecord {
         let duration_ms = elapsed.as_secs_f64() * 1e3;
         self.span.record("status", self.status);
         self.span.record("duration_ms", duration_ms);
+        if self.status >= 500 && super::traces::enabled() {
+            super::traces::failed(&self.span, self.status);
+        }
         if let Some(metrics) = &self.function {
             metrics.response(self.status, elapsed);
             metrics.response_bytes(self.response_bytes);

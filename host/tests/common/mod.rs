@@ -387,12 +387,29 @@ pub fn h2c() -> reqwest::Client {
         .unwrap()
 }
 
+/// The `bff` example's manifest settings: its two services' URLs, and the
+/// outbound allowlist that lets it call them.
+pub fn bff_settings(users: &Backend, orders: &Backend) -> [String; 2] {
+    let env = format!(
+        "env = {{ USERS_URL = {:?}, ORDERS_URL = {:?} }}",
+        users.url("/users"),
+        orders.url("/orders")
+    );
+    let allowed = format!(
+        "allowed_outbound_hosts = [\"http://{}\", \"http://{}\"]",
+        users.addr, orders.addr
+    );
+    [env, allowed]
+}
+
 /// A local HTTP/1.1 server standing in for a service a function calls: it
 /// records what it receives and answers with `answer`, after `delay`.
 pub struct Backend {
     pub addr: SocketAddr,
     /// The headers of every request received, in order.
     pub requests: Arc<Mutex<Vec<(String, http::HeaderMap)>>>,
+    /// Their bodies, in the same order.
+    pub bodies: Arc<Mutex<Vec<bytes::Bytes>>>,
     /// Connections accepted.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -404,19 +421,27 @@ impl Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<(String, http::HeaderMap)>>> = Arc::default();
+        let bodies: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (seen, accepted) = (requests.clone(), connections.clone());
+        let (seen, read, accepted) = (requests.clone(), bodies.clone(), connections.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let seen = seen.clone();
+                let (seen, read) = (seen.clone(), read.clone());
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
+                    let (seen, read) = (seen.clone(), read.clone());
                     async move {
+                        use http_body_util::BodyExt as _;
                         let target = request.uri().to_string();
-                        seen.lock()
-                            .unwrap()
-                            .push((target, request.headers().clone()));
+                        let headers = request.headers().clone();
+                        let body = request.into_body().collect().await;
+                        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+                        {
+                            // Recorded together, so that both lists stay in step.
+                            let mut seen = seen.lock().unwrap();
+                            read.lock().unwrap().push(body);
+                            seen.push((target, headers));
+                        }
                         tokio::time::sleep(delay).await;
                         let response = http::Response::builder()
                             .header("content-type", "application/json")
@@ -436,6 +461,7 @@ impl Backend {
         Backend {
             addr,
             requests,
+            bodies,
             connections,
         }
     }
