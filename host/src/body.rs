@@ -20,7 +20,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body.
 pub enum HostBody {
     /// Streamed from the guest as it writes. The request stays in flight
-    /// (and holds its places) until the body is done; its record is written
+    /// (and holds its place) until the body is done; its record is written
     /// then.
     Guest {
         /// The body.
@@ -36,8 +36,8 @@ pub enum HostBody {
 pub struct InFlight {
     /// The warm function, counted as in flight.
     pub lease: Lease,
-    /// Its places through the function's gate and the host's.
-    pub places: [Admitted; 2],
+    /// Its place through the function's gate.
+    pub place: Admitted,
     /// Its telemetry, written when the body is done.
     pub record: RequestRecord,
 }

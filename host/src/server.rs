@@ -271,14 +271,16 @@ impl Functions {
             Err(failure) => return answer(error::unavailable(&failure, id_text), record),
         };
         let request = request.map(|body| CountedBody::new(body, metrics.clone()));
-        match lease.function().handle(request, id_text).await {
+        // The host's place counts instances: the instance holds it, to the
+        // end of its work, which may outlast the response body.
+        match lease.function().handle(request, id_text, host_place).await {
             Ok(response) => {
                 record.status(response.status().as_u16());
                 let mut response = response.map(|body| HostBody::Guest {
                     body,
                     in_flight: InFlight {
                         lease,
-                        places: [function_place, host_place],
+                        place: function_place,
                         record,
                     },
                 });

@@ -110,11 +110,14 @@ impl Function {
     /// Returns as soon as the guest has sent the response head; the body
     /// streams from the guest as the caller reads it. `request_id` tags the
     /// guest's log lines. The guest runs in the tracing span current at the
-    /// call.
+    /// call. `held` is dropped once the instance is done with the request
+    /// (dropped, or back among the idle ones), which can be after the
+    /// caller has read the whole response: give it what counts instances.
     pub async fn handle<B>(
         &self,
         request: http::Request<B>,
         request_id: &str,
+        held: impl Send + 'static,
     ) -> Result<http::Response<GuestBody>, HandleError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -154,33 +157,40 @@ impl Function {
         let pre = self.pre.clone();
         let pool = self.reuse.clone();
         let limits = self.limits;
+        let run_guest = async move {
+            let run = async {
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, outparam)
+                    .await?;
+                Ok::<_, wasmtime::Error>(proxy)
+            };
+            // The epoch callback stops a guest that computes past the
+            // deadline; this timer stops one that waits past it.
+            let failure = match tokio::time::timeout_at(deadline.into(), run).await {
+                Ok(Ok(proxy)) => {
+                    if let Some(pool) = pool {
+                        let uses = uses + 1;
+                        pool.put(Reusable { store, proxy, uses });
+                    }
+                    return Ok(());
+                }
+                Ok(Err(error)) => classify(error, &store, &limits),
+                Err(_elapsed) => GuestFailure::Timeout(limits.timeout),
+            };
+            Err(failure)
+        };
         let guest = tokio::spawn(
             async move {
-                let run = async {
-                    let proxy = match proxy {
-                        Some(proxy) => proxy,
-                        None => pre.instantiate_async(&mut store).await?,
-                    };
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, request, outparam)
-                        .await?;
-                    Ok::<_, wasmtime::Error>(proxy)
-                };
-                // The epoch callback stops a guest that computes past the
-                // deadline; this timer stops one that waits past it.
-                let failure = match tokio::time::timeout_at(deadline.into(), run).await {
-                    Ok(Ok(proxy)) => {
-                        if let Some(pool) = pool {
-                            let uses = uses + 1;
-                            pool.put(Reusable { store, proxy, uses });
-                        }
-                        return Ok(());
-                    }
-                    Ok(Err(error)) => classify(error, &store, &limits),
-                    Err(_elapsed) => GuestFailure::Timeout(limits.timeout),
-                };
-                Err(failure)
+                // The instance (owned by `run_guest`) is gone by the end of
+                // this statement.
+                let outcome = run_guest.await;
+                drop(held);
+                outcome
             }
             .in_current_span(),
         );
