@@ -117,35 +117,15 @@ impl Server {
                 address_after(line, Pipe::Stdout, HOST_ADMIN_PREFIX)
             })
             .await?;
-        let (listening, addr) = process
-            .wait_for("its address", START_TIMEOUT, |line| {
-                address_after(line, Pipe::Stdout, LISTENING_PREFIX)
-            })
-            .await?;
-        Ok(Self {
-            process,
-            addr,
-            admin: Some(admin),
-            listening,
-        })
+        Self::once_listening(process, Pipe::Stdout, LISTENING_PREFIX, Some(admin)).await
     }
 
     /// The native hyper hello server.
     pub async fn native(paths: &Paths) -> anyhow::Result<Self> {
         let mut command = pinned(&paths.hello_server);
         command.args(["--listen", ANY_LOOPBACK_PORT]);
-        let mut process = Process::spawn("hello-server", command)?;
-        let (listening, addr) = process
-            .wait_for("its address", START_TIMEOUT, |line| {
-                address_after(line, Pipe::Stdout, LISTENING_PREFIX)
-            })
-            .await?;
-        Ok(Self {
-            process,
-            addr,
-            admin: None,
-            listening,
-        })
+        let process = Process::spawn("hello-server", command)?;
+        Self::once_listening(process, Pipe::Stdout, LISTENING_PREFIX, None).await
     }
 
     /// `wasmtime serve -S cli <component>`, each instance serving up to
@@ -160,16 +140,27 @@ impl Server {
             .args(["serve", "-S", "cli", "--addr", ANY_LOOPBACK_PORT])
             .args(reuse.map(|n| format!("--max-instance-reuse-count={n}")))
             .arg(component);
-        let mut process = Process::spawn("wasmtime serve", command)?;
+        let process = Process::spawn("wasmtime serve", command)?;
+        Self::once_listening(process, Pipe::Stderr, WASMTIME_LISTENING_PREFIX, None).await
+    }
+
+    /// The server `process` is, once it printed its address after `prefix`
+    /// on `pipe`.
+    async fn once_listening(
+        mut process: Process,
+        pipe: Pipe,
+        prefix: &str,
+        admin: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let (listening, addr) = process
             .wait_for("its address", START_TIMEOUT, |line| {
-                address_after(line, Pipe::Stderr, WASMTIME_LISTENING_PREFIX)
+                address_after(line, pipe, prefix)
             })
             .await?;
         Ok(Self {
             process,
             addr,
-            admin: None,
+            admin,
             listening,
         })
     }

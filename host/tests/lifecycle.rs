@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::{Host, example, http1, write};
 
-async fn get(host: &Host, path: &str) -> (u16, String) {
-    let response = http1().get(host.url(path)).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
 /// Polls the admin API until function `name` is in `state`.
 async fn wait_for_state(
     host: &Host,
@@ -65,7 +60,7 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
     assert_eq!(function["routes"], serde_json::json!(["/hello"]));
 
     assert_eq!(
-        get(&host, "/hello").await,
+        host.get("/hello").await,
         (200, "Hello, world!\n".to_owned())
     );
     let function = host.function("hello").await;
@@ -77,7 +72,7 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
     // Kept warm while used: requests well inside the timeout.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(get(&host, "/hello").await.0, 200);
+        assert_eq!(host.get("/hello").await.0, 200);
     }
     assert_eq!(host.function("hello").await["cold_starts"], 1);
 
@@ -85,7 +80,7 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
     wait_for_state(&host, "hello", "compiled", Duration::from_secs(5)).await;
     assert!(host.wait_for_log("scaled to zero function=hello", Duration::from_secs(1)));
     assert_eq!(
-        get(&host, "/hello").await,
+        host.get("/hello").await,
         (200, "Hello, world!\n".to_owned())
     );
     let function = host.function("hello").await;
@@ -130,8 +125,8 @@ async fn min_instances_keeps_a_function_warm() {
     let host = Host::start(&manifest);
     // Warmed without a request.
     wait_for_state(&host, "kept", "warm", Duration::from_secs(30)).await;
-    assert_eq!(get(&host, "/kept").await.0, 200);
-    assert_eq!(get(&host, "/dropped").await.0, 200);
+    assert_eq!(host.get("/kept").await.0, 200);
+    assert_eq!(host.get("/dropped").await.0, 200);
 
     // Ten idle timeouts later, one scaled to zero and the other did not.
     wait_for_state(&host, "dropped", "compiled", Duration::from_secs(5)).await;
@@ -252,7 +247,7 @@ async fn an_artifact_from_another_engine_is_compiled_again_never_run() {
     assert!(log.contains("wasmtime refuses it"), "{log}");
     assert!(log.contains("component compiled again"), "{log}");
     assert_eq!(
-        get(&host, "/hello").await,
+        host.get("/hello").await,
         (200, "Hello, world!\n".to_owned())
     );
 }
@@ -308,7 +303,7 @@ async fn the_admin_api_lists_functions_and_refuses_other_requests() {
         .unwrap();
     assert_eq!(response.status(), 404);
     // The admin API is not on the public port.
-    assert_eq!(get(&host, "/v1/functions").await.0, 404);
+    assert_eq!(host.get("/v1/functions").await.0, 404);
 }
 
 #[tokio::test]
@@ -331,13 +326,13 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
     // Sequential requests: a fresh instance each time, so nothing carries
     // over; a reused instance serves three, then is replaced.
     for _ in 0..4 {
-        assert_eq!(get(&host, "/fresh").await, (200, "1\n".to_owned()));
+        assert_eq!(host.get("/fresh").await, (200, "1\n".to_owned()));
     }
     // The client can read the whole answer just before the instance is
     // back in the pool: wait for it there before the next request.
     let mut counts = Vec::new();
     for _ in 0..7 {
-        let count: u32 = get(&host, "/reused").await.1.trim().parse().unwrap();
+        let count: u32 = host.get("/reused").await.1.trim().parse().unwrap();
         counts.push(count);
         let idle = usize::from(count < 3);
         wait_for(
@@ -353,6 +348,6 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
     assert_eq!(host.function("fresh").await["idle_instances"], 0);
 
     // An instance that trapped is never used again.
-    assert_eq!(get(&host, "/reused?trap").await.0, 500);
-    assert_eq!(get(&host, "/reused").await, (200, "1\n".to_owned()));
+    assert_eq!(host.get("/reused?trap").await.0, 500);
+    assert_eq!(host.get("/reused").await, (200, "1\n".to_owned()));
 }

@@ -127,17 +127,8 @@ async fn sigterm_stops_the_host_even_when_nobody_reads_its_output() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let manifest = manifest(dir.path(), &[("slow", &guest("slow"), &["/slow"], &[])]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .arg("run")
-        .arg(&manifest)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let mut host = Command::new(env!("CARGO_BIN_EXE_host"));
+    let mut child = common::run_on_free_ports(&mut host, &manifest, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

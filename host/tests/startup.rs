@@ -204,15 +204,7 @@ async fn without_room_for_the_pool_instances_are_allocated_on_demand() {
         "{log}"
     );
     assert!(log.contains("instances are allocated on demand"), "{log}");
-    let body = http1()
-        .get(host.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body, "Hello, world!\n");
+    assert_eq!(host.get("/").await, (200, "Hello, world!\n".to_owned()));
 }
 
 #[tokio::test]
@@ -226,13 +218,5 @@ async fn a_pool_too_big_for_the_address_space_is_sized_down() {
         "{log}"
     );
     assert!(!log.contains("allocating instances on demand"), "{log}");
-    let body = http1()
-        .get(host.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body, "Hello, world!\n");
+    assert_eq!(host.get("/").await, (200, "Hello, world!\n".to_owned()));
 }

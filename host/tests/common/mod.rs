@@ -122,17 +122,7 @@ impl Host {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Host, String> {
-        let mut child = command
-            .arg("run")
-            .arg(target)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = run_on_free_ports(&mut command, target, data_dir)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -208,6 +198,12 @@ impl Host {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path` over HTTP/1.1: the status and the whole body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = http1().get(self.url(path)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     /// The admin API's view of every function (`GET /v1/functions`).
@@ -308,20 +304,25 @@ impl Drop for Host {
     }
 }
 
+/// Adds `run <target>` on free loopback ports, with `data_dir`, to a
+/// command that starts the host.
+pub fn run_on_free_ports<'a>(
+    host: &'a mut Command,
+    target: &Path,
+    data_dir: &Path,
+) -> &'a mut Command {
+    host.arg("run")
+        .arg(target)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+}
+
 /// Runs `host run <target> --data-dir <data>` on free ports until it exits
 /// by itself (within [`START_TIMEOUT`]); returns its exit status and stderr.
 pub fn run_to_exit(target: &Path, data_dir: &Path) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .arg("run")
-        .arg(target)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+    let mut host = Command::new(env!("CARGO_BIN_EXE_host"));
+    let mut child = run_on_free_ports(&mut host, target, data_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
