@@ -1,9 +1,12 @@
 //! The admin listener: what the host is doing, for operators and tools.
 //! It listens on loopback by default and never on the public port.
 //!
-//! - `GET /v1/functions`: every function with its routes, lifecycle state
-//!   (`registered`, `compiling`, `compiled`, `warm`, `failed`), cold starts
-//!   so far, requests in flight and waiting, and its limits, as JSON.
+//! - `GET /v1/functions`: every function of the table serving now, with its
+//!   routes, component digest, lifecycle state (`registered`, `compiling`,
+//!   `compiled`, `warm`, `failed`), cold starts so far, requests in flight
+//!   and waiting, and its limits, as JSON.
+//! - `GET /v1/status`: the table's generation (how many changes it has been
+//!   through), how many functions it holds, and whether all have compiled.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::telemetry::metrics`]),
 //!   readable without a token.
 
@@ -38,13 +41,15 @@ impl Admin {
         Arc::new(Self { registry, metrics })
     }
 
-    fn functions(&self) -> Vec<FunctionView<'_>> {
+    fn functions(&self) -> Vec<FunctionView> {
         self.registry
+            .table()
             .functions()
             .iter()
             .map(|f| FunctionView {
-                name: f.name().as_str(),
-                routes: f.routes().iter().map(ToString::to_string).collect(),
+                name: f.name().to_string(),
+                routes: f.def().routes.iter().map(ToString::to_string).collect(),
+                component: f.def().component.to_string(),
                 state: f.state(),
                 cold_starts: f.cold_starts(),
                 in_flight: f.in_flight(),
@@ -69,9 +74,10 @@ impl Admin {
 
 /// One function, as `GET /v1/functions` shows it.
 #[derive(Serialize)]
-struct FunctionView<'a> {
-    name: &'a str,
+struct FunctionView {
+    name: String,
     routes: Vec<String>,
+    component: String,
     state: LifeState,
     cold_starts: u64,
     in_flight: u64,
@@ -101,16 +107,27 @@ impl Handler for Admin {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HostBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/v1/functions") => json(StatusCode::OK, &self.functions()),
+            (&Method::GET, "/v1/status") => {
+                let table = self.registry.table();
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "generation": table.generation(),
+                        "functions": table.functions().len(),
+                        "compiled": self.registry.all_compiled(),
+                    }),
+                )
+            }
             (&Method::GET, "/metrics") => {
-                let mut response =
-                    Response::new(HostBody::text(self.metrics.render(&self.registry)));
+                let text = self.metrics.render(&self.registry.gauges());
+                let mut response = Response::new(HostBody::text(text));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 response
             }
-            (_, "/v1/functions") => json(
+            (_, "/v1/functions" | "/v1/status" | "/metrics") => json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &serde_json::json!({ "error": "only GET is allowed here" }),
             ),

@@ -95,28 +95,50 @@ impl Gate {
     }
 
     /// A place, at once if one is free, else after waiting in the queue.
+    /// A caller that stops waiting (its future dropped: the client went
+    /// away) gives its queue place back.
     pub async fn admit(&self) -> Result<Admitted, Refusal> {
         if let Ok(place) = self.places.clone().try_acquire_owned() {
             return Ok(Admitted(place));
         }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.limits.max_queue as usize {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Some(_queued) = Queued::join(&self.waiting, self.limits.max_queue) else {
             return Err(Refusal::QueueFull {
                 max_concurrency: self.limits.max_concurrency,
                 max_queue: self.limits.max_queue,
             });
-        }
-        let waited = tokio::time::timeout(
+        };
+        match tokio::time::timeout(
             self.limits.queue_timeout,
             self.places.clone().acquire_owned(),
         )
-        .await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        match waited {
+        .await
+        {
             Ok(Ok(place)) => Ok(Admitted(place)),
             // The semaphore is never closed.
             Ok(Err(_)) | Err(_) => Err(Refusal::QueueTimeout(self.limits.queue_timeout)),
         }
+    }
+}
+
+/// A place in a gate's queue, given back when dropped, however the wait
+/// ends.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    /// Takes a place in a queue of `max` holding `waiting`, if one is free.
+    fn join(waiting: &'a AtomicUsize, max: u32) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max as usize).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiting))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -147,5 +169,31 @@ mod tests {
         // Once the place is free, the next is admitted at once.
         drop(first);
         assert!(gate.admit().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_the_queue() {
+        let gate = Gate::new(GateLimits {
+            max_concurrency: 1,
+            max_queue: 1,
+            queue_timeout: Duration::from_secs(60),
+        });
+        let running = gate.admit().await.unwrap();
+        // A waiter whose caller stops waiting (a client gone), twice.
+        for _ in 0..2 {
+            let waiter = tokio::time::timeout(Duration::from_millis(10), gate.admit()).await;
+            assert!(waiter.is_err(), "it was still waiting");
+            assert_eq!(gate.waiting(), 0);
+        }
+        // The queue place is free again: the next one waits, and gets in.
+        let next = tokio::spawn(async move {
+            let place = gate.admit().await;
+            (place.is_ok(), gate)
+        });
+        tokio::task::yield_now().await;
+        drop(running);
+        let (admitted, gate) = next.await.unwrap();
+        assert!(admitted);
+        assert_eq!(gate.waiting(), 0);
     }
 }

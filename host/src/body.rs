@@ -10,8 +10,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use shoal_runtime::{BodyError, GuestBody};
 
 use crate::admission::Admitted;
+use crate::answer::Failure;
 use crate::registry::entry::Lease;
-use crate::telemetry::metrics::{FailureKind, FunctionMetrics};
+use crate::telemetry::metrics::FunctionMetrics;
 use crate::telemetry::record::RequestRecord;
 
 /// The error a response body can end with.
@@ -92,11 +93,8 @@ impl Body for HostBody {
 
 /// Logs and counts a guest body that ended in an error.
 fn body_broke_off(in_flight: &InFlight, error: BodyError) -> BoxError {
-    let function = in_flight.lease.entry();
-    if let BodyError::Failed(failure) = &error
-        && let Some(kind) = FailureKind::of(failure)
-    {
-        function.metrics().failed(kind);
+    if let BodyError::Failed(failure) = &error {
+        Failure::Guest(failure).count(in_flight.lease.entry().metrics());
     }
     in_flight.record.span().in_scope(|| {
         tracing::error!(error = %format!("{error:#}"), "the response body broke off");

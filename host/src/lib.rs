@@ -5,20 +5,28 @@
 //! command line. It knows nothing of wasmtime's internals.
 //!
 //! The path of a request through this crate:
-//! 1. [`server`] accepts the connection (HTTP/1.1 or h2c) and gives the
-//!    request its id ([`request_id`]);
-//! 2. [`registry`] finds the function through the [`router`] (exact route,
-//!    else the longest wildcard);
-//! 3. the runtime runs the request in a fresh instance of the function and
-//!    streams its response back ([`body`]);
-//! 4. a failure becomes a clear answer with the request id ([`error`]).
+//! 1. [`server`] accepts the connection (HTTP/1.1 or h2c) and keeps it
+//!    honest (timeouts for silent and idle peers);
+//! 2. [`dispatch`] gives the request its id ([`request_id`]) and looks its
+//!    path up in the [`registry`]'s current table (the [`router`]: exact
+//!    route, else the longest wildcard), keeping the function it found;
+//! 3. [`admission`] lets it through the function's gate and the host's;
+//! 4. the runtime runs it in a fresh instance of the function and streams
+//!    the response back ([`body`]);
+//! 5. a failure becomes a clear answer with the request id ([`answer`]).
+//!
+//! Functions change while requests flow through one serialised path,
+//! [`registry::Registry::apply`]: `host run` feeds it the manifest at start,
+//! on SIGHUP, and with `--watch` whenever the manifest or a component
+//! changes ([`watch`]).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod admission;
+pub mod answer;
 pub mod body;
 pub mod cli;
-pub mod error;
+pub mod dispatch;
 pub mod manifest;
 pub mod registry;
 pub mod request_id;
@@ -26,3 +34,4 @@ pub mod router;
 pub mod server;
 pub mod sizing;
 pub mod telemetry;
+pub mod watch;

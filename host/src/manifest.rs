@@ -34,7 +34,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use shoal_runtime::{
-    DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, Limits, OutboundPolicy, OutboundRule,
+    DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EPOCH_TICK, Limits, OutboundPolicy,
+    OutboundRule,
 };
 
 use crate::admission::{
@@ -262,8 +263,8 @@ struct RawFunction {
     #[serde(default)]
     min_instances: u32,
     max_instance_reuse: Option<NonZeroU32>,
-    memory: Option<ByteSize>,
-    timeout: Option<HumanDuration>,
+    memory: Option<MemoryLimit>,
+    timeout: Option<Timeout>,
     max_concurrency: Option<NonZeroU32>,
     max_queue: Option<u32>,
     queue_timeout: Option<HumanDuration>,
@@ -301,6 +302,51 @@ impl TryFrom<String> for ByteSize {
                 "invalid size `{text}`: {e} (write it like \"256MiB\", \"64KiB\" or \"1GB\")"
             )),
         }
+    }
+}
+
+/// The memory of one instance: at least one WebAssembly page (64 KiB), at
+/// most the 4 GiB a 32-bit linear memory can address.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct MemoryLimit(u64);
+
+impl MemoryLimit {
+    const RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(4 << 30);
+}
+
+impl TryFrom<String> for MemoryLimit {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let ByteSize(bytes) = ByteSize::try_from(text.clone())?;
+        if !Self::RANGE.contains(&bytes) {
+            return Err(format!(
+                "invalid memory `{text}`: it must be from 64KiB (one WebAssembly page) to 4GiB"
+            ));
+        }
+        Ok(Self(bytes))
+    }
+}
+
+/// A request's timeout: at least one tick of the engine's epoch, which is
+/// how finely deadlines are kept.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct Timeout(Duration);
+
+impl TryFrom<String> for Timeout {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let HumanDuration(duration) = HumanDuration::try_from(text.clone())?;
+        if duration < EPOCH_TICK {
+            return Err(format!(
+                "invalid timeout `{text}`: it must be at least {}",
+                humantime::format_duration(EPOCH_TICK)
+            ));
+        }
+        Ok(Self(duration))
     }
 }
 

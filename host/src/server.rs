@@ -1,48 +1,72 @@
 //! The HTTP listeners: HTTP/1.1 with keep-alive and h2c (HTTP/2 with prior
 //! knowledge) on one port, each request passed to a [`Handler`]. The public
-//! listener's handler routes requests to functions ([`Functions`]); the
-//! admin listener has its own ([`crate::admin`]).
+//! listener's handler routes requests to functions
+//! ([`crate::dispatch::Functions`]); the admin listener has its own
+//! ([`crate::admin`]).
+//!
+//! # The life of a connection
+//!
+//! Open connections are bounded (`max_connections`), so each must keep
+//! earning its place; with `T` the header read timeout:
+//!
+//! ```text
+//!  accepted ──first request within T──▶ serving ◀──▶ idle ──T without a request──▶ closed
+//!     │                                    │
+//!     └──nothing, or half a head, for T────┴──(HTTP/2) a PING unanswered for T──▶ closed
+//! ```
+//!
+//! - Before its first request a connection has only the timer: one that
+//!   sends nothing, part of a request line, or an HTTP/2 preface and then
+//!   nothing, is closed when `T` has passed.
+//! - A connection with no request in flight for `T` is closed (HTTP/1.1:
+//!   hyper's header timer between requests; HTTP/2: GOAWAY).
+//! - HTTP/2 connections are PINGed every `T`; one whose peer does not answer
+//!   within `T` is closed, so a peer gone silent with streams open cannot
+//!   hold its place either.
+//! - On shutdown the listener closes first; every connection is asked to
+//!   close (HTTP/1.1 once its request in flight is answered, HTTP/2 with
+//!   GOAWAY), and one with nothing in flight is closed `T` later whatever
+//!   its peer does. Requests in flight get until the drain timeout.
+//!
+//! A watchdog task per connection enforces this. It reads the connection's
+//! activity (requests in flight, when it last went idle) only when a
+//! deadline passes, so requests pay one atomic increment and decrement.
 //!
 //! The accept loop never dies on one bad connection: an accept error (out of
-//! file descriptors, say) is logged and retried after a pause. On shutdown
-//! the listener is closed first, then every open connection finishes the
-//! requests it has in flight (idle keep-alive connections are closed, HTTP/2
-//! clients get GOAWAY) before `serve` returns.
+//! file descriptors, say) is logged and retried after a pause.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use shoal_runtime::{GuestFailure, HandleError};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
-use crate::admission::Refusal;
-use crate::body::{CountedBody, HostBody, InFlight};
-use crate::error;
-use crate::registry::Registry;
-use crate::registry::entry::FunctionEntry;
-use crate::request_id::{self, RequestIds};
-use crate::telemetry::logs;
-use crate::telemetry::metrics::{FailureKind, Metrics, RejectReason};
-use crate::telemetry::record::RequestRecord;
-use crate::telemetry::traces;
+use crate::body::{BoxError, HostBody};
 
 /// How long the accept loop waits after an accept error before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Open connections at most, by default (also bounded by the process's file
-/// descriptor limit).
+/// Open connections at most on the public port, by default (also bounded
+/// by the process's file descriptor limit).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// How long a client may take to send a request's headers, by default.
+/// Open connections at most on the admin port: operators and scrapers, never
+/// enough to take descriptors from the public port.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send a request's headers, and how long a
+/// connection may stay idle, by default.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest request head (HTTP/1.1) or header list (HTTP/2), by default.
@@ -51,14 +75,19 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 << 10;
 /// The smallest header buffer hyper accepts.
 pub const MIN_MAX_HEADER_SIZE: usize = 8 << 10;
 
+/// The largest request head accepted: hyper reads a head into one buffer,
+/// and HTTP/2 header lists are counted in a `u32`; a megabyte is already
+/// far past what proxies pass on.
+pub const MAX_MAX_HEADER_SIZE: usize = 1 << 20;
+
 /// What one listener accepts from its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// Open connections at most; past it, new ones wait in the kernel's
     /// backlog until one closes.
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers; a slower
-    /// one is disconnected.
+    /// How long a client may take to send a request's headers, and how
+    /// long a connection may stay without a request in flight.
     pub header_read_timeout: Duration,
     /// The largest request head; a larger one is answered 431.
     pub max_header_size: usize,
@@ -92,22 +121,26 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
+    let timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(timeout)
         .max_buf_size(limits.max_header_size.max(MIN_MAX_HEADER_SIZE));
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(timeout)
+        .keep_alive_timeout(timeout)
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing_tx, closing) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, connection_slot) = tokio::select! {
-            accepted = accept(&listener, &connections) => match accepted {
+        let (stream, slot) = tokio::select! {
+            accepted = accept(&listener, &slots) => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a connection; retrying");
@@ -119,28 +152,23 @@ pub async fn serve<H: Handler>(
         };
         // Guests that write small chunks must not wait on Nagle.
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error, "connection ended with an error");
-            }
-            drop(connection_slot);
-        });
+        tokio::spawn(connection(
+            stream,
+            handler.clone(),
+            builder.clone(),
+            timeout,
+            closing.clone(),
+            slot,
+        ));
     }
 
     let local = listener.local_addr().ok();
     drop(listener);
     tracing::info!(?local, "no new connections; finishing requests in flight");
+    let _ = closing_tx.send(true);
+    let all_closed = slots.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX));
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!(?local, "every connection is closed"),
+        _ = all_closed => tracing::info!(?local, "every connection is closed"),
         () = tokio::time::sleep(drain_timeout) => tracing::warn!(
             ?local,
             timeout_s = drain_timeout.as_secs_f64(),
@@ -152,9 +180,9 @@ pub async fn serve<H: Handler>(
 /// Waits for a connection slot, then for a connection.
 async fn accept(
     listener: &TcpListener,
-    connections: &Arc<Semaphore>,
+    slots: &Arc<Semaphore>,
 ) -> std::io::Result<(TcpStream, OwnedSemaphorePermit)> {
-    let slot = connections
+    let slot = slots
         .clone()
         .acquire_owned()
         .await
@@ -163,160 +191,161 @@ async fn accept(
     Ok((stream, slot))
 }
 
-/// The public listener's handler: routes each request to its function.
-pub struct Functions {
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
-    ids: RequestIds,
-}
-
-impl Functions {
-    /// A handler for the functions of `registry`, counting into `metrics`.
-    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
-            registry,
-            metrics,
-            ids: RequestIds::default(),
-        })
-    }
-}
-
-impl Handler for Functions {
-    async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<HostBody> {
-        let start = Instant::now();
-        let id = self
-            .ids
-            .for_request(request.headers().get(request_id::HEADER));
-        // The guest sees the id too, and can pass it on.
-        request.headers_mut().insert(request_id::HEADER, id.clone());
-        let id_text = id.to_str().unwrap_or_default();
-        let span = logs::request_span(id_text, request.method(), request.uri().path());
-        if traces::enabled() {
-            traces::join_trace(&span, request.headers_mut());
-        }
-        let mut record = RequestRecord::new(span.clone(), start);
-
-        let has_authority =
-            request.uri().authority().is_some() || request.headers().contains_key(header::HOST);
-        let routed = self.registry.route(request.uri().path());
-        let mut response = match routed {
-            _ if !has_authority => error::missing_host(id_text),
-            None => {
-                self.metrics.unrouted();
-                error::not_found(request.uri().path(), id_text)
-            }
-            Some((route, entry)) => {
-                record.routed(entry.name().as_str(), route, entry.metrics().clone());
-                let entry = entry.clone();
-                return self.call(entry, request, id, record).instrument(span).await;
-            }
-        };
-        record.status(response.status().as_u16());
-        if let HostBody::Full(Some(bytes)) = response.body() {
-            record.sent(bytes.len() as u64);
-        }
-        response.headers_mut().insert(request_id::HEADER, id);
-        response
-    }
-}
-
-impl Functions {
-    /// Runs `request` on `entry`'s function, once admitted. The record is
-    /// written when the response body is done.
-    async fn call(
-        &self,
-        entry: Arc<FunctionEntry>,
-        request: Request<Incoming>,
-        id: HeaderValue,
-        mut record: RequestRecord,
-    ) -> Response<HostBody> {
-        let answer = |mut response: Response<HostBody>, mut record: RequestRecord| {
-            record.status(response.status().as_u16());
-            if let HostBody::Full(Some(bytes)) = response.body() {
-                record.sent(bytes.len() as u64);
-            }
-            response
-                .headers_mut()
-                .insert(request_id::HEADER, id.clone());
-            response
-        };
-        let id_text = id.to_str().unwrap_or_default();
-        let name = entry.name().as_str();
-        let metrics = entry.metrics();
-        let max_body = entry.limits().max_body;
-        if content_length(&request).is_some_and(|length| length > max_body) {
-            metrics.rejected(RejectReason::BodyTooLarge);
-            return answer(error::body_too_large(name, max_body, id_text), record);
-        }
-        let function_place = match entry.gate().admit().await {
-            Ok(place) => place,
-            Err(refusal) => {
-                metrics.rejected(match refusal {
-                    Refusal::QueueFull { .. } => RejectReason::QueueFull,
-                    Refusal::QueueTimeout(_) => RejectReason::QueueTimeout,
-                });
-                let response = error::overloaded(&format!("function `{name}`"), refusal, id_text);
-                return answer(response, record);
-            }
-        };
-        let host_place = match self.registry.gate().admit().await {
-            Ok(place) => place,
-            Err(refusal) => {
-                metrics.rejected(RejectReason::HostOverloaded);
-                return answer(error::overloaded("the host", refusal, id_text), record);
-            }
-        };
-        let lease = match self.registry.acquire(&entry).await {
-            Ok(lease) => lease,
-            Err(failure) => return answer(error::unavailable(&failure, id_text), record),
-        };
-        let request = request.map(|body| CountedBody::new(body, metrics.clone()));
-        // The host's place counts instances: the instance holds it, to the
-        // end of its work, which may outlast the response body.
-        match lease.function().handle(request, id_text, host_place).await {
-            Ok(response) => {
-                record.status(response.status().as_u16());
-                let mut response = response.map(|body| HostBody::Guest {
-                    body,
-                    in_flight: InFlight {
-                        lease,
-                        place: function_place,
-                        record,
-                    },
-                });
-                response
-                    .headers_mut()
-                    .insert(request_id::HEADER, id.clone());
-                response
-            }
-            Err(failure) => {
-                match &failure {
-                    HandleError::Failed(GuestFailure::Overloaded(_)) => {
-                        metrics.rejected(RejectReason::HostOverloaded);
-                    }
-                    HandleError::Failed(guest) => {
-                        if let Some(kind) = FailureKind::of(guest) {
-                            metrics.failed(kind);
-                        }
-                    }
-                    HandleError::BodyTooLarge(_) => metrics.rejected(RejectReason::BodyTooLarge),
-                    _ => {}
-                }
-                answer(error::function_failed(name, id_text, &failure), record)
-            }
-        }
-    }
-}
-
-/// The declared length of a request's body, if it has one.
-fn content_length(request: &Request<Incoming>) -> Option<u64> {
-    request
-        .headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
+/// Serves one connection under its watchdog (see the module's doc) until it
+/// ends; its slot is given back then.
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    handler: Arc<H>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    // RFC 9112 (3.3): a request without an authority (HTTP/1.0 needs no
+    // `Host`) is for the server's own address.
+    let own_authority = stream
+        .local_addr()
         .ok()
+        .and_then(|addr| http::HeaderValue::try_from(addr.to_string()).ok());
+    let service = service_fn({
+        let activity = activity.clone();
+        move |mut request: Request<Incoming>| {
+            if request.version() < http::Version::HTTP_11
+                && request.uri().authority().is_none()
+                && !request.headers().contains_key(http::header::HOST)
+                && let Some(authority) = &own_authority
+            {
+                request
+                    .headers_mut()
+                    .insert(http::header::HOST, authority.clone());
+            }
+            let handler = handler.clone();
+            let request_in_flight = activity.begin();
+            async move {
+                let response = handler.handle(request).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _in_flight: request_in_flight,
+                }))
+            }
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut asked_to_close = false;
+    let mut deadline = activity.start + timeout;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = closing.changed(), if !asked_to_close => {
+                connection.as_mut().graceful_shutdown();
+                asked_to_close = true;
+                deadline = Instant::now() + timeout;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                match activity.idle_since() {
+                    // Busy: look again in a while.
+                    None => deadline = now + timeout,
+                    Some(idle_since) if idle_since + timeout > now => {
+                        deadline = idle_since + timeout;
+                    }
+                    // Idle for a whole timeout: a connection that never
+                    // sent a request, or was asked to close and has not,
+                    // is closed; any other is asked to close.
+                    Some(_) if activity.requests() == 0 || asked_to_close => return,
+                    Some(_) => {
+                        connection.as_mut().graceful_shutdown();
+                        asked_to_close = true;
+                        deadline = now + timeout;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the watchdog of one connection reads: requests in flight, and when
+/// the last of them ended.
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// Milliseconds after `start` at which the connection last went idle.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    fn begin(self: &Arc<Self>) -> RequestInFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        RequestInFlight(self.clone())
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// When the connection went idle, if it is.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request counted as in flight on its connection.
+struct RequestInFlight(Arc<Activity>);
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = activity.start.elapsed().as_millis() as u64;
+        activity.idle_since_ms.store(now, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until the
+/// body is done (or dropped: the client went away).
+struct Tracked {
+    body: HostBody,
+    _in_flight: RequestInFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The line printed once the public listener accepts connections; tests and

@@ -112,14 +112,44 @@ async fn an_error_code_or_no_response_is_answered_502() {
     assert_hello_works(&host).await;
 }
 
-#[tokio::test]
-async fn a_request_without_host_header_is_answered_400() {
+/// Sends `head` as is on a new connection and reads the whole answer.
+fn raw(host: &Host, head: &str) -> String {
     use std::io::{Read, Write};
-    let (host, _dir) = failing_host();
     let mut stream = std::net::TcpStream::connect(host.addr).unwrap();
-    stream.write_all(b"GET /hello HTTP/1.0\r\n\r\n").unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn a_missing_duplicate_or_invalid_host_is_answered_400() {
+    let (host, _dir) = failing_host();
+    // HTTP/1.1 requires Host (RFC 9112); HTTP/1.0 does not.
+    let answer = raw(&host, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("no Host header"), "{answer}");
+    let answer = raw(&host, "GET /hello HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.ends_with("Hello, world!\n"), "{answer}");
+
+    let answer = raw(
+        &host,
+        "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("more than one Host header"), "{answer}");
+    for bad in ["a b", "user@example.com", "example.com:port"] {
+        let answer = raw(
+            &host,
+            &format!("GET /hello HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad}: {answer}");
+        assert!(answer.contains("not a valid host"), "{bad}: {answer}");
+    }
+    let answer = raw(
+        &host,
+        "GET /hello HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -232,13 +232,27 @@ async fn an_artifact_from_another_engine_is_compiled_again_never_run() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .unwrap();
+    // Its header (binding it to this component and engine) is kept, and
+    // names the forged bytes' digest and length.
     let forged = b"\x7fELF not an artifact of this engine".repeat(100);
-    std::fs::write(&artifact, &forged).unwrap();
-    std::fs::write(
-        artifact.with_extension("cwasm.sha256"),
+    let original = std::fs::read(&artifact).unwrap();
+    let header: Vec<String> = original
+        .split(|&byte| byte == b'\n')
+        .take(3)
+        .map(|line| String::from_utf8(line.to_vec()).unwrap())
+        .collect();
+    assert_eq!(header[0], "shoal-artifact 1", "{header:?}");
+    let mut file = format!(
+        "{}\n{}\n{}\nartifact {} {}\n\n",
+        header[0],
+        header[1],
+        header[2],
         hex(&Sha256::digest(&forged)),
+        forged.len()
     )
-    .unwrap();
+    .into_bytes();
+    file.extend_from_slice(&forged);
+    std::fs::write(&artifact, file).unwrap();
 
     let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
     wait_for_state(&host, "hello", "compiled", Duration::from_secs(30)).await;

@@ -9,31 +9,8 @@ use std::time::Duration;
 
 use common::{Backend, Host, bff_settings, example, guest, http1, manifest};
 
-/// The samples of a Prometheus text exposition, keyed by `name{labels}`
-/// with the labels sorted as the encoder writes them.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 async fn metrics(host: &Host) -> HashMap<String, f64> {
-    let url = format!("http://{}/metrics", host.admin);
-    let response = http1().get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    samples(&response.text().await.unwrap())
+    host.metrics().await
 }
 
 /// Sends `request` and reads its whole answer, so that the host is done

@@ -17,15 +17,15 @@ use std::path::PathBuf;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::artifact::Artifact;
 use crate::cache::ArtifactCache;
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
-use crate::limits::EpochTicker;
+use crate::limits::{EpochTicker, MemoryBudget};
 use crate::outbound::OutboundClient;
+use crate::source::ComponentSource;
 use crate::store::StoreState;
 
 /// How many instances may be alive at once across all functions, by default.
@@ -68,6 +68,8 @@ pub struct RuntimeConfig {
     pub cache_dir: PathBuf,
     /// The most instances alive at once, across all functions.
     pub max_instances: u32,
+    /// Bytes of linear memory all instances may hold together.
+    pub memory_budget: u64,
 }
 
 impl RuntimeConfig {
@@ -76,6 +78,7 @@ impl RuntimeConfig {
         Self {
             cache_dir: cache_dir.into(),
             max_instances: DEFAULT_MAX_INSTANCES,
+            memory_budget: u64::MAX,
         }
     }
 }
@@ -103,6 +106,7 @@ pub struct Runtime {
     cache: ArtifactCache,
     allocation: Allocation,
     outbound: OutboundClient,
+    budget: Arc<MemoryBudget>,
     _epoch: EpochTicker,
 }
 
@@ -110,7 +114,7 @@ impl Runtime {
     /// Creates the engine (pooled if the machine allows it), links all of
     /// WASI 0.2 plus `wasi:http`, and opens the artifact cache.
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
-        let (engine, allocation) = pooled_engine(config.max_instances).map_or_else(
+        let (engine, allocation) = pooled_engine(config).map_or_else(
             || {
                 let engine = Engine::new(&engine_config(None)).map_err(RuntimeError::Engine)?;
                 Ok((engine, Allocation::OnDemand))
@@ -131,7 +135,13 @@ impl Runtime {
             cache,
             allocation,
             outbound: OutboundClient::new(),
+            budget: Arc::new(MemoryBudget::new(config.memory_budget)),
         })
+    }
+
+    /// The memory all instances draw from.
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     /// How instances get their memory.
@@ -148,11 +158,11 @@ impl Runtime {
         }
     }
 
-    /// Compiles the component at `path`, or finds its artifact in the
+    /// Compiles the component of `source`, or finds its artifact in the
     /// cache, and checks that it links and serves HTTP. CPU-heavy on a
     /// cache miss: run it off the request path.
-    pub fn compile(&self, path: &Path) -> Result<Arc<Artifact>, LoadError> {
-        Artifact::compile(&self.engine, &self.linker, &self.cache, path).map(Arc::new)
+    pub fn compile(&self, source: &ComponentSource) -> Result<Arc<Artifact>, LoadError> {
+        Artifact::compile(&self.engine, &self.linker, &self.cache, source).map(Arc::new)
     }
 
     /// Warms a function of `artifact`: maps the artifact (unless another
@@ -176,12 +186,17 @@ impl Runtime {
 }
 
 /// An engine with the largest instance pool the address space holds, from
-/// `instances` down by halves to [`MIN_POOLED_INSTANCES`]; `None` if not even
-/// that fits.
-fn pooled_engine(instances: u32) -> Option<(Engine, Allocation)> {
+/// the configured size down by halves to [`MIN_POOLED_INSTANCES`]; `None` if
+/// not even that fits.
+fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
+    let instances = config.max_instances;
     let mut size = instances;
     loop {
-        match Engine::new(&engine_config(Some(size))) {
+        let pool = Pool {
+            instances: size,
+            keep_resident: keep_resident(config.memory_budget, size),
+        };
+        match Engine::new(&engine_config(Some(pool))) {
             Ok(engine) => {
                 if size < instances {
                     tracing::warn!(
@@ -218,10 +233,30 @@ fn pooled_engine(instances: u32) -> Option<(Engine, Allocation)> {
     }
 }
 
+/// The size of the instance pool.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    instances: u32,
+    /// Bytes of each linear memory kept resident between instances.
+    keep_resident: usize,
+}
+
+/// The bytes each pooled linear memory keeps resident between instances:
+/// [`MEMORY_KEEP_RESIDENT`], unless a quarter of the memory budget cannot
+/// hold that much for every slot (pages kept this way are resident, but
+/// held by no instance, so the budget does not see them).
+fn keep_resident(budget: u64, instances: u32) -> usize {
+    const PAGE: u64 = 4096;
+    let share = budget / 4 / u64::from(instances.max(1)) / PAGE * PAGE;
+    usize::try_from(share).map_or(MEMORY_KEEP_RESIDENT, |share| {
+        share.min(MEMORY_KEEP_RESIDENT)
+    })
+}
+
 /// The engine configuration; `pool` sizes the pooling allocator, `None`
 /// allocates on demand. Compiled artifacts depend on this configuration, and
 /// the cache keys them by it.
-fn engine_config(pool: Option<u32>) -> Config {
+fn engine_config(pool: Option<Pool>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.memory_init_cow(true);
@@ -230,7 +265,11 @@ fn engine_config(pool: Option<u32>) -> Config {
     config.concurrency_support(false);
     // Deadlines and fair sharing of threads (see `limits`).
     config.epoch_interruption(true);
-    if let Some(instances) = pool {
+    if let Some(Pool {
+        instances,
+        keep_resident,
+    }) = pool
+    {
         let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(instances)
@@ -243,7 +282,7 @@ fn engine_config(pool: Option<u32>) -> Config {
         if PoolingAllocationConfig::is_pagemap_scan_available() {
             pooling
                 .pagemap_scan(Enabled::Yes)
-                .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+                .linear_memory_keep_resident(keep_resident)
                 .table_keep_resident(TABLE_KEEP_RESIDENT);
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));

@@ -32,6 +32,20 @@ pub enum LoadError {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// The path names something other than a regular file (a folder, a
+    /// FIFO, a device).
+    #[error("{} is not a regular file", path.display())]
+    NotAFile {
+        /// The component's path.
+        path: PathBuf,
+    },
+    /// The file changed between the moment it was read and the moment it
+    /// was compiled.
+    #[error("{} changed while it was being loaded", path.display())]
+    ChangedWhileLoading {
+        /// The component's path.
+        path: PathBuf,
+    },
     /// The file is not WebAssembly at all.
     #[error("{} is not a WebAssembly component: it does not start with the `\\0asm` magic bytes", path.display())]
     NotWasm {
@@ -62,11 +76,11 @@ pub enum LoadError {
         /// wasmtime's explanation, naming the import.
         message: String,
     },
-    /// The artifact file changed on disk after it was checked.
-    #[error("its compiled artifact {} changed on disk after it was checked", path.display())]
-    ArtifactChanged {
-        /// The artifact file.
-        path: PathBuf,
+    /// The compiled artifact could not be mapped.
+    #[error("its compiled artifact cannot be mapped: {message}")]
+    Map {
+        /// wasmtime's explanation.
+        message: String,
     },
     /// The component does not export `wasi:http/incoming-handler`.
     #[error("it is not a wasi:http handler: {message}")]
@@ -92,6 +106,17 @@ pub enum GuestFailure {
         /// How it failed.
         error: wasmtime::Error,
     },
+    /// The guest needed more memory than the host's budget for all
+    /// instances had left, and trapped (or could not be instantiated) for it.
+    #[error(
+        "the host's memory budget of {budget} bytes is in use; the function could not get more: {error:#}"
+    )]
+    MemoryBudget {
+        /// The budget, in bytes.
+        budget: u64,
+        /// How it failed.
+        error: wasmtime::Error,
+    },
     /// The guest was still running when its time was up; it was stopped.
     #[error("the function ran past its timeout of {0:?} and was stopped")]
     Timeout(Duration),
@@ -104,9 +129,9 @@ impl GuestFailure {
     /// The kind of trap, when the failure is one wasmtime classified.
     pub fn trap_code(&self) -> Option<wasmtime::Trap> {
         match self {
-            Self::Trap(error) | Self::MemoryLimit { error, .. } => {
-                error.downcast_ref::<wasmtime::Trap>().copied()
-            }
+            Self::Trap(error)
+            | Self::MemoryLimit { error, .. }
+            | Self::MemoryBudget { error, .. } => error.downcast_ref::<wasmtime::Trap>().copied(),
             Self::Timeout(_) | Self::Overloaded(_) => None,
         }
     }

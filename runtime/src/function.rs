@@ -37,7 +37,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::artifact::{Artifact, check_serves_http};
 use crate::engine::Runtime;
 use crate::error::{GuestFailure, HandleError, LoadError};
-use crate::limits::{LimitedBody, Limits, on_epoch_tick};
+use crate::guest_log::OutputLimits;
+use crate::limits::{LimitedBody, Limits, MemoryBudget, Refusal, on_epoch_tick};
 use crate::outbound::{Outbound, OutboundPolicy};
 use crate::reuse::{InstancePool, Reusable};
 use crate::store::{StoreState, StoreTemplate};
@@ -57,6 +58,9 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// The origins it may call.
     pub outbound: OutboundPolicy,
+    /// What its guests may write to stdout and stderr, shared by all its
+    /// instances.
+    pub output: Arc<OutputLimits>,
 }
 
 /// A warm function: its component mapped, linked and pre-instantiated.
@@ -85,6 +89,8 @@ impl Function {
                 env: spec.env,
                 outbound: Arc::new(spec.outbound),
                 client: runtime.outbound_client().clone(),
+                budget: runtime.memory_budget().clone(),
+                output: spec.output,
             }),
             reuse: (spec.max_instance_reuse.get() > 1)
                 .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
@@ -157,6 +163,7 @@ impl Function {
         let pre = self.pre.clone();
         let pool = self.reuse.clone();
         let limits = self.limits;
+        let budget = self.template.budget.clone();
         let run_guest = async move {
             let run = async {
                 let proxy = match proxy {
@@ -179,7 +186,7 @@ impl Function {
                     }
                     return Ok(());
                 }
-                Ok(Err(error)) => classify(error, &store, &limits),
+                Ok(Err(error)) => classify(error, &store, &limits, &budget),
                 Err(_elapsed) => GuestFailure::Timeout(limits.timeout),
             };
             Err(failure)
@@ -237,14 +244,25 @@ impl Function {
     }
 }
 
-/// Names what went wrong: the memory limit if growth was refused, the
-/// timeout if the epoch callback stopped the guest, a full pool, or a trap.
-fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: &Limits) -> GuestFailure {
+/// Names what went wrong: the memory limit or the host's budget if growth
+/// was refused, the timeout if the epoch callback stopped the guest, a full
+/// pool, or a trap.
+fn classify(
+    error: wasmtime::Error,
+    store: &Store<StoreState>,
+    limits: &Limits,
+    budget: &MemoryBudget,
+) -> GuestFailure {
     if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         GuestFailure::Timeout(limits.timeout)
-    } else if store.data().memory_refused() {
+    } else if store.data().memory_refused() == Some(Refusal::Instance) {
         GuestFailure::MemoryLimit {
             limit: limits.memory,
+            error,
+        }
+    } else if store.data().memory_refused() == Some(Refusal::Host) {
+        GuestFailure::MemoryBudget {
+            budget: budget.limit(),
             error,
         }
     } else if error

@@ -31,17 +31,22 @@ mod guest_log;
 mod limits;
 mod outbound;
 mod reuse;
+mod source;
 mod store;
 
-pub use artifact::{Artifact, Provenance, precheck};
+pub use artifact::{Artifact, Provenance};
 pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig};
 pub use error::{GuestFailure, HandleError, LoadError, RuntimeError};
 pub use function::{BodyError, Function, FunctionSpec, GuestBody};
-pub use limits::{DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EPOCH_TICK, Limits};
+pub use guest_log::{MAX_OUTPUT_PER_REQUEST, OUTPUT_BURST, OUTPUT_RATE, OutputLimits};
+pub use limits::{
+    DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EPOCH_TICK, Limits, MemoryBudget,
+};
 pub use outbound::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, OutboundPolicy, OutboundRule,
     PROPAGATED_HEADERS,
 };
+pub use source::{ComponentSource, Digest};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).
 pub use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;

@@ -5,6 +5,15 @@
 //!   guest sees `memory.grow` fail; if it then traps (Rust aborts on a
 //!   failed allocation), the failure is reported as the memory limit, not as
 //!   a plain trap.
+//! - Memory, host-wide: every instance's linear memory is also drawn from
+//!   one [`MemoryBudget`] for the whole host, and given back when the
+//!   instance is dropped, so that many instances each within their own
+//!   limit cannot together take more than the host may use (a container's
+//!   memory limit). Growing an instance's memory may use the budget up to
+//!   its last [`MemoryBudget::headroom`]; only instantiating may use that
+//!   last part, so that however hard some functions grow, every function
+//!   can still start an instance and answer. A refusal by the budget is
+//!   reported as such.
 //! - Time: a deadline for the whole request, from instantiation until the
 //!   guest returns. The engine's epoch advances every [`EPOCH_TICK`]; running
 //!   wasm checks it and, on each tick, either yields to the async executor
@@ -14,7 +23,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -119,32 +128,103 @@ where
     }
 }
 
-/// A store's memory limiter: counts every linear memory of the instance and
-/// remembers whether it refused to grow one.
-pub(crate) struct MemoryLimiter {
-    limit: usize,
-    used: usize,
-    refused: bool,
+/// The linear memory all instances of the host may hold together.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    headroom: u64,
+    used: AtomicU64,
 }
 
-impl MemoryLimiter {
-    pub(crate) fn new(limit: u64) -> Self {
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
         Self {
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            used: 0,
-            refused: false,
+            limit,
+            headroom: (limit / 8).clamp(limit.min(16 << 20), 256 << 20),
+            used: AtomicU64::new(0),
         }
     }
 
-    /// Whether growth was refused since the store was created, or since
-    /// the last [`MemoryLimiter::forget_refusal`].
-    pub(crate) fn refused(&self) -> bool {
+    /// Bytes in all.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes held by instances now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The last bytes of the budget, which only instantiation may take.
+    pub fn headroom(&self) -> u64 {
+        self.headroom
+    }
+
+    /// Takes `bytes` if they fit: in the whole budget when `instantiating`,
+    /// else in all but its headroom.
+    fn take(&self, bytes: u64, instantiating: bool) -> bool {
+        let ceiling = if instantiating {
+            self.limit
+        } else {
+            self.limit - self.headroom
+        };
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= ceiling)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Which limit refused an instance memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The function's own `memory` limit.
+    Instance,
+    /// The host's budget.
+    Host,
+}
+
+/// A store's memory limiter: counts every linear memory of the instance
+/// against its own limit and the host's budget, gives the budget back when
+/// dropped, and remembers which limit refused growth, if one did.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    used: usize,
+    refused: Option<Refusal>,
+    budget: Arc<MemoryBudget>,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: u64, budget: Arc<MemoryBudget>) -> Self {
+        Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: 0,
+            refused: None,
+            budget,
+        }
+    }
+
+    /// Which limit refused growth since the store was created, or since
+    /// the last [`MemoryLimiter::forget_refusal`], if one did.
+    pub(crate) fn refused(&self) -> Option<Refusal> {
         self.refused
     }
 
     /// Starts a new request on a reused instance with a clean record.
     pub(crate) fn forget_refusal(&mut self) {
-        self.refused = false;
+        self.refused = None;
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.give_back(self.used as u64);
     }
 }
 
@@ -157,7 +237,14 @@ impl ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         let used = self.used - current.min(self.used) + desired;
         if used > self.limit {
-            self.refused = true;
+            self.refused = Some(Refusal::Instance);
+            return Ok(false);
+        }
+        // A memory created at instantiation starts from nothing.
+        let instantiating = current == 0;
+        let more = desired.saturating_sub(current) as u64;
+        if !self.budget.take(more, instantiating) {
+            self.refused = Some(Refusal::Host);
             return Ok(false);
         }
         self.used = used;
@@ -225,23 +312,57 @@ impl Drop for EpochTicker {
 mod tests {
     use super::*;
 
+    fn unlimited() -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget::new(u64::MAX))
+    }
+
     #[test]
     fn the_limiter_counts_every_memory_and_remembers_a_refusal() {
-        let mut limiter = MemoryLimiter::new(100);
+        let mut limiter = MemoryLimiter::new(100, unlimited());
         assert!(limiter.memory_growing(0, 60, None).unwrap());
         assert!(
             limiter.memory_growing(0, 30, None).unwrap(),
             "a second memory"
         );
-        assert!(!limiter.refused());
+        assert_eq!(limiter.refused(), None);
         assert!(
             !limiter.memory_growing(30, 50, None).unwrap(),
             "90 + 20 > 100"
         );
-        assert!(limiter.refused());
+        assert_eq!(limiter.refused(), Some(Refusal::Instance));
         assert!(
             limiter.memory_growing(60, 70, None).unwrap(),
             "90 + 10 = 100"
         );
+    }
+
+    #[test]
+    fn instances_draw_from_the_host_budget_and_give_it_back() {
+        const MIB: usize = 1 << 20;
+        let budget = Arc::new(MemoryBudget::new(160 << 20));
+        assert_eq!(budget.headroom(), 20 << 20);
+        let limiter = || MemoryLimiter::new(1 << 30, budget.clone());
+
+        // Two instances grow to 70 MiB each: 140 MiB, the budget less its
+        // headroom; a third cannot grow past its first memory.
+        let (mut a, mut b, mut c) = (limiter(), limiter(), limiter());
+        for instance in [&mut a, &mut b] {
+            assert!(instance.memory_growing(0, MIB, None).unwrap());
+            assert!(instance.memory_growing(MIB, 70 * MIB, None).unwrap());
+        }
+        assert!(
+            c.memory_growing(0, MIB, None).unwrap(),
+            "instantiation uses the headroom"
+        );
+        assert!(!c.memory_growing(MIB, 2 * MIB, None).unwrap());
+        assert_eq!(c.refused(), Some(Refusal::Host));
+        assert_eq!(budget.used(), 141 << 20);
+
+        // Dropped instances give their memory back.
+        drop(a);
+        assert_eq!(budget.used(), 71 << 20);
+        assert!(c.memory_growing(MIB, 60 * MIB, None).unwrap());
+        drop((b, c));
+        assert_eq!(budget.used(), 0);
     }
 }

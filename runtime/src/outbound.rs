@@ -15,6 +15,7 @@
 //!   the function set them itself, so mesh traces stay whole.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,18 +118,24 @@ impl FromStr for OutboundRule {
             }
             _ => (rest, PortPattern::Default),
         };
-        let host = host.to_ascii_lowercase();
         let host = if host == "*" {
             HostPattern::Any
         } else if let Some(domain) = host.strip_prefix("*.") {
-            if domain.is_empty() || domain.contains('*') {
-                return bad("a wildcard must be `*.domain`");
+            if !is_host_name(domain) {
+                return bad("a wildcard must be `*.domain`, with a valid domain");
             }
-            HostPattern::Subdomain(format!(".{domain}"))
-        } else if host.contains('*') || host.is_empty() {
+            HostPattern::Subdomain(format!(".{}", domain.to_ascii_lowercase()))
+        } else if let Some(literal) = host.strip_prefix('[') {
+            match literal.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
+                Some(Ok(address)) => HostPattern::Exact(address.to_string()),
+                _ => return bad("an IPv6 address must be written `[address]`"),
+            }
+        } else if host.contains('*') {
             return bad("a wildcard must be `*.domain` or `*`");
+        } else if !is_host_name(host) {
+            return bad("the host must be a name, an IP address or `[IPv6 address]`");
         } else {
-            HostPattern::Exact(host)
+            HostPattern::Exact(host.to_ascii_lowercase())
         };
         Ok(Self {
             scheme,
@@ -162,6 +169,24 @@ impl OutboundRule {
     }
 }
 
+/// A host name or IPv4 address: letters, digits, `-`, `_` and `.`.
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A host as rules compare it: lowercase, and an IPv6 address without its
+/// brackets and in its canonical form.
+fn canonical_host(host: &str) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<Ipv6Addr>() {
+        Ok(address) => address.to_string(),
+        Err(_) => bare.to_ascii_lowercase(),
+    }
+}
+
 fn default_port(scheme: &Scheme) -> Option<u16> {
     if *scheme == Scheme::HTTP {
         Some(80)
@@ -186,11 +211,7 @@ impl OutboundPolicy {
 
     /// Whether a call to `scheme://authority` is allowed.
     pub fn allows(&self, scheme: &Scheme, authority: &Authority) -> bool {
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = canonical_host(authority.host());
         let Some(port) = authority.port_u16().or_else(|| default_port(scheme)) else {
             return false;
         };
@@ -272,7 +293,9 @@ impl WasiHttpHooks for Outbound {
         options: Option<RequestOptions>,
         _: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
-        let uri = request.uri().clone();
+        let Some(uri) = without_user_info(request.uri()) else {
+            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
+        };
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
@@ -285,6 +308,7 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        *request.uri_mut() = uri.clone();
         let headers = request.headers_mut();
         // The connection goes to the URI's authority; so does `Host`.
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
@@ -314,6 +338,21 @@ impl WasiHttpHooks for Outbound {
             Ok((response, done))
         })
     }
+}
+
+/// `uri` without user information (`user:password@`) in its authority:
+/// credentials in a URL are never sent on, neither in the request line nor
+/// in `Host`. `None` if what is left is not a valid URI.
+fn without_user_info(uri: &http::Uri) -> Option<http::Uri> {
+    let Some(authority) = uri.authority() else {
+        return Some(uri.clone());
+    };
+    let Some((_, host)) = authority.as_str().rsplit_once('@') else {
+        return Some(uri.clone());
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(host.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// The wasi:http error code for a failed call.
@@ -387,6 +426,12 @@ mod tests {
             "https://a*b.com",
             "https://*.",
             "https://user@x",
+            "http://[::1",
+            "http://[::1]x",
+            "http://[not-v6]",
+            "http://a b",
+            "http://a\tb:80",
+            "http://a%20b",
         ] {
             assert!(bad.parse::<OutboundRule>().is_err(), "{bad} was accepted");
         }
@@ -394,6 +439,26 @@ mod tests {
             "http://[::1]:8080".parse::<OutboundRule>().unwrap().port,
             PortPattern::Exact(8080)
         );
+    }
+
+    #[test]
+    fn ipv6_literals_match_in_any_spelling() {
+        let p = policy(&["http://[::1]:8080", "https://[2001:DB8::1]"]);
+        assert!(allows(&p, "http://[::1]:8080/"));
+        assert!(allows(&p, "http://[0:0:0:0:0:0:0:1]:8080/"));
+        assert!(!allows(&p, "http://[::2]:8080/"));
+        assert!(!allows(&p, "http://[::1]:8081/"));
+        assert!(allows(&p, "https://[2001:db8::1]/"));
+        assert!(allows(&p, "https://[2001:db8:0::1]:443/"));
+    }
+
+    #[test]
+    fn user_information_is_taken_out_of_a_url() {
+        let uri: http::Uri = "http://user:secret@api.test:8080/x?y".parse().unwrap();
+        let clean = without_user_info(&uri).unwrap();
+        assert_eq!(clean, "http://api.test:8080/x?y");
+        let plain: http::Uri = "http://api.test/x".parse().unwrap();
+        assert_eq!(without_user_info(&plain).unwrap(), plain);
     }
 
     #[test]

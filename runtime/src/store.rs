@@ -16,8 +16,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::guest_log::{GuestLog, LogTags, Stream};
-use crate::limits::MemoryLimiter;
+use crate::guest_log::{GuestLog, LogTags, OutputLimits, Stream};
+use crate::limits::{MemoryBudget, MemoryLimiter, Refusal};
 use crate::outbound::{Outbound, OutboundClient, OutboundPolicy};
 
 /// What a function's stores are built from; prepared once when it is loaded.
@@ -26,6 +26,8 @@ pub(crate) struct StoreTemplate {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) outbound: Arc<OutboundPolicy>,
     pub(crate) client: OutboundClient,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) output: Arc<OutputLimits>,
 }
 
 /// Per-request store data (per instance, when an instance is reused).
@@ -48,7 +50,11 @@ impl StoreState {
         memory_limit: u64,
         deadline: Instant,
     ) -> Self {
-        let log = LogTags::new(template.function.clone(), request_id);
+        let log = LogTags::new(
+            template.function.clone(),
+            request_id,
+            template.output.clone(),
+        );
         let wasi = WasiCtxBuilder::new()
             .envs(&template.env)
             .stdout(GuestLog::new(&log, Stream::Stdout))
@@ -63,7 +69,7 @@ impl StoreState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             log,
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter: MemoryLimiter::new(memory_limit, template.budget.clone()),
             deadline,
             outbound: Outbound {
                 function: template.function.clone(),
@@ -93,8 +99,8 @@ impl StoreState {
         &mut self.limiter
     }
 
-    /// Whether the memory limit refused growth in this store.
-    pub(crate) fn memory_refused(&self) -> bool {
+    /// Which limit refused memory growth in this store, if one did.
+    pub(crate) fn memory_refused(&self) -> Option<Refusal> {
         self.limiter.refused()
     }
 

@@ -38,11 +38,12 @@ impl Cli {
         let format = self
             .log_format
             .unwrap_or_else(LogFormat::default_for_environment);
-        crate::telemetry::logs::init(&self.log_level, format)?;
+        let log_writer = crate::telemetry::logs::init(&self.log_level, format)?;
         let result = match self.command {
             Command::Run(args) => args.execute(),
         };
         crate::telemetry::traces::shutdown();
+        drop(log_writer);
         result
     }
 }

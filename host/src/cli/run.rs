@@ -13,13 +13,15 @@ use tokio::sync::watch;
 
 use crate::admin::{self, Admin};
 use crate::admission::GateLimits;
+use crate::dispatch::Functions;
 use crate::manifest::{FunctionDecl, FunctionName, Manifest};
-use crate::registry::Registry;
 use crate::registry::entry::FunctionError;
+use crate::registry::{Publish, Registry};
 use crate::router::RoutePattern;
-use crate::server::{self, ConnectionLimits, Functions};
+use crate::server::{self, ConnectionLimits};
 use crate::sizing;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{ChangeOutcome, Metrics};
+use crate::watch::FileWatcher;
 
 /// The port listened on when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -51,35 +53,49 @@ pub struct RunArgs {
 
     /// How long a function stays warm without requests before it scales to
     /// zero, unless its manifest sets `idle_timeout`.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     idle_timeout: Duration,
 
     /// Instances alive at once, across all functions (the size of the
-    /// instance pool). Inside a container with a memory limit, fewer if the
-    /// limit cannot hold them (8 MiB budgeted per instance, 64 MiB for the
-    /// host); fewer still if the address space cannot hold the pool.
-    #[arg(long, value_name = "N", default_value_t = sizing::DEFAULT_MAX_INSTANCES)]
+    /// instance pool). Fewer if the memory budget could not hold them at
+    /// 1 MiB each, or if the address space cannot hold the pool.
+    #[arg(long, value_name = "N", default_value_t = sizing::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: u32,
+
+    /// Linear memory all instances may hold together; past it, a guest's
+    /// memory cannot grow (its request ends 500). Defaults to the
+    /// container's memory limit less a quarter kept for the host (at least
+    /// 64MiB), else half of the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_budget)]
+    memory_budget: Option<u64>,
 
     /// Open connections at most on the public port; past it, new ones wait
     /// until one closes. Also bounded by the file descriptor limit.
-    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_connections: usize,
 
     /// How long a client may take to send a request's headers before it is
-    /// disconnected.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// disconnected, and how long a connection may stay without a request
+    /// (HTTP/2 peers are also PINGed this often, and closed if silent).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: Duration,
 
-    /// The largest request head (HTTP/1.1) or header list (HTTP/2), at
-    /// least 8KiB; a larger one is answered 431.
+    /// The largest request head (HTTP/1.1) or header list (HTTP/2), from
+    /// 8KiB to 1MiB; a larger one is answered 431.
     #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_header_size)]
     max_header_size: usize,
 
     /// After SIGTERM or SIGINT, how long requests in flight may take to
-    /// finish before the host exits anyway.
+    /// finish before the host exits anyway. A second signal exits at once.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_DRAIN_TIMEOUT, value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+
+    /// Watch the manifest and every component it names, and apply changes
+    /// while serving (SIGHUP reloads the manifest too, with or without it).
+    #[arg(long)]
+    watch: bool,
 }
 
 /// Why the host stops.
@@ -107,17 +123,23 @@ impl RunArgs {
             None => default_data_dir()?,
         };
         let container_memory = sizing::container_memory_limit();
-        let max_instances = sizing::max_instances(self.max_instances, container_memory);
+        let memory_budget = sizing::memory_budget(
+            self.memory_budget,
+            container_memory,
+            sizing::physical_memory(),
+        );
+        let max_instances = sizing::max_instances(self.max_instances, memory_budget);
         if max_instances < self.max_instances {
             tracing::info!(
                 configured = self.max_instances,
                 max_instances,
-                container_memory,
-                "the container's memory limit sizes the instance cap down"
+                memory_budget,
+                "the memory budget sizes the instance cap down"
             );
         }
         let mut config = RuntimeConfig::new(data_dir.join("artifacts"));
         config.max_instances = max_instances;
+        config.memory_budget = memory_budget;
         let runtime = Arc::new(Runtime::new(&config)?);
         match runtime.allocation() {
             Allocation::Pooling {
@@ -125,6 +147,7 @@ impl RunArgs {
                 pagemap_scan,
             } => tracing::info!(
                 instances,
+                memory_budget,
                 memory_reset = if pagemap_scan {
                     "dirty pages, in place (PAGEMAP_SCAN)"
                 } else {
@@ -132,7 +155,9 @@ impl RunArgs {
                 },
                 "instances come from the pooling allocator, with copy-on-write memory images"
             ),
-            Allocation::OnDemand => tracing::info!("instances are allocated on demand"),
+            Allocation::OnDemand => {
+                tracing::info!(memory_budget, "instances are allocated on demand");
+            }
         }
 
         let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -144,7 +169,7 @@ impl RunArgs {
             max_concurrency: runtime.max_instances(max_instances),
             ..GateLimits::default()
         };
-        let stop = tokio.block_on(self.serve(runtime, &manifest, listen, host_gate, started));
+        let stop = tokio.block_on(self.serve(runtime, manifest, listen, host_gate, started));
         // Guest tasks still running past the drain timeout are abandoned.
         tokio.shutdown_background();
         match stop? {
@@ -156,17 +181,23 @@ impl RunArgs {
     async fn serve(
         &self,
         runtime: Arc<Runtime>,
-        manifest: &Manifest,
+        manifest: Manifest,
         listen: SocketAddr,
         host_gate: GateLimits,
         started: Instant,
     ) -> anyhow::Result<Stop> {
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::start(runtime, manifest, self.idle_timeout, host_gate, &metrics)?;
-        let connections = ConnectionLimits {
-            max_connections: self.max_connections.min(descriptor_budget()),
+        let registry = Registry::new(runtime, metrics.clone(), host_gate, self.idle_timeout);
+        let background = registry.start();
+        registry.apply(&manifest.functions, Publish::Now).await?;
+        let public_limits = ConnectionLimits {
+            max_connections: public_connections(self.max_connections),
             header_read_timeout: self.header_read_timeout,
             max_header_size: self.max_header_size,
+        };
+        let admin_limits = ConnectionLimits {
+            max_connections: server::ADMIN_MAX_CONNECTIONS,
+            ..ConnectionLimits::default()
         };
         let public = tokio::net::TcpListener::bind(listen)
             .await
@@ -180,13 +211,17 @@ impl RunArgs {
         let stop_tx = Arc::new(stop_tx);
         // Installed before the listening line, so that a SIGTERM sent the
         // moment it is printed drains instead of killing the process.
-        let signals = ShutdownSignals::install()?;
+        let mut signals = ShutdownSignals::install()?;
+        let reloads = ReloadSignal::install()?;
         tokio::spawn({
             let stop_tx = stop_tx.clone();
             async move {
-                let signal = signals.recv().await;
-                request_stop(&stop_tx, Stop::Signal);
+                let signal = signals.next().await;
                 tracing::info!("{signal} received");
+                request_stop(&stop_tx, Stop::Signal);
+                let signal = signals.next().await;
+                tracing::warn!("{signal} received again; exiting at once");
+                std::process::exit(1);
             }
         });
         tokio::spawn({
@@ -194,7 +229,7 @@ impl RunArgs {
             async move {
                 match registry.compiled().await {
                     Ok(()) => tracing::info!(
-                        functions = registry.functions().len(),
+                        functions = registry.table().functions().len(),
                         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "ready: every component is compiled"
                     ),
@@ -205,11 +240,25 @@ impl RunArgs {
                 }
             }
         });
+        let watcher = if self.watch {
+            let mut watcher = FileWatcher::new().context("cannot watch files (--watch)")?;
+            watcher.watch(watched_files(&self.target, &manifest));
+            Some(watcher)
+        } else {
+            None
+        };
+        let reloader = tokio::spawn(keep_up_to_date(
+            self.target.clone(),
+            registry.clone(),
+            metrics.clone(),
+            watcher,
+            reloads,
+        ));
         let stopped = |mut rx: watch::Receiver<Option<Stop>>| async move {
             let _ = rx.wait_for(Option::is_some).await;
         };
 
-        tracing::info!(functions = registry.functions().len(), %public_addr, %admin_addr, "serving");
+        tracing::info!(functions = registry.table().functions().len(), %public_addr, %admin_addr, "serving");
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "admin on http://{admin_addr}")?;
         writeln!(stdout, "{}", server::listening_line(public_addr))?;
@@ -220,27 +269,103 @@ impl RunArgs {
             server::serve(
                 Functions::new(registry.clone(), metrics.clone()),
                 public,
-                connections,
+                public_limits,
                 stopped(stop_rx.clone()),
                 self.drain_timeout,
             ),
             server::serve(
                 Admin::new(registry, metrics),
                 admin,
-                ConnectionLimits::default(),
+                admin_limits,
                 stopped(stop_rx.clone()),
                 self.drain_timeout,
             ),
         );
+        reloader.abort();
+        background.stop();
         let stop = stop_rx.borrow().clone();
         Ok(stop.unwrap_or(Stop::Signal))
     }
 }
 
-/// File descriptors left for client connections: the soft limit, less a
-/// reserve for the host's own files, listeners and outbound calls.
+/// Applies the manifest again on SIGHUP and, with `--watch`, whenever the
+/// manifest or a component it names changes. A change that fails is logged
+/// and leaves the functions serving as they were.
+async fn keep_up_to_date(
+    target: PathBuf,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    mut watcher: Option<FileWatcher>,
+    mut sighup: ReloadSignal,
+) {
+    let changes = watcher.as_ref().map(FileWatcher::changes);
+    loop {
+        let why = tokio::select! {
+            () = sighup.recv() => "SIGHUP",
+            () = async { changes.as_ref().expect("guarded").settled().await },
+                if changes.is_some() => "a watched file changed",
+        };
+        let manifest = match load_target(&target) {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "reload refused ({why}); the functions keep serving as they were");
+                metrics.change(ChangeOutcome::Refused);
+                continue;
+            }
+        };
+        // Watched before it is applied: fixing a refused component
+        // triggers the next reload.
+        if let Some(watcher) = &mut watcher {
+            watcher.watch(watched_files(&target, &manifest));
+        }
+        match registry
+            .apply(&manifest.functions, Publish::WhenCompiled)
+            .await
+        {
+            Ok(applied) if applied.is_empty() => {
+                tracing::info!("reloaded ({why}): nothing changed");
+                metrics.change(ChangeOutcome::Unchanged);
+            }
+            Ok(applied) => {
+                tracing::info!(
+                    generation = applied.generation,
+                    "reloaded ({why}): {applied}"
+                );
+                metrics.change(ChangeOutcome::Applied);
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused ({why}); the functions keep serving as they were");
+                metrics.change(ChangeOutcome::Refused);
+            }
+        }
+    }
+}
+
+/// The files whose change reloads `target`: the manifest, and every
+/// component it names.
+fn watched_files<'a>(target: &'a Path, manifest: &'a Manifest) -> impl Iterator<Item = &'a Path> {
+    std::iter::once(target).chain(manifest.functions.iter().map(|f| f.component.as_path()))
+}
+
+/// The connections the public port may hold: `configured`, unless the file
+/// descriptor limit leaves room for fewer (which is logged).
+fn public_connections(configured: usize) -> usize {
+    let budget = descriptor_budget();
+    if budget < configured {
+        tracing::warn!(
+            max_connections = configured,
+            descriptors = budget,
+            "the file descriptor limit (ulimit -n) lowers --max-connections"
+        );
+    }
+    configured.min(budget)
+}
+
+/// File descriptors left for the public port's connections: the soft
+/// limit, less a reserve for the host's own files, listeners, outbound
+/// calls and the admin port's connections.
 fn descriptor_budget() -> usize {
-    const RESERVED_DESCRIPTORS: u64 = 128;
+    const RESERVED_DESCRIPTORS: u64 = 128 + server::ADMIN_MAX_CONNECTIONS as u64;
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     limit
         .current
@@ -253,13 +378,34 @@ fn descriptor_budget() -> usize {
 fn parse_header_size(text: &str) -> Result<usize, String> {
     let size: bytesize::ByteSize = text.parse()?;
     let size = usize::try_from(size.as_u64()).map_err(|e| e.to_string())?;
-    if size < server::MIN_MAX_HEADER_SIZE {
+    let range = server::MIN_MAX_HEADER_SIZE..=server::MAX_MAX_HEADER_SIZE;
+    if !range.contains(&size) {
         return Err(format!(
-            "must be at least {} bytes",
-            server::MIN_MAX_HEADER_SIZE
+            "must be from {} to {} bytes",
+            range.start(),
+            range.end()
         ));
     }
     Ok(size)
+}
+
+fn parse_memory_budget(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.parse()?;
+    if size.as_u64() < sizing::MIN_INSTANCE_MEMORY {
+        return Err(format!(
+            "must be at least {} bytes",
+            sizing::MIN_INSTANCE_MEMORY
+        ));
+    }
+    Ok(size.as_u64())
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Records the first reason to stop; later ones change nothing.
@@ -338,12 +484,27 @@ impl ShutdownSignals {
         })
     }
 
-    /// Completes on the first of them, naming it.
-    async fn recv(mut self) -> &'static str {
+    /// Completes on the next of them, naming it.
+    async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+/// SIGHUP: reload the manifest (a ConfigMap updated under Kubernetes).
+struct ReloadSignal(Signal);
+
+impl ReloadSignal {
+    fn install() -> anyhow::Result<Self> {
+        signal(SignalKind::hangup())
+            .map(Self)
+            .context("cannot listen for SIGHUP")
+    }
+
+    async fn recv(&mut self) {
+        self.0.recv().await;
     }
 }
 

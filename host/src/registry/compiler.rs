@@ -1,23 +1,22 @@
 //! Compiling components off the request path.
 //!
-//! Every distinct component file is one [`CompileJob`]; functions that share
-//! a file share its job and its artifact. Worker threads take jobs from a
-//! queue in order, except that a request for a function whose component is
-//! still queued moves that job to the front ([`Compiler::prioritize`]), and
-//! the request waits for it ([`CompileJob::artifact`]). Artifacts found in
-//! the cache take a fraction of a compile, so a warm cache empties the queue
-//! quickly.
+//! A [`CompileJob`] compiles one component *content* (its digest): functions
+//! whose components hold the same bytes share the job and its artifact,
+//! whatever paths name them, and a job lives as long as some function (or a
+//! change being made) holds it. Asking for a digest whose job is alive
+//! returns that job, so the same bytes never compile twice at once.
+//!
+//! Worker threads take jobs from a queue in order, except that a job someone
+//! waits for (a request for a function still compiling, a change waiting to
+//! be published) moves to the front ([`Compiler::prioritize`]). Jobs may be
+//! queued at any time; the workers run until [`Compiler::stop`].
 
-use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Instant;
 
-use shoal_runtime::{Artifact, LoadError, Provenance, Runtime};
+use shoal_runtime::{Artifact, ComponentSource, Digest, LoadError, Provenance, Runtime};
 use tokio::sync::watch;
-
-/// How often a long compile reports its progress.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The outcome of a job: the artifact, or why the component was refused.
 pub type Compiled = Result<Arc<Artifact>, Arc<LoadError>>;
@@ -33,33 +32,33 @@ pub enum JobState {
     Done(Compiled),
 }
 
-/// One component file to compile.
+/// One component content to compile.
 pub struct CompileJob {
-    path: PathBuf,
-    /// How many functions use it (for the log).
-    functions: usize,
+    source: ComponentSource,
     state: watch::Sender<JobState>,
 }
 
 impl CompileJob {
-    /// A queued job for the component at `path`, used by `functions`
-    /// functions.
-    pub fn new(path: PathBuf, functions: usize) -> Arc<Self> {
+    fn new(source: ComponentSource) -> Arc<Self> {
         Arc::new(Self {
-            path,
-            functions,
+            source,
             state: watch::Sender::new(JobState::Queued),
         })
     }
 
-    /// The component file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The component: the file it was first read from, and its digest.
+    pub fn source(&self) -> &ComponentSource {
+        &self.source
     }
 
     /// Where the job is now.
     pub fn state(&self) -> JobState {
         self.state.borrow().clone()
+    }
+
+    /// Whether it finished with an error.
+    fn failed(&self) -> bool {
+        matches!(&*self.state.borrow(), JobState::Done(Err(_)))
     }
 
     /// Waits for the job to finish.
@@ -76,118 +75,139 @@ impl CompileJob {
     }
 }
 
-/// The compile queue and its worker threads.
+/// The compile queue, its worker threads, and the jobs alive by digest.
 pub struct Compiler {
     runtime: Arc<Runtime>,
-    queue: Mutex<VecDeque<Arc<CompileJob>>>,
+    queue: Mutex<Queue>,
     work: Condvar,
+    jobs: Mutex<HashMap<Digest, Weak<CompileJob>>>,
+}
+
+struct Queue {
+    jobs: VecDeque<Arc<CompileJob>>,
+    stopped: bool,
 }
 
 impl Compiler {
-    /// Starts `workers` threads compiling `jobs` in order.
-    pub fn start(runtime: Arc<Runtime>, jobs: Vec<Arc<CompileJob>>, workers: usize) -> Arc<Self> {
-        let compiler = Arc::new(Self {
+    /// A compiler with an empty queue; [`Compiler::start`] starts its
+    /// workers.
+    pub fn new(runtime: Arc<Runtime>) -> Arc<Self> {
+        Arc::new(Self {
             runtime,
-            queue: Mutex::new(jobs.into()),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                stopped: false,
+            }),
             work: Condvar::new(),
-        });
+            jobs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts `workers` threads, which compile queued jobs until
+    /// [`Compiler::stop`].
+    pub fn start(self: &Arc<Self>, workers: usize) {
         for i in 0..workers.max(1) {
-            let compiler = compiler.clone();
+            let compiler = self.clone();
             std::thread::Builder::new()
                 .name(format!("compile-{i}"))
                 .spawn(move || compiler.work())
                 .expect("cannot start a compile thread");
         }
-        compiler
+    }
+
+    /// Lets the workers finish the job in hand, then stop.
+    pub fn stop(&self) {
+        self.lock_queue().stopped = true;
+        self.work.notify_all();
+    }
+
+    /// The job compiling `source`'s content: the one alive already, or a
+    /// new one, queued. A job that failed is not reused: the content is
+    /// tried again.
+    pub fn job(&self, source: ComponentSource) -> Arc<CompileJob> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(job) = jobs.get(&source.digest).and_then(Weak::upgrade)
+            && !job.failed()
+        {
+            return job;
+        }
+        jobs.retain(|_, job| job.strong_count() > 0);
+        let job = CompileJob::new(source);
+        jobs.insert(job.source.digest, Arc::downgrade(&job));
+        drop(jobs);
+        self.lock_queue().jobs.push_back(job.clone());
+        self.work.notify_one();
+        job
     }
 
     /// Moves `job` to the front of the queue if it is still waiting there.
     pub fn prioritize(&self, job: &Arc<CompileJob>) {
-        let mut queue = self.lock();
-        if let Some(at) = queue.iter().position(|queued| Arc::ptr_eq(queued, job))
+        let mut queue = self.lock_queue();
+        if let Some(at) = queue
+            .jobs
+            .iter()
+            .position(|queued| Arc::ptr_eq(queued, job))
             && at > 0
         {
-            let job = queue.remove(at).expect("the position was just found");
-            queue.push_front(job);
+            let job = queue.jobs.remove(at).expect("the position was just found");
+            queue.jobs.push_front(job);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<CompileJob>>> {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn work(&self) {
         loop {
             let job = {
-                let mut queue = self.lock();
+                let mut queue = self.lock_queue();
                 loop {
-                    match queue.pop_front() {
+                    if queue.stopped {
+                        return;
+                    }
+                    match queue.jobs.pop_front() {
                         Some(job) => break job,
-                        None => {
-                            queue = self.work.wait(queue).unwrap_or_else(|e| e.into_inner());
-                        }
+                        None => queue = self.work.wait(queue).unwrap_or_else(|e| e.into_inner()),
                     }
                 }
             };
-            job.state.send_replace(JobState::Compiling(Instant::now()));
-            let compiled = self.runtime.compile(&job.path);
-            match &compiled {
-                Ok(artifact) => {
-                    let how = match artifact.provenance() {
-                        Provenance::Compiled => "component compiled",
-                        Provenance::Cached => "component loaded from the artifact cache",
-                        Provenance::Recompiled => {
-                            "component compiled again (the cached artifact was unusable)"
-                        }
-                    };
-                    tracing::info!(
-                        component = %job.path.display(),
-                        functions = job.functions,
-                        elapsed_ms = artifact.elapsed().as_secs_f64() * 1e3,
-                        "{how}"
-                    );
-                }
-                Err(error) => tracing::error!(
-                    component = %job.path.display(),
-                    functions = job.functions,
-                    %error,
-                    "component refused"
-                ),
+            // Nobody holds the job any more (its change was dropped, its
+            // functions removed): nothing to do.
+            if Arc::strong_count(&job) == 1 {
+                continue;
             }
+            job.state.send_replace(JobState::Compiling(Instant::now()));
+            let compiled = self.runtime.compile(&job.source);
+            log_outcome(&job.source, &compiled);
             job.state
                 .send_replace(JobState::Done(compiled.map_err(Arc::new)));
         }
     }
 }
 
-/// Logs, every [`PROGRESS_INTERVAL`], how far compiling `jobs` has got,
-/// until every job is done.
-pub async fn report_progress(jobs: Vec<Arc<CompileJob>>) {
-    let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let mut done = 0;
-        let mut running = Vec::new();
-        for job in &jobs {
-            match job.state() {
-                JobState::Done(_) => done += 1,
-                JobState::Compiling(since) => running.push(format!(
-                    "{} ({} s)",
-                    job.path.display(),
-                    since.elapsed().as_secs()
-                )),
-                JobState::Queued => {}
-            }
+fn log_outcome(source: &ComponentSource, compiled: &Result<Arc<Artifact>, LoadError>) {
+    match compiled {
+        Ok(artifact) => {
+            let how = match artifact.provenance() {
+                Provenance::Compiled => "component compiled",
+                Provenance::Cached => "component loaded from the artifact cache",
+                Provenance::Recompiled => {
+                    "component compiled again (the cached artifact was unusable)"
+                }
+            };
+            tracing::info!(
+                component = %source.path.display(),
+                digest = %source.digest,
+                elapsed_ms = artifact.elapsed().as_secs_f64() * 1e3,
+                "{how}"
+            );
         }
-        if done == jobs.len() {
-            return;
-        }
-        tracing::info!(
-            done,
-            total = jobs.len(),
-            compiling = %running.join(", "),
-            "still compiling components"
-        );
+        Err(error) => tracing::error!(
+            component = %source.path.display(),
+            digest = %source.digest,
+            %error,
+            "component refused"
+        ),
     }
 }

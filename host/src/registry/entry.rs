@@ -13,27 +13,96 @@
 //! their own reference, so nothing is cut off, and the mapping is released
 //! when the last of them finishes.
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use shoal_runtime::{Function, FunctionSpec, Limits, LoadError, Runtime};
+use shoal_runtime::{
+    Digest, Function, FunctionSpec, Limits, LoadError, OutboundPolicy, OutputLimits, Runtime,
+};
 
 use super::Clock;
 use super::compiler::{CompileJob, Compiler, JobState};
-use crate::admission::Gate;
-use crate::manifest::FunctionName;
+use super::table::Routed;
+use crate::admission::{Gate, GateLimits};
+use crate::manifest::{EnvName, FunctionDecl, FunctionName};
 use crate::router::RoutePattern;
 use crate::telemetry::metrics::{FunctionMetrics, Metrics};
 
 /// When a function scales to zero.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScalePolicy {
     /// Warm time without requests before scaling to zero.
     pub idle_timeout: Duration,
     /// Above 0, never scale to zero.
     pub min_instances: u32,
+}
+
+/// Everything that makes a function what it is: its declaration, with the
+/// host's defaults filled in and its component named by content. Two
+/// functions with equal definitions behave the same, so a change that
+/// leaves a definition equal leaves its function alone (warm, counting).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionDef {
+    /// Its unique name.
+    pub name: FunctionName,
+    /// Where it is served.
+    pub routes: Vec<RoutePattern>,
+    /// Its component, by content.
+    pub component: Digest,
+    /// The only environment variables the guest sees.
+    pub env: BTreeMap<EnvName, String>,
+    /// When it scales to zero.
+    pub policy: ScalePolicy,
+    /// How many requests one instance serves.
+    pub max_instance_reuse: NonZeroU32,
+    /// Memory, time and body limits per request.
+    pub limits: Limits,
+    /// Requests at once, and how many may wait, for how long.
+    pub gate: GateLimits,
+    /// The origins it may call.
+    pub outbound: OutboundPolicy,
+}
+
+impl FunctionDef {
+    /// The definition of `decl`, whose component has `component` as digest;
+    /// `default_idle_timeout` applies unless the declaration sets one.
+    pub fn new(decl: &FunctionDecl, component: Digest, default_idle_timeout: Duration) -> Self {
+        Self {
+            name: decl.name.clone(),
+            routes: decl.routes.clone(),
+            component,
+            env: decl.env.clone(),
+            policy: ScalePolicy {
+                idle_timeout: decl.idle_timeout.unwrap_or(default_idle_timeout),
+                min_instances: decl.min_instances,
+            },
+            max_instance_reuse: decl.max_instance_reuse,
+            limits: decl.limits,
+            gate: decl.gate,
+            outbound: decl.outbound.clone(),
+        }
+    }
+
+    /// What the runtime needs to warm the function, whose guests' output
+    /// is bounded by `output`.
+    fn spec(&self, output: &Arc<OutputLimits>) -> FunctionSpec {
+        FunctionSpec {
+            output: output.clone(),
+            name: self.name.to_string(),
+            env: self
+                .env
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                .collect(),
+            max_instance_reuse: self.max_instance_reuse,
+            limits: self.limits,
+            outbound: self.outbound.clone(),
+        }
+    }
 }
 
 /// Where a function is in its life, as the admin API reports it.
@@ -53,8 +122,17 @@ pub enum LifeState {
 }
 
 impl LifeState {
+    /// Every state, in order.
+    pub const ALL: [Self; 5] = [
+        Self::Registered,
+        Self::Compiling,
+        Self::Compiled,
+        Self::Warm,
+        Self::Failed,
+    ];
+
     /// The state's name, as the admin API and the metrics write it.
-    pub fn as_str(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::Registered => "registered",
             Self::Compiling => "compiling",
@@ -67,12 +145,11 @@ impl LifeState {
 
 /// A function of the registry.
 pub struct FunctionEntry {
-    name: FunctionName,
-    routes: Vec<RoutePattern>,
-    spec: FunctionSpec,
-    policy: ScalePolicy,
+    def: FunctionDef,
     gate: Gate,
     job: Arc<CompileJob>,
+    /// What its guests may write; kept from the version it replaces.
+    output: Arc<OutputLimits>,
     warm: ArcSwapOption<Function>,
     warming: tokio::sync::Mutex<()>,
     /// Last request start or end, in [`Clock`] milliseconds.
@@ -96,22 +173,19 @@ pub struct FunctionError {
 }
 
 impl FunctionEntry {
+    /// A function of definition `def`, whose component `job` compiles,
+    /// and whose guests' output is bounded by `output`.
     pub(super) fn new(
-        name: FunctionName,
-        routes: Vec<RoutePattern>,
-        spec: FunctionSpec,
-        policy: ScalePolicy,
-        gate: Gate,
+        def: FunctionDef,
         job: Arc<CompileJob>,
+        output: Arc<OutputLimits>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            name,
-            routes,
-            spec,
-            policy,
-            gate,
+            gate: Gate::new(def.gate),
+            def,
             job,
+            output,
             warm: ArcSwapOption::empty(),
             warming: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
@@ -124,33 +198,33 @@ impl FunctionEntry {
 
     /// The function's name.
     pub fn name(&self) -> &FunctionName {
-        &self.name
+        &self.def.name
     }
 
-    /// Its routes.
-    pub fn routes(&self) -> &[RoutePattern] {
-        &self.routes
+    /// What it is.
+    pub fn def(&self) -> &FunctionDef {
+        &self.def
     }
 
     /// When it scales to zero.
     pub fn policy(&self) -> ScalePolicy {
-        self.policy
+        self.def.policy
     }
 
     /// How many requests one instance serves.
     pub fn max_instance_reuse(&self) -> u32 {
-        self.spec.max_instance_reuse.get()
+        self.def.max_instance_reuse.get()
     }
 
     /// Memory, time and body limits per request.
     pub fn limits(&self) -> Limits {
-        self.spec.limits
+        self.def.limits
     }
 
     /// The function's counters.
     pub fn metrics(&self) -> &FunctionMetrics {
         self.metrics
-            .get_or_init(|| self.all_metrics.function(self.name.as_str()))
+            .get_or_init(|| self.all_metrics.function(self.def.name.as_str()))
     }
 
     /// Whether the function has counters yet (it has had a request).
@@ -166,6 +240,17 @@ impl FunctionEntry {
     /// Its compile job.
     pub(super) fn job(&self) -> &Arc<CompileJob> {
         &self.job
+    }
+
+    /// What its guests may write to stdout and stderr, and what they wrote
+    /// past it.
+    pub fn output(&self) -> &Arc<OutputLimits> {
+        &self.output
+    }
+
+    /// Whether it is warm now.
+    pub fn is_warm(&self) -> bool {
+        self.warm.load().is_some()
     }
 
     /// Instances kept for reuse between requests.
@@ -237,7 +322,7 @@ impl FunctionEntry {
             return Ok(function);
         }
         let unavailable = |error| FunctionError {
-            function: self.name.to_string(),
+            function: self.def.name.to_string(),
             error,
         };
         compiler.prioritize(&self.job);
@@ -247,14 +332,14 @@ impl FunctionEntry {
         // components, a few for the largest: done inline, which is cheaper
         // than handing the work to another thread.
         let function = runtime
-            .warm(&artifact, self.spec.clone())
+            .warm(&artifact, self.def.spec(&self.output))
             .map_err(|e| unavailable(Arc::new(e)))?;
         let function = Arc::new(function);
         self.warm.store(Some(function.clone()));
         let count = self.cold_starts.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics().cold_start(start.elapsed());
         tracing::info!(
-            function = %self.name,
+            function = %self.def.name,
             elapsed_ms = start.elapsed().as_secs_f64() * 1e3,
             waited_for_compile_ms = waited.as_secs_f64() * 1e3,
             cold_starts = count,
@@ -263,23 +348,26 @@ impl FunctionEntry {
         Ok(function)
     }
 
-    /// Warms the function now (for `min_instances`), without a request.
-    pub(super) async fn prewarm(self: &Arc<Self>, runtime: &Runtime, compiler: &Compiler) {
-        if let Err(error) = self.cold_start(runtime, compiler).await {
-            tracing::error!(%error, "cannot keep the function warm");
-        }
+    /// Warms the function now, without a request: for `min_instances`, or
+    /// to take over from a warm version it replaces.
+    pub(super) async fn prewarm(
+        self: &Arc<Self>,
+        runtime: &Runtime,
+        compiler: &Compiler,
+    ) -> Result<(), FunctionError> {
+        self.cold_start(runtime, compiler).await.map(drop)
     }
 
     /// Scales the function to zero if it is warm, idle and allowed to.
     /// Returns whether it did.
     pub(super) fn scale_to_zero_if_idle(&self, clock: &Clock) -> bool {
-        if self.policy.min_instances > 0 || self.warm.load().is_none() {
+        if self.def.policy.min_instances > 0 || self.warm.load().is_none() {
             return false;
         }
         let idle_ms = clock
             .now_ms()
             .saturating_sub(self.last_used.load(Ordering::Relaxed));
-        if self.in_flight() > 0 || u128::from(idle_ms) < self.policy.idle_timeout.as_millis() {
+        if self.in_flight() > 0 || u128::from(idle_ms) < self.def.policy.idle_timeout.as_millis() {
             return false;
         }
         // A cold start in progress holds the lock; leave the function to it.
@@ -287,7 +375,7 @@ impl FunctionEntry {
             return false;
         };
         if self.warm.swap(None).is_some() {
-            tracing::info!(function = %self.name, idle_ms, "scaled to zero");
+            tracing::info!(function = %self.def.name, idle_ms, "scaled to zero");
             return true;
         }
         false
@@ -295,6 +383,16 @@ impl FunctionEntry {
 
     fn touch(&self, clock: &Clock) {
         self.last_used.store(clock.now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Routed for FunctionEntry {
+    fn name(&self) -> &FunctionName {
+        &self.def.name
+    }
+
+    fn routes(&self) -> &[RoutePattern] {
+        &self.def.routes
     }
 }
 

@@ -6,7 +6,8 @@
 //! ([`FunctionMetrics`]): counting a request is then an atomic add, not a
 //! label lookup, and the thousands of functions a host may register but
 //! never call hold no series. Gauges (requests in flight, waiting, the
-//! lifecycle) are read from the registry when scraped.
+//! lifecycle) are handed over as a snapshot ([`Gauges`]) when scraped; a
+//! function taken out of the registry has its series removed ([`Metrics::forget`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry as PromRegistry, TextEncoder,
 };
-
-use crate::registry::Registry;
-use crate::registry::entry::LifeState;
 
 /// Request duration buckets, in seconds: 250 µs to 60 s.
 const DURATION_BUCKETS: [f64; 16] = [
@@ -31,7 +29,7 @@ const COLD_START_BUCKETS: [f64; 12] = [
 ];
 
 /// Why a request was turned away before it ran.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
     /// The function's queue was full.
     QueueFull,
@@ -43,8 +41,28 @@ pub enum RejectReason {
     BodyTooLarge,
 }
 
+impl RejectReason {
+    /// Every reason, in order.
+    pub const ALL: [Self; 4] = [
+        Self::QueueFull,
+        Self::QueueTimeout,
+        Self::HostOverloaded,
+        Self::BodyTooLarge,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::QueueTimeout => "queue_timeout",
+            Self::HostOverloaded => "host_overloaded",
+            Self::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
 /// How a function failed a request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// It trapped.
     Trap,
@@ -52,18 +70,91 @@ pub enum FailureKind {
     Timeout,
     /// It hit its memory limit.
     MemoryLimit,
+    /// The host's memory budget refused it more memory.
+    MemoryBudget,
 }
 
 impl FailureKind {
-    /// The kind of a guest failure that counts as one (a full pool counts
-    /// as a rejection instead).
-    pub fn of(failure: &shoal_runtime::GuestFailure) -> Option<Self> {
-        use shoal_runtime::GuestFailure;
-        match failure {
-            GuestFailure::Trap(_) => Some(Self::Trap),
-            GuestFailure::Timeout(_) => Some(Self::Timeout),
-            GuestFailure::MemoryLimit { .. } => Some(Self::MemoryLimit),
-            GuestFailure::Overloaded(_) => None,
+    /// Every kind, in order.
+    pub const ALL: [Self; 4] = [
+        Self::Trap,
+        Self::Timeout,
+        Self::MemoryLimit,
+        Self::MemoryBudget,
+    ];
+
+    /// The name and help of the kind's counter.
+    fn metric(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Trap => ("shoal_traps_total", "Requests whose function trapped."),
+            Self::Timeout => (
+                "shoal_timeouts_total",
+                "Requests stopped at their function's timeout.",
+            ),
+            Self::MemoryLimit => (
+                "shoal_memory_limit_hits_total",
+                "Requests whose function hit its memory limit.",
+            ),
+            Self::MemoryBudget => (
+                "shoal_memory_budget_refusals_total",
+                "Requests whose function was refused memory by the host's budget.",
+            ),
+        }
+    }
+}
+
+/// The status classes of `shoal_requests_total`, by index: `cancelled` for a
+/// request whose client went away before any answer, then `1xx` to `5xx`.
+const CLASSES: [&str; 6] = ["cancelled", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The gauges of the registry at one moment, for a scrape.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// The generation of the registry's table.
+    pub generation: u64,
+    /// Every function that has series (it has had a request).
+    pub functions: Vec<FunctionGauges>,
+    /// Functions by lifecycle state: the state's label and the count.
+    pub states: Vec<(&'static str, usize)>,
+    /// The host's memory budget for instances, in bytes.
+    pub memory_budget: u64,
+    /// Bytes of it held by instances now.
+    pub memory_in_use: u64,
+    /// Log lines dropped because the log could not keep up, so far.
+    pub log_lines_dropped: u64,
+}
+
+/// One function's gauges.
+#[derive(Debug)]
+pub struct FunctionGauges {
+    /// Its name.
+    pub name: String,
+    /// Requests running now.
+    pub in_flight: u64,
+    /// Requests waiting for its concurrency limit.
+    pub waiting: u64,
+    /// Bytes of its guests' output dropped past their limits, so far.
+    pub guest_output_dropped: u64,
+}
+
+/// How a change to the registry ended, for `shoal_registry_changes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// Something changed.
+    Applied,
+    /// The new set of functions was the one serving.
+    Unchanged,
+    /// It was refused; the table serving before it still serves.
+    Refused,
+}
+
+impl ChangeOutcome {
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::Refused => "refused",
         }
     }
 }
@@ -77,12 +168,16 @@ pub struct Metrics {
     cold_starts: IntCounterVec,
     cold_start_duration: HistogramVec,
     rejections: IntCounterVec,
-    failures: [IntCounterVec; 3],
+    failures: [IntCounterVec; 4],
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     in_flight: IntGaugeVec,
     waiting: IntGaugeVec,
     functions: IntGaugeVec,
+    generation: IntGauge,
+    changes: IntCounterVec,
+    memory_budget: IntGauge,
+    memory_in_use: IntGauge,
 }
 
 /// One function's counters, resolved once; cloning is one reference count.
@@ -90,13 +185,13 @@ pub struct Metrics {
 pub struct FunctionMetrics(Arc<Counters>);
 
 struct Counters {
-    /// Responses by status class, `1xx` to `5xx`.
-    responses: [IntCounter; 5],
+    /// Responses by status class, as [`CLASSES`].
+    responses: [IntCounter; 6],
     duration: Histogram,
     cold_starts: IntCounter,
     cold_start_duration: Histogram,
     rejections: [IntCounter; 4],
-    failures: [IntCounter; 3],
+    failures: [IntCounter; 4],
     request_bytes: IntCounter,
     response_bytes: IntCounter,
 }
@@ -147,6 +242,25 @@ impl Metrics {
         .expect("a valid metric");
         build.set(1);
         registry.register(Box::new(build)).expect("registered once");
+        let plain_gauge = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("a valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("registered once");
+            metric
+        };
+        let generation = plain_gauge(
+            "shoal_registry_generation",
+            "How many changes the registry's table has been through.",
+        );
+        let memory_budget = plain_gauge(
+            "shoal_memory_budget_bytes",
+            "Linear memory all instances may hold together (--memory-budget).",
+        );
+        let memory_in_use = plain_gauge(
+            "shoal_memory_in_use_bytes",
+            "Linear memory held by instances now.",
+        );
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -180,23 +294,10 @@ impl Metrics {
                 "Requests refused before running: queue_full, queue_timeout, host_overloaded, body_too_large.",
                 &["function", "reason"],
             ),
-            failures: [
-                counter(
-                    "shoal_traps_total",
-                    "Requests whose function trapped.",
-                    &["function"],
-                ),
-                counter(
-                    "shoal_timeouts_total",
-                    "Requests stopped at their function's timeout.",
-                    &["function"],
-                ),
-                counter(
-                    "shoal_memory_limit_hits_total",
-                    "Requests whose function hit its memory limit.",
-                    &["function"],
-                ),
-            ],
+            failures: FailureKind::ALL.map(|kind| {
+                let (name, help) = kind.metric();
+                counter(name, help, &["function"])
+            }),
             request_bytes: counter(
                 "shoal_request_bytes_total",
                 "Request body bytes received.",
@@ -222,6 +323,14 @@ impl Metrics {
                 "Functions by lifecycle state.",
                 &["state"],
             ),
+            generation,
+            memory_budget,
+            memory_in_use,
+            changes: counter(
+                "shoal_registry_changes_total",
+                "Changes to the set of functions (reloads): applied, unchanged, refused.",
+                &["result"],
+            ),
             registry,
         }
     }
@@ -229,24 +338,14 @@ impl Metrics {
     /// The counters of function `name`.
     pub fn function(&self, name: &str) -> FunctionMetrics {
         let class = |class: &str| self.requests.with_label_values(&[name, class]);
-        let rejection = |reason: &str| self.rejections.with_label_values(&[name, reason]);
+        let rejection =
+            |reason: RejectReason| self.rejections.with_label_values(&[name, reason.label()]);
         FunctionMetrics(Arc::new(Counters {
-            responses: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
+            responses: CLASSES.map(class),
             duration: self.duration.with_label_values(&[name]),
             cold_starts: self.cold_starts.with_label_values(&[name]),
             cold_start_duration: self.cold_start_duration.with_label_values(&[name]),
-            rejections: [
-                rejection("queue_full"),
-                rejection("queue_timeout"),
-                rejection("host_overloaded"),
-                rejection("body_too_large"),
-            ],
+            rejections: RejectReason::ALL.map(rejection),
             failures: self
                 .failures
                 .clone()
@@ -256,44 +355,108 @@ impl Metrics {
         }))
     }
 
+    /// Removes every series of function `name` (taken out of the registry).
+    /// Counters still held by its requests in flight count on, unseen.
+    pub fn forget(&self, name: &str) {
+        for class in CLASSES {
+            let _ = self.requests.remove_label_values(&[name, class]);
+        }
+        for reason in RejectReason::ALL {
+            let _ = self.rejections.remove_label_values(&[name, reason.label()]);
+        }
+        for vec in [&self.cold_starts, &self.request_bytes, &self.response_bytes]
+            .into_iter()
+            .chain(&self.failures)
+        {
+            let _ = vec.remove_label_values(&[name]);
+        }
+        for vec in [&self.duration, &self.cold_start_duration] {
+            let _ = vec.remove_label_values(&[name]);
+        }
+        for vec in [&self.in_flight, &self.waiting] {
+            let _ = vec.remove_label_values(&[name]);
+        }
+    }
+
     /// Counts a request that matched no route.
     pub fn unrouted(&self) {
         self.unrouted.inc();
     }
 
-    /// Every metric in Prometheus' text format, gauges read from `registry`.
-    pub fn render(&self, registry: &Registry) -> String {
-        let mut states = [0i64; 5];
-        for entry in registry.functions() {
-            states[entry.state() as usize] += 1;
-            // A function that never had a request has no series.
-            if entry.has_metrics() {
-                let name = entry.name().as_str();
-                self.in_flight
-                    .with_label_values(&[name])
-                    .set(entry.in_flight() as i64);
-                self.waiting
-                    .with_label_values(&[name])
-                    .set(entry.gate().waiting() as i64);
-            }
+    /// Counts a change to the registry.
+    pub fn change(&self, outcome: ChangeOutcome) {
+        self.changes.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Every metric in Prometheus' text format, with `gauges` read now.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        for function in &gauges.functions {
+            let name = function.name.as_str();
+            self.in_flight
+                .with_label_values(&[name])
+                .set(function.in_flight as i64);
+            self.waiting
+                .with_label_values(&[name])
+                .set(function.waiting as i64);
         }
-        for state in [
-            LifeState::Registered,
-            LifeState::Compiling,
-            LifeState::Compiled,
-            LifeState::Warm,
-            LifeState::Failed,
-        ] {
+        for (state, count) in &gauges.states {
             self.functions
-                .with_label_values(&[state.as_str()])
-                .set(states[state as usize]);
+                .with_label_values(&[state])
+                .set(*count as i64);
         }
+        self.generation.set(gauges.generation as i64);
+        self.memory_budget
+            .set(i64::try_from(gauges.memory_budget).unwrap_or(i64::MAX));
+        self.memory_in_use
+            .set(i64::try_from(gauges.memory_in_use).unwrap_or(i64::MAX));
+        let mut families = self.registry.gather();
+        families.push(counter_family(
+            "shoal_guest_output_dropped_bytes_total",
+            "Bytes of guest stdout and stderr dropped past a request's share or the function's rate.",
+            gauges
+                .functions
+                .iter()
+                .map(|f| (Some(f.name.as_str()), f.guest_output_dropped)),
+        ));
+        families.push(counter_family(
+            "shoal_log_lines_dropped_total",
+            "Log lines dropped because the log's reader could not keep up.",
+            [(None, gauges.log_lines_dropped)],
+        ));
         let mut text = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut text)
+            .encode(&families, &mut text)
             .expect("text encoding cannot fail");
         String::from_utf8(text).expect("the text format is UTF-8")
     }
+}
+
+/// A counter family whose values were counted elsewhere and are read at the
+/// scrape: one series per value, labelled by `function` when it names one.
+fn counter_family<'a>(
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Option<&'a str>, u64)>,
+) -> prometheus::proto::MetricFamily {
+    use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(MetricType::COUNTER);
+    for (function, value) in values {
+        let mut metric = Metric::default();
+        if let Some(function) = function {
+            let mut label = LabelPair::default();
+            label.set_name("function".to_owned());
+            label.set_value(function.to_owned());
+            metric.set_label(vec![label]);
+        }
+        let mut counter = Counter::default();
+        counter.set_value(value as f64);
+        metric.set_counter(counter);
+        family.mut_metric().push(metric);
+    }
+    family
 }
 
 impl Default for Metrics {
@@ -303,9 +466,10 @@ impl Default for Metrics {
 }
 
 impl FunctionMetrics {
-    /// Counts a response with `status`, `elapsed` after the request arrived.
-    pub fn response(&self, status: u16, elapsed: Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
+    /// Counts a response with `status` (`None`: the client went away before
+    /// any answer), `elapsed` after the request arrived.
+    pub fn response(&self, status: Option<u16>, elapsed: Duration) {
+        let class = status.map_or(0, |status| usize::from(status / 100).clamp(1, 5));
         self.0.responses[class].inc();
         self.0.duration.observe(elapsed.as_secs_f64());
     }
@@ -318,12 +482,14 @@ impl FunctionMetrics {
 
     /// Counts a request refused before it ran.
     pub fn rejected(&self, reason: RejectReason) {
-        self.0.rejections[reason as usize].inc();
+        let at = RejectReason::ALL.iter().position(|r| *r == reason);
+        self.0.rejections[at.expect("ALL holds every reason")].inc();
     }
 
     /// Counts a failed request.
     pub fn failed(&self, kind: FailureKind) {
-        self.0.failures[kind as usize].inc();
+        let at = FailureKind::ALL.iter().position(|k| *k == kind);
+        self.0.failures[at.expect("ALL holds every kind")].inc();
     }
 
     /// Counts request body bytes.

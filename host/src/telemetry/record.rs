@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::body::HostBody;
 use crate::router::RouteMatch;
 use crate::telemetry::metrics::FunctionMetrics;
 
@@ -16,7 +17,9 @@ pub struct RequestRecord {
     span: tracing::Span,
     start: Instant,
     function: Option<FunctionMetrics>,
-    status: u16,
+    /// `None` until an answer is chosen: a request dropped before that
+    /// (its client went away) counts as cancelled.
+    status: Option<u16>,
     response_bytes: u64,
 }
 
@@ -27,7 +30,7 @@ impl RequestRecord {
             span,
             start,
             function: None,
-            status: 0,
+            status: None,
             response_bytes: 0,
         }
     }
@@ -54,7 +57,17 @@ impl RequestRecord {
 
     /// The response's status.
     pub fn status(&mut self, status: u16) {
-        self.status = status;
+        self.status = Some(status);
+    }
+
+    /// Records the host's own `response` (its status and its body's size)
+    /// and hands it back.
+    pub fn answered(&mut self, response: http::Response<HostBody>) -> http::Response<HostBody> {
+        self.status(response.status().as_u16());
+        if let HostBody::Full(Some(bytes)) = response.body() {
+            self.sent(bytes.len() as u64);
+        }
+        response
     }
 
     /// More response body bytes were sent.
@@ -67,23 +80,35 @@ impl Drop for RequestRecord {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         let duration_ms = elapsed.as_secs_f64() * 1e3;
-        self.span.record("status", self.status);
+        match self.status {
+            Some(status) => self.span.record("status", status),
+            None => self.span.record("status", "cancelled"),
+        };
         self.span.record("duration_ms", duration_ms);
-        if self.status >= 500 && super::traces::enabled() {
-            super::traces::failed(&self.span, self.status);
+        if let Some(status @ 500..) = self.status
+            && super::traces::enabled()
+        {
+            super::traces::failed(&self.span, status);
         }
         if let Some(metrics) = &self.function {
             metrics.response(self.status, elapsed);
             metrics.response_bytes(self.response_bytes);
         }
-        self.span.in_scope(|| {
-            tracing::info!(
+        self.span.in_scope(|| match self.status {
+            Some(status) => tracing::info!(
                 target: ACCESS_LOG,
-                status = self.status,
+                status,
                 duration_ms,
                 bytes = self.response_bytes,
                 "request"
-            );
+            ),
+            None => tracing::info!(
+                target: ACCESS_LOG,
+                status = "cancelled",
+                duration_ms,
+                bytes = self.response_bytes,
+                "request"
+            ),
         });
     }
 }

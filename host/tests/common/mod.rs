@@ -2,6 +2,7 @@
 //! the real `host` binary on `127.0.0.1:0`, and reading its output.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,8 +68,17 @@ pub struct Host {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// The log's pipe, held open and never read, for a stalled log.
+    _stalled_log: Option<std::process::ChildStderr>,
     data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// Whether a host's log is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Log {
+    Read,
+    Stalled,
 }
 
 impl Host {
@@ -96,7 +106,22 @@ impl Host {
             data_dir,
             args,
             env,
+            Log::Read,
         )
+    }
+
+    /// Like [`Host::start_with`], but nobody reads the host's log: its
+    /// stderr pipe fills and stays full.
+    pub fn start_with_stalled_log(target: &Path, data_dir: &Path, args: &[&str]) -> Host {
+        Host::spawn(
+            Command::new(env!("CARGO_BIN_EXE_host")),
+            target,
+            data_dir,
+            args,
+            &[],
+            Log::Stalled,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Like [`Host::start_with`], with the process's virtual address space
@@ -106,13 +131,24 @@ impl Host {
         data_dir: &Path,
         kib: u64,
     ) -> Result<Host, String> {
+        Host::start_with_shell_limits(&format!("ulimit -v {kib}"), target, data_dir, &[])
+    }
+
+    /// Like [`Host::start_with`], in a shell that first runs `limits` (such
+    /// as `ulimit -n 256`).
+    pub fn start_with_shell_limits(
+        limits: &str,
+        target: &Path,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> Result<Host, String> {
         let mut shell = Command::new("sh");
         // `exec` keeps the PID: the child is the host itself.
         shell
             .arg("-c")
-            .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+            .arg(format!("{limits} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_host"));
-        Host::spawn(shell, target, data_dir, &[], &[])
+        Host::spawn(shell, target, data_dir, args, &[], Log::Read)
     }
 
     fn spawn(
@@ -121,6 +157,7 @@ impl Host {
         data_dir: &Path,
         args: &[&str],
         env: &[(&str, &str)],
+        log: Log,
     ) -> Result<Host, String> {
         let mut child = run_on_free_ports(&mut command, target, data_dir)
             .args(args)
@@ -131,9 +168,14 @@ impl Host {
             .expect("cannot start the host binary");
 
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
+        let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let (pipe, stalled_pipe) = match log {
+            Log::Read => (Some(pipe), None),
+            Log::Stalled => (None, Some(pipe)),
+        };
         std::thread::spawn(move || {
+            let Some(mut pipe) = pipe else { return };
             let mut buf = [0; 8192];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -167,7 +209,7 @@ impl Host {
                 // written just before `listening on`, so that the start-up
                 // log is complete when `log()` is first read.
                 let serving = |log: &str| log.contains(" serving ") || log.contains("\"serving\"");
-                while !serving(&stderr.lock().unwrap()) {
+                while stalled_pipe.is_none() && !serving(&stderr.lock().unwrap()) {
                     if Instant::now() > deadline {
                         let _ = child.kill();
                         panic!("no `serving` log line");
@@ -179,6 +221,7 @@ impl Host {
                     addr,
                     admin,
                     stderr,
+                    _stalled_log: stalled_pipe,
                     data_dir: data_dir.to_owned(),
                     _temp: None,
                 });
@@ -212,6 +255,30 @@ impl Host {
         let response = http1().get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
+    }
+
+    /// The admin API's status (`GET /v1/status`).
+    pub async fn status(&self) -> serde_json::Value {
+        let url = format!("http://{}/v1/status", self.admin);
+        let response = http1().get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The host's metrics (`GET /metrics`), keyed by `name{labels}`.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let url = format!("http://{}/metrics", self.admin);
+        let response = http1().get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        samples(&response.text().await.unwrap())
     }
 
     /// The admin API's view of function `name`.
@@ -302,6 +369,18 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The samples of a Prometheus text exposition, keyed by `name{labels}`
+/// with the labels sorted as the encoder writes them.
+pub fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Adds `run <target>` on free loopback ports, with `data_dir`, to a

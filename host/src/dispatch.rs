@@ -1,0 +1,209 @@
+//! The public listener's handler: each request to its function.
+//!
+//! A request gets its id and span, loads the registry's current table once,
+//! and keeps the function it found there until its response ends, whatever
+//! changes meanwhile. It then passes the function's gate and the host's
+//! (admission), takes the warm function (a cold start if needed), and runs
+//! in a fresh instance; the response streams back while the request holds
+//! its places. Every failure on the way is classified once
+//! ([`Failure`]) and answered.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, Version, header};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::answer::Failure;
+use crate::body::{CountedBody, HostBody, InFlight};
+use crate::registry::Registry;
+use crate::registry::entry::FunctionEntry;
+use crate::request_id::{self, RequestIds};
+use crate::server::Handler;
+use crate::telemetry::logs;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::record::RequestRecord;
+use crate::telemetry::traces;
+
+/// The public listener's handler: routes each request to its function.
+pub struct Functions {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    ids: RequestIds,
+}
+
+impl Functions {
+    /// A handler for the functions of `registry`, counting into `metrics`.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            metrics,
+            ids: RequestIds::default(),
+        })
+    }
+}
+
+impl Handler for Functions {
+    async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<HostBody> {
+        let start = Instant::now();
+        let id = self
+            .ids
+            .for_request(request.headers().get(request_id::HEADER));
+        // The guest sees the id too, and can pass it on.
+        request.headers_mut().insert(request_id::HEADER, id.clone());
+        let span = logs::request_span(
+            id.to_str().unwrap_or_default(),
+            request.method(),
+            request.uri().path(),
+        );
+        if traces::enabled() {
+            traces::join_trace(&span, request.headers_mut());
+        }
+        let mut record = RequestRecord::new(span.clone(), start);
+
+        let found = match host_problem(&request) {
+            Some(problem) => Err(Failure::BadHost(problem)),
+            None => {
+                let table = self.registry.table();
+                match table.route(request.uri().path()) {
+                    Some((route, entry)) => {
+                        record.routed(entry.name().as_str(), route, entry.metrics().clone());
+                        Ok(entry.clone())
+                    }
+                    None => Err(Failure::NoRoute(request.uri().path())),
+                }
+            }
+        };
+        let mut response = match found {
+            Ok(entry) => {
+                self.call(entry, request, &id, record)
+                    .instrument(span)
+                    .await
+            }
+            Err(failure) => {
+                let id_text = id.to_str().unwrap_or_default();
+                record.answered(failure.answer(&self.metrics, None, id_text))
+            }
+        };
+        response.headers_mut().insert(request_id::HEADER, id);
+        response
+    }
+}
+
+impl Functions {
+    /// Runs `request` on `entry`'s function, once admitted. The record is
+    /// written when the response body is done.
+    async fn call(
+        &self,
+        entry: Arc<FunctionEntry>,
+        request: Request<Incoming>,
+        id: &HeaderValue,
+        mut record: RequestRecord,
+    ) -> Response<HostBody> {
+        let id_text = id.to_str().unwrap_or_default();
+        let function = Some((entry.name().as_str(), entry.metrics()));
+        let fail = |failure: Failure<'_>, mut record: RequestRecord| {
+            record.answered(failure.answer(&self.metrics, function, id_text))
+        };
+        let max_body = entry.limits().max_body;
+        if content_length(&request).is_some_and(|length| length > max_body) {
+            return fail(Failure::BodyTooLarge(max_body), record);
+        }
+        let function_place = match entry.gate().admit().await {
+            Ok(place) => place,
+            Err(refusal) => return fail(Failure::FunctionOverloaded(refusal), record),
+        };
+        let host_place = match self.registry.gate().admit().await {
+            Ok(place) => place,
+            Err(refusal) => return fail(Failure::HostOverloaded(refusal), record),
+        };
+        let lease = match self.registry.acquire(&entry).await {
+            Ok(lease) => lease,
+            Err(error) => return fail(Failure::Unavailable(&error), record),
+        };
+        let request = request.map(|body| CountedBody::new(body, entry.metrics().clone()));
+        // The host's place counts instances: the instance holds it, to the
+        // end of its work, which may outlast the response body.
+        let response = match lease.function().handle(request, id_text, host_place).await {
+            Ok(response) => response,
+            Err(error) => return fail(Failure::of(&error), record),
+        };
+        let status = response.status().as_u16();
+        // A 1xx is not an answer (and a 101 would switch protocols): the
+        // guest's response is dropped, which stops the guest.
+        if !(200..=599).contains(&status) {
+            return fail(Failure::BadStatus(status), record);
+        }
+        record.status(status);
+        response.map(|body| HostBody::Guest {
+            body,
+            in_flight: InFlight {
+                lease,
+                place: function_place,
+                record,
+            },
+        })
+    }
+}
+
+/// What is wrong with the request's `Host`, if anything: RFC 9112 wants a
+/// 400 for an HTTP/1.1 request without one, and for more than one or an
+/// invalid one in any request. HTTP/1.0 requests need none.
+fn host_problem(request: &Request<Incoming>) -> Option<&'static str> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some("the request has more than one Host header"),
+        (Some(host), None) if !host.is_empty() && !is_authority(host) => {
+            Some("the request's Host header is not a valid host")
+        }
+        (None, None)
+            if request.version() == Version::HTTP_11 && request.uri().authority().is_none() =>
+        {
+            Some("the request has no Host header")
+        }
+        _ => None,
+    }
+}
+
+/// Whether `host` is `host[:port]`, without user information.
+fn is_authority(host: &HeaderValue) -> bool {
+    let Ok(authority) = http::uri::Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    // The `http` crate takes any text as a port, and user information.
+    let after_host = &authority.as_str()[authority.host().len()..];
+    !authority.as_str().contains('@') && (after_host.is_empty() || authority.port().is_some())
+}
+
+/// The declared length of a request's body, if it has one.
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_authorities_without_user_information() {
+        for good in ["example.com", "example.com:8080", "[::1]:80", "10.0.0.1"] {
+            assert!(is_authority(&HeaderValue::from_static(good)), "{good}");
+        }
+        for bad in [
+            "a b",
+            "user@example.com",
+            "example.com:port",
+            "/path",
+            "[::1",
+        ] {
+            assert!(!is_authority(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The registry's work beside the requests: scaling idle functions to zero,
+//! reporting long compiles, and warming functions kept warm.
+//!
+//! Each task holds a weak reference to the registry and reads the table
+//! serving at the time, so it follows every change and ends with the
+//! registry. [`Background::stop`] (or dropping the handle) ends them and the
+//! compiler's workers.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::Registry;
+use super::compiler::JobState;
+use super::entry::FunctionEntry;
+
+/// The shortest and longest pause between two sweeps for idle functions.
+/// A sweep reads two atomics per warm function, so even 100,000 functions
+/// cost little.
+const MIN_SWEEP: Duration = Duration::from_millis(10);
+const MAX_SWEEP: Duration = Duration::from_secs(1);
+
+/// How often a long compile reports its progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The registry's background tasks.
+pub struct Background {
+    registry: Weak<Registry>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    pub(super) fn start(registry: &Arc<Registry>) -> Self {
+        let weak = Arc::downgrade(registry);
+        Self {
+            tasks: vec![
+                tokio::spawn(scale_idle_to_zero(weak.clone())),
+                tokio::spawn(report_progress(weak.clone())),
+            ],
+            registry: weak,
+        }
+    }
+
+    /// Stops the tasks and the compiler's workers.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(registry) = self.registry.upgrade() {
+            registry.compiler.stop();
+        }
+    }
+}
+
+/// Warms `entry` in the background (a function with `min_instances`
+/// published before its component compiled).
+pub(super) fn prewarm(registry: &Arc<Registry>, entry: Arc<FunctionEntry>) {
+    let registry = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        if let Err(error) = entry.prewarm(&registry.runtime, &registry.compiler).await {
+            tracing::error!(%error, "cannot keep the function warm");
+        }
+    });
+}
+
+/// Sweeps the table serving for idle warm functions, until the registry
+/// is gone.
+async fn scale_idle_to_zero(registry: Weak<Registry>) {
+    loop {
+        let pause = {
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let table = registry.table();
+            let mut shortest = MAX_SWEEP * 4;
+            for entry in table.functions() {
+                entry.scale_to_zero_if_idle(registry.clock());
+                shortest = shortest.min(entry.policy().idle_timeout);
+            }
+            // A quarter of the shortest idle timeout, so that a function
+            // scales to zero within 25% of its timeout.
+            (shortest / 4).clamp(MIN_SWEEP, MAX_SWEEP)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Logs, every [`PROGRESS_INTERVAL`], how far compiling the table's
+/// components has got, while some are not done.
+async fn report_progress(registry: Weak<Registry>) {
+    let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let table = registry.table();
+        let mut jobs: Vec<_> = table.functions().iter().map(|f| f.job().clone()).collect();
+        jobs.sort_by_key(Arc::as_ptr);
+        jobs.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let mut done = 0;
+        let mut running = Vec::new();
+        for job in &jobs {
+            match job.state() {
+                JobState::Done(_) => done += 1,
+                JobState::Compiling(since) => running.push(format!(
+                    "{} ({} s)",
+                    job.source().path.display(),
+                    since.elapsed().as_secs()
+                )),
+                JobState::Queued => {}
+            }
+        }
+        if done < jobs.len() {
+            tracing::info!(
+                done,
+                total = jobs.len(),
+                compiling = %running.join(", "),
+                "still compiling components"
+            );
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! One version of the registry: every function, in order, and the routes
+//! to them.
+//!
+//! A table never changes once built. A change (functions put in, replaced
+//! or taken out) builds a whole new table beside the current one and checks
+//! it; the registry then swaps it in atomically, or keeps the old one if the
+//! check failed. Requests load the current table once and keep what they
+//! found, so a swap never pulls a function from under a request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::manifest::FunctionName;
+use crate::router::{RouteMatch, RoutePattern, Router};
+
+/// What a table holds: anything with a name and routes.
+pub trait Routed {
+    /// Its unique name.
+    fn name(&self) -> &FunctionName;
+    /// Where it is served.
+    fn routes(&self) -> &[RoutePattern];
+}
+
+/// One change to a table.
+pub enum Change<F> {
+    /// Adds a function, or replaces the one of the same name (keeping its
+    /// place in the order).
+    Put(Arc<F>),
+    /// Takes out the function of this name.
+    Remove(FunctionName),
+}
+
+/// Why a change was refused; the table is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// Two functions claim the same route.
+    #[error("route `{route}` of function `{second}` is already taken by function `{first}`")]
+    RouteConflict {
+        /// The route both claim.
+        route: RoutePattern,
+        /// The function that has it.
+        first: FunctionName,
+        /// The function that claims it too.
+        second: FunctionName,
+    },
+    /// One function lists the same route twice.
+    #[error("function `{function}` lists route `{route}` twice")]
+    RouteTwice {
+        /// The route.
+        route: RoutePattern,
+        /// The function.
+        function: FunctionName,
+    },
+    /// A removal names no function of the table.
+    #[error("there is no function `{0}`")]
+    NoSuchFunction(FunctionName),
+}
+
+/// An immutable version of the registry.
+pub struct Table<F> {
+    generation: u64,
+    functions: Vec<Arc<F>>,
+    by_name: HashMap<FunctionName, usize>,
+    router: Router<Arc<F>>,
+}
+
+impl<F: Routed> Table<F> {
+    /// The table before anything is registered.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            functions: Vec::new(),
+            by_name: HashMap::new(),
+            router: Router::new([]).unwrap_or_else(|_| unreachable!("no routes, no conflict")),
+        }
+    }
+
+    /// The table with `changes` applied, numbered one more than this one;
+    /// refused, with the reason, if the result is not a valid table.
+    pub fn change(&self, changes: impl IntoIterator<Item = Change<F>>) -> Result<Self, TableError> {
+        let mut functions = self.functions.clone();
+        let mut by_name = self.by_name.clone();
+        for change in changes {
+            match change {
+                Change::Put(function) => match by_name.get(function.name()) {
+                    Some(&at) => functions[at] = function,
+                    None => {
+                        by_name.insert(function.name().clone(), functions.len());
+                        functions.push(function);
+                    }
+                },
+                Change::Remove(name) => {
+                    let at = by_name
+                        .remove(&name)
+                        .ok_or(TableError::NoSuchFunction(name))?;
+                    functions.remove(at);
+                    for index in by_name.values_mut().filter(|index| **index > at) {
+                        *index -= 1;
+                    }
+                }
+            }
+        }
+        let routes = functions.iter().flat_map(|f| {
+            f.routes()
+                .iter()
+                .map(move |route| (route.clone(), f.clone()))
+        });
+        let router = Router::new(routes).map_err(|conflict| {
+            let (first, second) = (conflict.first.name(), conflict.second.name());
+            if first == second {
+                TableError::RouteTwice {
+                    route: conflict.pattern,
+                    function: first.clone(),
+                }
+            } else {
+                TableError::RouteConflict {
+                    route: conflict.pattern,
+                    first: first.clone(),
+                    second: second.clone(),
+                }
+            }
+        })?;
+        Ok(Self {
+            generation: self.generation + 1,
+            functions,
+            by_name,
+            router,
+        })
+    }
+
+    /// How many changes led to this table.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The function serving `path`, if any, and the route that matched.
+    pub fn route<'p>(&self, path: &'p str) -> Option<(RouteMatch<'p>, &Arc<F>)> {
+        self.router.find(path)
+    }
+
+    /// Every function, in the order they were added.
+    pub fn functions(&self) -> &[Arc<F>] {
+        &self.functions
+    }
+
+    /// The function called `name`.
+    pub fn get(&self, name: &FunctionName) -> Option<&Arc<F>> {
+        self.by_name.get(name).map(|&at| &self.functions[at])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Fake {
+        name: FunctionName,
+        routes: Vec<RoutePattern>,
+        version: u32,
+    }
+
+    impl Routed for Fake {
+        fn name(&self) -> &FunctionName {
+            &self.name
+        }
+
+        fn routes(&self) -> &[RoutePattern] {
+            &self.routes
+        }
+    }
+
+    fn fake(name: &str, routes: &[&str], version: u32) -> Change<Fake> {
+        Change::Put(Arc::new(Fake {
+            name: FunctionName::try_from(name.to_owned()).unwrap(),
+            routes: routes
+                .iter()
+                .map(|r| RoutePattern::try_from((*r).to_owned()).unwrap())
+                .collect(),
+            version,
+        }))
+    }
+
+    fn name(name: &str) -> FunctionName {
+        FunctionName::try_from(name.to_owned()).unwrap()
+    }
+
+    /// The name and version serving `path`.
+    fn served(table: &Table<Fake>, path: &str) -> Option<(String, u32)> {
+        table
+            .route(path)
+            .map(|(_, f)| (f.name.to_string(), f.version))
+    }
+
+    fn names(table: &Table<Fake>) -> Vec<&str> {
+        table.functions().iter().map(|f| f.name.as_str()).collect()
+    }
+
+    #[test]
+    fn functions_are_added_replaced_and_removed_as_a_whole_new_table() {
+        let empty = Table::empty();
+        let one = empty
+            .change([fake("a", &["/a"], 1), fake("b", &["/b/..."], 1)])
+            .unwrap();
+        assert_eq!((empty.generation(), one.generation()), (0, 1));
+        assert_eq!(served(&one, "/b/x"), Some(("b".into(), 1)));
+
+        // Replaced in place: same order, new version, new routes.
+        let two = one.change([fake("a", &["/a", "/alpha"], 2)]).unwrap();
+        assert_eq!(names(&two), ["a", "b"]);
+        assert_eq!(served(&two, "/alpha"), Some(("a".into(), 2)));
+        // The old table still serves what it served.
+        assert_eq!(served(&one, "/alpha"), None);
+        assert_eq!(served(&one, "/a"), Some(("a".into(), 1)));
+
+        // Removed: its routes go with it; a route moves to another function.
+        let three = two
+            .change([Change::Remove(name("a")), fake("b", &["/b/...", "/a"], 2)])
+            .unwrap();
+        assert_eq!(names(&three), ["b"]);
+        assert_eq!(served(&three, "/a"), Some(("b".into(), 2)));
+        assert_eq!(served(&three, "/alpha"), None);
+        assert!(three.get(&name("a")).is_none());
+        assert_eq!(three.get(&name("b")).unwrap().version, 2);
+
+        // Indexes stay right after a removal in the middle.
+        let four = three
+            .change([fake("c", &["/c"], 1), fake("d", &["/d"], 1)])
+            .unwrap()
+            .change([Change::Remove(name("c"))])
+            .unwrap();
+        assert_eq!(names(&four), ["b", "d"]);
+        assert_eq!(four.get(&name("d")).unwrap().name.as_str(), "d");
+    }
+
+    #[test]
+    fn a_refused_change_names_the_reason_and_leaves_the_table_as_it_was() {
+        let table = Table::empty()
+            .change([fake("a", &["/a"], 1), fake("b", &["/b"], 1)])
+            .unwrap();
+        let conflict = table.change([fake("c", &["/c", "/a"], 1)]).err().unwrap();
+        assert_eq!(
+            conflict.to_string(),
+            "route `/a` of function `c` is already taken by function `a`"
+        );
+        let twice = table.change([fake("a", &["/x", "/x"], 2)]).err().unwrap();
+        assert_eq!(twice.to_string(), "function `a` lists route `/x` twice");
+        let missing = table.change([Change::Remove(name("zz"))]).err().unwrap();
+        assert_eq!(missing, TableError::NoSuchFunction(name("zz")));
+        // Nothing changed.
+        assert_eq!(table.generation(), 1);
+        assert_eq!(names(&table), ["a", "b"]);
+        assert_eq!(served(&table, "/a"), Some(("a".into(), 1)));
+        assert_eq!(served(&table, "/c"), None);
+    }
+
+    #[test]
+    fn a_route_swapped_between_two_functions_in_one_change_is_no_conflict() {
+        let table = Table::empty()
+            .change([fake("a", &["/one"], 1), fake("b", &["/two"], 1)])
+            .unwrap()
+            .change([fake("a", &["/two"], 2), fake("b", &["/one"], 2)])
+            .unwrap();
+        assert_eq!(served(&table, "/one"), Some(("b".into(), 2)));
+        assert_eq!(served(&table, "/two"), Some(("a".into(), 2)));
+    }
+}
