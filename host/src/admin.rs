@@ -6,7 +6,8 @@
 //!   `compiled`, `warm`, `failed`), cold starts so far, requests in flight
 //!   and waiting, and its limits, as JSON.
 //! - `GET /v1/status`: the table's generation (how many changes it has been
-//!   through), how many functions it holds, and whether all have compiled.
+//!   through), how many functions it holds, whether all have compiled, and
+//!   how many requests wait for the host-wide gate.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::telemetry::metrics`]),
 //!   readable without a token.
 
@@ -115,6 +116,7 @@ impl Handler for Admin {
                         "generation": table.generation(),
                         "functions": table.functions().len(),
                         "compiled": self.registry.all_compiled(),
+                        "waiting": self.registry.gate().waiting(),
                     }),
                 )
             }

@@ -113,13 +113,14 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Serves `listener` with `handler` until `shutdown` completes, then drains:
-/// requests in flight finish, for at most `drain_timeout`.
+/// requests in flight finish, until `give_up` completes (the drain timeout,
+/// or a second signal).
 pub async fn serve<H: Handler>(
     handler: Arc<H>,
     listener: TcpListener,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
-    drain_timeout: Duration,
+    give_up: impl Future<Output = ()>,
 ) {
     let timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -169,11 +170,7 @@ pub async fn serve<H: Handler>(
     let all_closed = slots.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX));
     tokio::select! {
         _ = all_closed => tracing::info!(?local, "every connection is closed"),
-        () = tokio::time::sleep(drain_timeout) => tracing::warn!(
-            ?local,
-            timeout_s = drain_timeout.as_secs_f64(),
-            "requests still in flight after the drain timeout; stopping anyway"
-        ),
+        () = give_up => tracing::warn!(?local, "requests still in flight; stopping anyway"),
     }
 }
 

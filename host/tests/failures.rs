@@ -21,6 +21,7 @@ fn failing_host() -> (Host, tempfile::TempDir) {
             ),
             ("no-response", &guest("no-response"), &["/no-response"], &[]),
             ("error-code", &guest("error-code"), &["/error-code"], &[]),
+            ("status", &guest("status"), &["/status"], &[]),
             ("hello", &example("hello"), &["/hello"], &[]),
         ],
     );

@@ -193,3 +193,46 @@ async fn a_trace_header_the_function_sets_itself_is_kept() {
     assert_eq!(headers["traceparent"], "own");
     assert_eq!(headers["x-request-id"], "incoming-id");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ipv6_origin_is_allowed_by_its_literal_and_user_information_never_leaves() {
+    let v6 = Backend::start_on("[::1]:0", "{}", Duration::ZERO).await;
+    let v4 = Backend::start("{}", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = format!(
+        "allowed_outbound_hosts = [\"http://[::1]:{}\", \"http://{}\"]",
+        v6.addr.port(),
+        v4.addr
+    );
+    let manifest = manifest(
+        dir.path(),
+        &[("caller", &guest("caller"), &["/call"], &[allowed.as_str()])],
+    );
+    let host = Host::start(&manifest);
+
+    let port = v6.addr.port();
+    assert_eq!(
+        call(&host, &format!("authority=[::1]:{port}")).await,
+        "called 200 {}\n"
+    );
+    // The same address, spelled out.
+    let long = format!("authority=[0:0:0:0:0:0:0:1]:{port}");
+    assert_eq!(call(&host, &long).await, "called 200 {}\n");
+    assert_eq!(v6.received(), 2);
+    let refused = call(&host, "authority=[::2]:1").await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+
+    // Credentials in the URL are not sent on, in Host or anywhere else.
+    let with_user = format!("authority=user:secret@{}&path=/x", v4.addr);
+    assert_eq!(call(&host, &with_user).await, "called 200 {}\n");
+    let (target, headers) = v4.requests.lock().unwrap()[0].clone();
+    assert_eq!(target, "/x");
+    assert_eq!(headers["host"], v4.addr.to_string().as_str());
+    for (name, value) in &headers {
+        let value = value.to_str().unwrap_or_default();
+        assert!(
+            !value.contains("secret") && !value.contains("user"),
+            "{name}: {value}"
+        );
+    }
+}

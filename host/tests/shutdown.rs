@@ -37,6 +37,34 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", host.log());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), &[("slow", &guest("slow"), &["/slow"], &[])]);
+    for (first, second) in [("TERM", "TERM"), ("INT", "INT"), ("TERM", "INT")] {
+        let mut host = Host::start(&manifest);
+        let _in_flight = tokio::spawn(http1().get(host.url("/slow?ms=20000")).send());
+        assert!(host.wait_for_log("sleeping 20000 ms", Duration::from_secs(10)));
+        host.signal(first);
+        assert!(host.wait_for_log("no new connections", Duration::from_secs(5)));
+        let start = std::time::Instant::now();
+        host.signal(second);
+        let status = host.wait_exit(Duration::from_secs(5));
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{first} then {second}:\n{}",
+            host.log()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(host.log().contains("received again; exiting at once"));
+    }
+}
+
 #[tokio::test]
 async fn sigint_with_nothing_in_flight_exits_0_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,7 +155,7 @@ async fn sigterm_stops_the_host_even_when_nobody_reads_its_output() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let manifest = manifest(dir.path(), &[("slow", &guest("slow"), &["/slow"], &[])]);
-    let mut host = Command::new(env!("CARGO_BIN_EXE_host"));
+    let mut host = Command::new(common::host_binary());
     let mut child = common::run_on_free_ports(&mut host, &manifest, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, example, http1, manifest, repo, run_to_exit, write};
+use common::{Host, example, http1, manifest, repo, run_to_exit, run_to_exit_with, write};
 
 /// Each fixture in `tests/manifests` starts with `# expect: <text>` lines;
 /// the host must refuse it, and its error must contain every such text.
@@ -102,6 +102,52 @@ fn a_file_that_is_not_a_component_is_refused_with_the_reason() {
         output.contains("truncated.wasm does not compile"),
         "{output}"
     );
+}
+
+#[test]
+fn a_fifo_named_as_a_component_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opening a FIFO without a writer would block the host forever.
+    let output = refused(&fifo);
+    assert!(
+        output.contains("fifo.wasm is not a regular file"),
+        "{output}"
+    );
+}
+
+#[test]
+fn flags_out_of_range_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[("hello", &example("hello"), &["/hello"], &[])],
+    );
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-instances", "0"),
+        ("--max-header-size", "4KiB"),
+        ("--max-header-size", "2MiB"),
+        ("--idle-timeout", "0s"),
+        ("--header-read-timeout", "0s"),
+        ("--memory-budget", "1KiB"),
+    ] {
+        let (status, stderr) = run_to_exit_with(&manifest, dir.path(), &[flag, value]);
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{flag} {value} was taken:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{flag} {value}:\n{stderr}"
+        );
+    }
 }
 
 #[test]

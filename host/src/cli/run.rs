@@ -103,6 +103,8 @@ pub struct RunArgs {
 enum Stop {
     /// SIGTERM or SIGINT.
     Signal,
+    /// A second SIGTERM or SIGINT: requests in flight are cut.
+    Forced,
     /// A component was refused while the host started.
     Refused(FunctionError),
 }
@@ -174,6 +176,7 @@ impl RunArgs {
         tokio.shutdown_background();
         match stop? {
             Stop::Signal => Ok(()),
+            Stop::Forced => bail!("stopped by a second signal; requests in flight were cut"),
             Stop::Refused(error) => Err(error.into()),
         }
     }
@@ -213,6 +216,7 @@ impl RunArgs {
         // moment it is printed drains instead of killing the process.
         let mut signals = ShutdownSignals::install()?;
         let reloads = ReloadSignal::install()?;
+        let (forced_tx, forced_rx) = watch::channel(false);
         tokio::spawn({
             let stop_tx = stop_tx.clone();
             async move {
@@ -221,7 +225,8 @@ impl RunArgs {
                 request_stop(&stop_tx, Stop::Signal);
                 let signal = signals.next().await;
                 tracing::warn!("{signal} received again; exiting at once");
-                std::process::exit(1);
+                stop_tx.send_replace(Some(Stop::Forced));
+                let _ = forced_tx.send(true);
             }
         });
         tokio::spawn({
@@ -257,6 +262,16 @@ impl RunArgs {
         let stopped = |mut rx: watch::Receiver<Option<Stop>>| async move {
             let _ = rx.wait_for(Option::is_some).await;
         };
+        let drain_timeout = self.drain_timeout;
+        let give_up = |mut forced: watch::Receiver<bool>| async move {
+            tokio::select! {
+                () = tokio::time::sleep(drain_timeout) => tracing::warn!(
+                    timeout_s = drain_timeout.as_secs_f64(),
+                    "the drain timeout passed"
+                ),
+                _ = forced.wait_for(|forced| *forced) => {}
+            }
+        };
 
         tracing::info!(functions = registry.table().functions().len(), %public_addr, %admin_addr, "serving");
         let mut stdout = std::io::stdout().lock();
@@ -271,14 +286,14 @@ impl RunArgs {
                 public,
                 public_limits,
                 stopped(stop_rx.clone()),
-                self.drain_timeout,
+                give_up(forced_rx.clone()),
             ),
             server::serve(
                 Admin::new(registry, metrics),
                 admin,
                 admin_limits,
                 stopped(stop_rx.clone()),
-                self.drain_timeout,
+                give_up(forced_rx.clone()),
             ),
         );
         reloader.abort();

@@ -334,6 +334,7 @@ impl Registry {
             memory_budget: budget.limit(),
             memory_in_use: budget.used(),
             log_lines_dropped: crate::telemetry::logs::dropped_lines(),
+            host_waiting: self.gate.waiting() as u64,
         }
     }
 

@@ -122,6 +122,8 @@ pub struct Gauges {
     pub memory_in_use: u64,
     /// Log lines dropped because the log could not keep up, so far.
     pub log_lines_dropped: u64,
+    /// Requests waiting for the host-wide gate.
+    pub host_waiting: u64,
 }
 
 /// One function's gauges.
@@ -178,6 +180,7 @@ pub struct Metrics {
     changes: IntCounterVec,
     memory_budget: IntGauge,
     memory_in_use: IntGauge,
+    host_waiting: IntGauge,
 }
 
 /// One function's counters, resolved once; cloning is one reference count.
@@ -261,6 +264,10 @@ impl Metrics {
             "shoal_memory_in_use_bytes",
             "Linear memory held by instances now.",
         );
+        let host_waiting = plain_gauge(
+            "shoal_host_queue_depth",
+            "Requests waiting for the host-wide gate (a free instance).",
+        );
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -326,6 +333,7 @@ impl Metrics {
             generation,
             memory_budget,
             memory_in_use,
+            host_waiting,
             changes: counter(
                 "shoal_registry_changes_total",
                 "Changes to the set of functions (reloads): applied, unchanged, refused.",
@@ -409,6 +417,7 @@ impl Metrics {
             .set(i64::try_from(gauges.memory_budget).unwrap_or(i64::MAX));
         self.memory_in_use
             .set(i64::try_from(gauges.memory_in_use).unwrap_or(i64::MAX));
+        self.host_waiting.set(gauges.host_waiting as i64);
         let mut families = self.registry.gather();
         families.push(counter_family(
             "shoal_guest_output_dropped_bytes_total",

@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 /// How long a host may take to compile its functions and start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The `host` binary under test: this build's, unless `SHOAL_TEST_HOST`
+/// names another (a packaged binary, or an older build to show that a test
+/// fails without a fix).
+pub fn host_binary() -> PathBuf {
+    std::env::var_os("SHOAL_TEST_HOST")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_host")), PathBuf::from)
+}
+
 /// The repository's root folder.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,7 +109,7 @@ impl Host {
         env: &[(&str, &str)],
     ) -> Result<Host, String> {
         Host::spawn(
-            Command::new(env!("CARGO_BIN_EXE_host")),
+            Command::new(host_binary()),
             target,
             data_dir,
             args,
@@ -114,7 +122,7 @@ impl Host {
     /// stderr pipe fills and stays full.
     pub fn start_with_stalled_log(target: &Path, data_dir: &Path, args: &[&str]) -> Host {
         Host::spawn(
-            Command::new(env!("CARGO_BIN_EXE_host")),
+            Command::new(host_binary()),
             target,
             data_dir,
             args,
@@ -147,7 +155,7 @@ impl Host {
         shell
             .arg("-c")
             .arg(format!("{limits} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_host"));
+            .arg(host_binary());
         Host::spawn(shell, target, data_dir, args, &[], Log::Read)
     }
 
@@ -352,6 +360,26 @@ impl Host {
         &self.data_dir
     }
 
+    /// CPU time the host has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // Linux reports CPU time in clock ticks of 1/100 s.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Whether the host process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -400,8 +428,14 @@ pub fn run_on_free_ports<'a>(
 /// Runs `host run <target> --data-dir <data>` on free ports until it exits
 /// by itself (within [`START_TIMEOUT`]); returns its exit status and stderr.
 pub fn run_to_exit(target: &Path, data_dir: &Path) -> (ExitStatus, String) {
-    let mut host = Command::new(env!("CARGO_BIN_EXE_host"));
+    run_to_exit_with(target, data_dir, &[])
+}
+
+/// [`run_to_exit`] with more arguments.
+pub fn run_to_exit_with(target: &Path, data_dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let mut host = Command::new(host_binary());
     let mut child = run_on_free_ports(&mut host, target, data_dir)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -497,8 +531,13 @@ pub struct Backend {
 impl Backend {
     /// Serves on `127.0.0.1:0` until the test ends.
     pub async fn start(answer: &'static str, delay: Duration) -> Backend {
+        Backend::start_on("127.0.0.1:0", answer, delay).await
+    }
+
+    /// Serves on `addr` (`[::1]:0`, say) until the test ends.
+    pub async fn start_on(addr: &str, answer: &'static str, delay: Duration) -> Backend {
         use hyper::service::service_fn;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<(String, http::HeaderMap)>>> = Arc::default();
         let bodies: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
