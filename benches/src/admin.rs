@@ -27,6 +27,9 @@ pub struct FunctionStatus {
     pub cold_starts: u64,
     /// Requests being served.
     pub in_flight: u64,
+    /// Its component's digest (`sha256:...`).
+    #[serde(default)]
+    pub component: Option<String>,
 }
 
 impl FunctionStatus {

@@ -45,7 +45,8 @@ impl Language {
         }
     }
 
-    fn route(&self) -> &'static str {
+    /// Where it is served.
+    pub fn route(&self) -> &'static str {
         match self {
             Language::Rust => "/rs",
             Language::JavaScript => "/js",
@@ -53,14 +54,15 @@ impl Language {
     }
 
     /// What the function answers at its route.
-    fn body(&self) -> &'static str {
+    pub fn body(&self) -> &'static str {
         match self {
             Language::Rust => HELLO_BODY,
             Language::JavaScript => "hello from js /js",
         }
     }
 
-    fn component<'a>(&self, paths: &'a Paths) -> &'a Path {
+    /// Its component file.
+    pub fn component<'a>(&self, paths: &'a Paths) -> &'a Path {
         match self {
             Language::Rust => &paths.hello_wasm,
             Language::JavaScript => &paths.hello_js_wasm,

@@ -7,7 +7,8 @@
 //! 1. [`throughput`]: warm requests per second and latency under `wrk`;
 //! 2. [`cold_start`]: request-to-first-byte of a function scaled to zero;
 //! 3. [`density`]: start-up time and memory with up to 10,000 functions;
-//! 4. [`targets`]: the project's targets beside what was measured.
+//! 4. [`reload`]: from a rebuilt component file to its first answer;
+//! 5. [`targets`]: the project's targets beside what was measured.
 //!
 //! Servers run pinned to one CPU ([`plan::SERVER_CPU`]); load generators and
 //! this harness run on the other ([`plan::CLIENT_CPU`]).
@@ -23,6 +24,7 @@ pub mod native;
 pub mod plan;
 pub mod proc_stats;
 pub mod process;
+pub mod reload;
 pub mod report;
 pub mod servers;
 pub mod stats;

@@ -11,6 +11,7 @@ use shoal_benches::cold_start::ColdStarts;
 use shoal_benches::density::Density;
 use shoal_benches::machine::Machine;
 use shoal_benches::plan::{FULL, QUICK};
+use shoal_benches::reload::Reloads;
 use shoal_benches::report::Report;
 use shoal_benches::servers::Paths;
 use shoal_benches::throughput::Throughput;
@@ -116,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             let throughput = Throughput::measure(&paths, &plan).await;
             let cold_starts = ColdStarts::measure(&paths, &plan).await;
             let density = Density::measure(&paths, &plan).await;
+            let reloads = Reloads::measure(&paths, &plan).await;
             Report {
                 plan,
                 machine,
@@ -123,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 throughput,
                 cold_starts,
                 density,
+                reloads,
             }
         });
 

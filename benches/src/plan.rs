@@ -46,6 +46,13 @@ pub const SCALE_TO_ZERO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the harness looks for a line a server has written.
 pub const OUTPUT_POLL: Duration = Duration::from_millis(2);
 
+/// How often the reload section asks whether a new component is in place.
+pub const RELOAD_POLL: Duration = Duration::from_millis(1);
+
+/// How long a reload may take before the run gives up (the JavaScript hello
+/// compiles for seconds on one CPU).
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long one HTTP request of the harness may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +72,10 @@ pub struct Plan {
     /// Starts of the host per function count, to take the median start-up
     /// time.
     pub starts_per_density: usize,
+    /// Timed reloads of the Rust hello.
+    pub reloads_rust: usize,
+    /// Timed reloads of the JavaScript hello (each compiles 13 MB).
+    pub reloads_js: usize,
 }
 
 /// The full run, behind the committed report.
@@ -75,6 +86,8 @@ pub const FULL: Plan = Plan {
     cold_starts: 500,
     densities: &[1, 100, 1_000, 10_000],
     starts_per_density: 3,
+    reloads_rust: 20,
+    reloads_js: 5,
 };
 
 /// `--quick`: a minute or two, to try the harness.
@@ -85,6 +98,8 @@ pub const QUICK: Plan = Plan {
     cold_starts: 30,
     densities: &[1, 100, 1_000],
     starts_per_density: 1,
+    reloads_rust: 3,
+    reloads_js: 1,
 };
 
 impl Plan {

@@ -8,6 +8,7 @@ use crate::cold_start::ColdStarts;
 use crate::density::Density;
 use crate::machine::{self, BACKTRACE_VARIABLE, Machine};
 use crate::plan::{CLIENT_CPU, Plan, SERVER_CPU};
+use crate::reload::Reloads;
 use crate::targets;
 use crate::throughput::Throughput;
 
@@ -25,6 +26,8 @@ pub struct Report {
     pub cold_starts: ColdStarts,
     /// Section 3.
     pub density: Density,
+    /// Section 4.
+    pub reloads: Reloads,
 }
 
 impl Report {
@@ -36,6 +39,7 @@ impl Report {
             self.throughput.render(),
             self.cold_starts.render(),
             self.density.render(),
+            self.reloads.render(),
         ] {
             out.push_str(&section);
             out.push_str(&self.environment_note());

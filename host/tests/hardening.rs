@@ -90,6 +90,7 @@ async fn silent_sockets_are_closed_in_time_and_cannot_hold_every_slot() {
     let (status, waited) = healthy.await.unwrap();
     assert_eq!(status.unwrap(), 200);
     assert!(waited < Duration::from_secs(3), "{waited:?}");
+    println!("silent sockets closed; a healthy client waited {waited:?}");
 }
 
 /// An h2c connection driven by the `h2` crate, whose driver can be frozen:
@@ -169,6 +170,10 @@ async fn idle_and_silent_http2_peers_are_closed_and_do_not_hold_shutdown() {
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
+        start.elapsed()
+    );
+    println!(
+        "idle HTTP/2 connection closed after {idle_for:?}; shutdown with a silent peer took {:?}",
         start.elapsed()
     );
 }
@@ -530,6 +535,12 @@ async fn the_memory_budget_bounds_all_instances_and_a_healthy_function_answers()
     }
     let grew_mib = peak.saturating_sub(baseline) / 1024;
     assert!(grew_mib < BUDGET_MIB + 16, "RSS grew by {grew_mib} MiB");
+    println!(
+        "budget {BUDGET_MIB} MiB: {} of 6 hogs refused, hello {}/{} answered 200, peak RSS +{grew_mib} MiB",
+        refused.len(),
+        healthy.len(),
+        healthy.len()
+    );
     let metrics = host.metrics().await;
     assert_eq!(
         metrics["shoal_memory_budget_refusals_total{function=\"hog\"}"],
@@ -570,6 +581,7 @@ async fn a_path_of_sixty_thousand_slashes_costs_what_any_path_costs() {
         spent < Duration::from_millis(1500),
         "{spent:?} for 20 requests"
     );
+    println!("20 requests for a path of 60,000 slashes: {spent:?} of host CPU");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -627,6 +639,7 @@ async fn a_stalled_log_never_stops_the_public_port() {
     }
     let dropped = host.metrics().await["shoal_log_lines_dropped_total"];
     assert!(dropped > 0.0, "no log line was dropped: {dropped}");
+    println!("stalled log: 40 MiB of guest output, 50 hellos answered, {dropped} lines dropped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -690,6 +703,7 @@ async fn memory_held_by_parked_request_heads_is_given_back() {
     loop {
         let now = host.memory_kib("VmRSS");
         if now < baseline + 8 * 1024 {
+            println!("parked heads: RSS {baseline} -> {holding} -> {now} KiB");
             break;
         }
         assert!(
