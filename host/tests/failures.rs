@@ -154,3 +154,24 @@ async fn a_missing_duplicate_or_invalid_host_is_answered_400() {
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn only_a_final_status_from_the_function_reaches_the_client() {
+    let (host, _dir) = failing_host();
+    for code in [200, 204, 404, 599] {
+        assert_eq!(host.get(&format!("/status?code={code}")).await.0, code);
+    }
+    // A 1xx is no final answer (a 101 would switch the connection's
+    // protocol), and 600 and above are no status at all.
+    for code in [100, 101, 103, 600, 999] {
+        let (status, body) = host.get(&format!("/status?code={code}")).await;
+        assert_eq!(status, 502, "{code}");
+        assert!(
+            body.contains(&format!(
+                "answered with status {code}, which is not a final response"
+            )),
+            "{body}"
+        );
+    }
+    assert_hello_works(&host).await;
+}
