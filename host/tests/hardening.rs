@@ -230,6 +230,14 @@ async fn clients_that_give_up_while_queued_give_their_places_back() {
         assert_eq!(d.unwrap().status(), 200, "{protocol}");
         assert_eq!(running.await.unwrap().unwrap().status(), 200);
     }
+    // The four that gave up count as cancelled, not as answered.
+    let metrics = host.metrics().await;
+    let cancelled = "shoal_requests_total{class=\"cancelled\",function=\"slow\"}";
+    assert_eq!(metrics[cancelled], 4.0);
+    assert_eq!(
+        metrics["shoal_requests_total{class=\"1xx\",function=\"slow\"}"],
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
