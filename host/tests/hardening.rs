@@ -242,22 +242,24 @@ async fn clients_that_give_up_while_queued_give_their_places_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_give_up_in_the_host_queue_give_their_places_back() {
-    // One instance for the whole host: a request to `hello` waits for the
-    // host-wide gate while `slow` runs.
+    // One instance for the whole host: requests to `hello` wait for the
+    // host-wide gate (a queue of 100) while `slow` runs.
     let (host, _dir) = host_with(&["--max-instances", "1"]);
     assert_eq!(host.get("/hello").await.0, 200);
-    let running = tokio::spawn(http1().get(host.url("/slow?ms=2500")).send());
+    let running = tokio::spawn(http1().get(host.url("/slow?ms=3000")).send());
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // More clients than the host's queue holds, all giving up.
     let impatient = || {
         http1()
             .get(host.url("/hello"))
-            .timeout(Duration::from_millis(300))
+            .timeout(Duration::from_millis(500))
     };
-    let gave_up = futures::future::join_all((0..5).map(|_| gives_up(impatient()))).await;
+    let gave_up = futures::future::join_all((0..110).map(|_| gives_up(impatient()))).await;
     assert!(gave_up.iter().all(|&g| g), "{gave_up:?}");
+    // The next request waits for the instance, and is served.
+    assert_eq!(host.get("/hello").await.0, 200);
     assert_eq!(host.status().await["waiting"], 0);
     assert_eq!(host.metrics().await["shoal_host_queue_depth"], 0.0);
-    assert_eq!(host.get("/hello").await.0, 200);
     assert_eq!(running.await.unwrap().unwrap().status(), 200);
 }
 
@@ -658,11 +660,6 @@ async fn the_admin_port_cannot_take_the_public_ports_descriptors() {
         &[("hello", &example("hello"), &["/hello"], &[])],
     );
     let host = Host::start_with_shell_limits("ulimit -n 256", &manifest, dir.path(), &[]).unwrap();
-    assert!(
-        host.wait_for_log("lowers --max-connections", Duration::from_secs(5)),
-        "the lowered limit was not logged:\n{}",
-        host.log()
-    );
     // More admin connections than descriptors, all held open.
     let held: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(host.admin).unwrap())
@@ -678,6 +675,11 @@ async fn the_admin_port_cannot_take_the_public_ports_descriptors() {
         assert_eq!(response.status(), 200);
     }
     drop(held);
+    assert!(
+        host.log().contains("lowers --max-connections"),
+        "the lowered limit was not logged:\n{}",
+        host.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
