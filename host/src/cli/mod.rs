@@ -39,6 +39,7 @@ impl Cli {
             .log_format
             .unwrap_or_else(LogFormat::default_for_environment);
         let log_writer = crate::telemetry::logs::init(&self.log_level, format)?;
+        crate::telemetry::panics::install(crate::telemetry::panics::Backtraces::from_environment());
         let result = match self.command {
             Command::Run(args) => args.execute(),
         };
