@@ -119,6 +119,39 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
     Connection::open(addr).await?.get(path).await
 }
 
+/// `method http://addr/path` with `body` and a bearer `token`, on a
+/// connection of its own, within `timeout`; the status and the whole
+/// answer.
+pub async fn call(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    token: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Full::new(body))?;
+    let exchange = async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{method} http://{addr}{path} timed out"))?
+}
+
 /// When the current request was first written and first answered.
 #[derive(Debug, Default)]
 struct Timing {

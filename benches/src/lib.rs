@@ -8,7 +8,8 @@
 //! 2. [`cold_start`]: request-to-first-byte of a function scaled to zero;
 //! 3. [`density`]: start-up time and memory with up to 10,000 functions;
 //! 4. [`reload`]: from a rebuilt component file to its first answer;
-//! 5. [`targets`]: the project's targets beside what was measured.
+//! 5. [`upload`]: from an upload to the admin API to its first answer;
+//! 6. [`targets`]: the project's targets beside what was measured.
 //!
 //! Servers run pinned to one CPU ([`plan::SERVER_CPU`]); load generators and
 //! this harness run on the other ([`plan::CLIENT_CPU`]).
@@ -30,4 +31,5 @@ pub mod servers;
 pub mod stats;
 pub mod targets;
 pub mod throughput;
+pub mod upload;
 pub mod wrk;

@@ -15,6 +15,7 @@ use shoal_benches::reload::Reloads;
 use shoal_benches::report::Report;
 use shoal_benches::servers::Paths;
 use shoal_benches::throughput::Throughput;
+use shoal_benches::upload::Uploads;
 
 /// The data folder of the hosts of sections 1 and 2, under `--work`.
 const DATA_DIR: &str = "data";
@@ -118,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             let cold_starts = ColdStarts::measure(&paths, &plan).await;
             let density = Density::measure(&paths, &plan).await;
             let reloads = Reloads::measure(&paths, &plan).await;
+            let uploads = Uploads::measure(&paths, &plan).await;
             Report {
                 plan,
                 machine,
@@ -126,6 +128,7 @@ fn main() -> anyhow::Result<()> {
                 cold_starts,
                 density,
                 reloads,
+                uploads,
             }
         });
 

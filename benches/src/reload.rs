@@ -211,7 +211,7 @@ async fn wait_for_component(admin: &mut Admin, name: &str, digest: &str) -> anyh
 
 /// `component` with a custom section holding `round` appended: the same
 /// program, other bytes.
-fn variant(component: &[u8], round: usize) -> Vec<u8> {
+pub fn variant(component: &[u8], round: usize) -> Vec<u8> {
     let payload = round.to_le_bytes();
     let size = 1 + VARIANT_SECTION.len() + payload.len();
     let mut bytes = component.to_vec();

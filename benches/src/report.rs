@@ -11,6 +11,7 @@ use crate::plan::{CLIENT_CPU, Plan, SERVER_CPU};
 use crate::reload::Reloads;
 use crate::targets;
 use crate::throughput::Throughput;
+use crate::upload::Uploads;
 
 /// Everything one run measured.
 pub struct Report {
@@ -28,6 +29,8 @@ pub struct Report {
     pub density: Density,
     /// Section 4.
     pub reloads: Reloads,
+    /// Section 5.
+    pub uploads: Uploads,
 }
 
 impl Report {
@@ -40,6 +43,7 @@ impl Report {
             self.cold_starts.render(),
             self.density.render(),
             self.reloads.render(),
+            self.uploads.render(),
         ] {
             out.push_str(&section);
             out.push_str(&self.environment_note());

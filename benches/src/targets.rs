@@ -1,4 +1,4 @@
-//! Section 5: the project's targets beside what this run measured, each
+//! Section 6: the project's targets beside what this run measured, each
 //! with pass or miss and by how much.
 
 use std::time::Duration;
@@ -213,7 +213,7 @@ fn at_least(measured: f64, goal: f64) -> Verdict {
 
 /// The section, as markdown.
 pub fn render(targets: &[Target], densities: &[usize]) -> String {
-    let mut out = String::from("## 5. Targets\n\n");
+    let mut out = String::from("## 6. Targets\n\n");
     if !densities.contains(&READY_FUNCTIONS) {
         out.push_str(&format!(
             "This run did not register {} functions (`--quick`).\n\n",

@@ -337,7 +337,7 @@ mod tests {
         }
         let response = Failure::FunctionOverloaded(full).answer(
             &Metrics::new(),
-            Some(("f", &Metrics::new().function("f"))),
+            Some(("f", &Metrics::new().function("f", ""))),
             "id-1",
         );
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");

@@ -26,6 +26,10 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::record::RequestRecord;
 use crate::telemetry::traces;
 
+/// The response header naming the revision that answered (functions
+/// deployed through the admin API).
+pub const REVISION_HEADER: &str = "x-shoal-revision";
+
 /// The public listener's handler: routes each request to its function.
 pub struct Functions {
     registry: Arc<Registry>,
@@ -67,8 +71,9 @@ impl Handler for Functions {
             None => {
                 let table = self.registry.table();
                 match table.route(request.uri().path()) {
-                    Some((route, entry)) => {
-                        record.routed(entry.name().as_str(), route, entry.metrics().clone());
+                    Some((route, function)) => {
+                        let entry = function.choose(request.headers());
+                        record.routed(entry, route);
                         Ok(entry.clone())
                     }
                     None => Err(Failure::NoRoute(request.uri().path())),
@@ -77,9 +82,17 @@ impl Handler for Functions {
         };
         let mut response = match found {
             Ok(entry) => {
-                self.call(entry, request, &id, record)
+                let revision = entry
+                    .revision()
+                    .and_then(|r| HeaderValue::try_from(r.to_string()).ok());
+                let mut response = self
+                    .call(entry, request, &id, record)
                     .instrument(span)
-                    .await
+                    .await;
+                if let Some(revision) = revision {
+                    response.headers_mut().insert(REVISION_HEADER, revision);
+                }
+                response
             }
             Err(failure) => {
                 let id_text = id.to_str().unwrap_or_default();

@@ -26,6 +26,7 @@ pub mod admission;
 pub mod answer;
 pub mod body;
 pub mod cli;
+pub mod deploy;
 pub mod dispatch;
 pub mod manifest;
 pub mod registry;

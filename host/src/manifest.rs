@@ -165,47 +165,9 @@ impl Manifest {
                 ));
             }
             names.insert(decl.name.get_ref(), decl.name.span().start);
-            if decl.routes.get_ref().is_empty() {
-                return Err(invalid(
-                    decl.routes.span(),
-                    format!(
-                        "field `routes`: function `{}` has no routes",
-                        decl.name.get_ref()
-                    ),
-                ));
-            }
-            functions.push(FunctionDecl {
-                name: decl.name.get_ref().clone(),
-                component: base.join(decl.component.get_ref()),
-                routes: decl
-                    .routes
-                    .get_ref()
-                    .iter()
-                    .map(|r| r.get_ref().clone())
-                    .collect(),
-                env: decl.env.clone(),
-                idle_timeout: decl.idle_timeout.map(|t| t.0),
-                min_instances: decl.min_instances,
-                max_instance_reuse: decl.max_instance_reuse.unwrap_or(NonZeroU32::MIN),
-                limits: Limits {
-                    memory: decl.memory.map_or(DEFAULT_MEMORY_LIMIT, |m| m.0),
-                    timeout: decl.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
-                    max_body: decl.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
-                },
-                gate: GateLimits {
-                    max_concurrency: decl
-                        .max_concurrency
-                        .map_or(DEFAULT_MAX_CONCURRENCY, NonZeroU32::get),
-                    max_queue: decl.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
-                    queue_timeout: decl.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |t| t.0),
-                },
-                outbound: OutboundPolicy::new(
-                    decl.allowed_outbound_hosts
-                        .iter()
-                        .map(|rule| rule.0.clone())
-                        .collect(),
-                ),
-            });
+            check_routes(decl, decl.name.get_ref(), &invalid)?;
+            let component = base.join(decl.component.get_ref());
+            functions.push(decl.to_decl(decl.name.get_ref().clone(), component));
         }
 
         // Build the route table once here so that a conflict is reported
@@ -244,18 +206,64 @@ impl Manifest {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    #[serde(default)]
-    function: Vec<RawFunction>,
+/// One function definition sent to a running host (`PUT
+/// /v1/functions/NAME`): the fields of a manifest's `[[function]]` table,
+/// with `name` optional (it must match NAME if given) and `component`
+/// naming an uploaded component by digest (`"sha256:..."`).
+pub fn parse_definition(
+    text: &str,
+    name: &FunctionName,
+    resolve_component: impl FnOnce(&str) -> Result<PathBuf, String>,
+) -> Result<FunctionDecl, ManifestError> {
+    let file = Path::new("definition.toml");
+    let invalid = |span: Range<usize>, message: String| invalid(file, text, span, message);
+    let raw: RawFunction<Option<Spanned<FunctionName>>> = toml::from_str(text)
+        .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().to_owned()))?;
+    if let Some(given) = &raw.name
+        && given.get_ref() != name
+    {
+        return Err(invalid(
+            given.span(),
+            format!(
+                "field `name`: the definition is for function `{}`, not `{name}`",
+                given.get_ref()
+            ),
+        ));
+    }
+    check_routes(&raw, name, &invalid)?;
+    let component = resolve_component(raw.component.get_ref())
+        .map_err(|why| invalid(raw.component.span(), format!("field `component`: {why}")))?;
+    Ok(raw.to_decl(name.clone(), component))
+}
+
+/// Refuses a function without routes.
+fn check_routes<N>(
+    raw: &RawFunction<N>,
+    name: &FunctionName,
+    invalid: &impl Fn(Range<usize>, String) -> ManifestError,
+) -> Result<(), ManifestError> {
+    if raw.routes.get_ref().is_empty() {
+        return Err(invalid(
+            raw.routes.span(),
+            format!("field `routes`: function `{name}` has no routes"),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFunction {
-    name: Spanned<FunctionName>,
-    component: Spanned<PathBuf>,
+struct RawManifest {
+    #[serde(default)]
+    function: Vec<RawFunction<Spanned<FunctionName>>>,
+}
+
+/// A `[[function]]` table as written; `N` is how its name is given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction<N> {
+    name: N,
+    component: Spanned<String>,
     routes: Spanned<Vec<Spanned<RoutePattern>>>,
     #[serde(default)]
     env: BTreeMap<EnvName, String>,
@@ -271,6 +279,44 @@ struct RawFunction {
     max_body: Option<ByteSize>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<AllowedHost>,
+}
+
+impl<N> RawFunction<N> {
+    /// The declaration of function `name`, served from `component`.
+    fn to_decl(&self, name: FunctionName, component: PathBuf) -> FunctionDecl {
+        FunctionDecl {
+            name,
+            component,
+            routes: self
+                .routes
+                .get_ref()
+                .iter()
+                .map(|r| r.get_ref().clone())
+                .collect(),
+            env: self.env.clone(),
+            idle_timeout: self.idle_timeout.map(|t| t.0),
+            min_instances: self.min_instances,
+            max_instance_reuse: self.max_instance_reuse.unwrap_or(NonZeroU32::MIN),
+            limits: Limits {
+                memory: self.memory.map_or(DEFAULT_MEMORY_LIMIT, |m| m.0),
+                timeout: self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+                max_body: self.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
+            },
+            gate: GateLimits {
+                max_concurrency: self
+                    .max_concurrency
+                    .map_or(DEFAULT_MAX_CONCURRENCY, NonZeroU32::get),
+                max_queue: self.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+                queue_timeout: self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |t| t.0),
+            },
+            outbound: OutboundPolicy::new(
+                self.allowed_outbound_hosts
+                    .iter()
+                    .map(|rule| rule.0.clone())
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// One entry of `allowed_outbound_hosts`.
@@ -373,9 +419,15 @@ impl TryFrom<String> for HumanDuration {
 
 /// A function's name: 1 to [`MAX_NAME_LEN`] of `a-z`, `0-9`, `-` and `_`,
 /// starting with a letter or digit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct FunctionName(String);
+
+impl From<FunctionName> for String {
+    fn from(name: FunctionName) -> String {
+        name.0
+    }
+}
 
 impl FunctionName {
     /// The name as text.

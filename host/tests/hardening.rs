@@ -219,7 +219,7 @@ async fn clients_that_give_up_while_queued_give_their_places_back() {
         assert!(a && b, "{protocol}: they were answered instead");
         let slow = host.function("slow").await;
         assert_eq!(slow["waiting"], 0, "{protocol}: {slow}");
-        let depth = host.metrics().await["shoal_queue_depth{function=\"slow\"}"];
+        let depth = host.metrics().await["shoal_queue_depth{function=\"slow\",revision=\"\"}"];
         assert_eq!(depth, 0.0, "{protocol}");
         // The places are free: two more wait, and are served.
         let (c, d) = tokio::join!(
@@ -232,10 +232,10 @@ async fn clients_that_give_up_while_queued_give_their_places_back() {
     }
     // The four that gave up count as cancelled, not as answered.
     let metrics = host.metrics().await;
-    let cancelled = "shoal_requests_total{class=\"cancelled\",function=\"slow\"}";
+    let cancelled = "shoal_requests_total{class=\"cancelled\",function=\"slow\",revision=\"\"}";
     assert_eq!(metrics[cancelled], 4.0);
     assert_eq!(
-        metrics["shoal_requests_total{class=\"1xx\",function=\"slow\"}"],
+        metrics["shoal_requests_total{class=\"1xx\",function=\"slow\",revision=\"\"}"],
         0.0
     );
 }
@@ -553,7 +553,7 @@ async fn the_memory_budget_bounds_all_instances_and_a_healthy_function_answers()
     );
     let metrics = host.metrics().await;
     assert_eq!(
-        metrics["shoal_memory_budget_refusals_total{function=\"hog\"}"],
+        metrics["shoal_memory_budget_refusals_total{function=\"hog\",revision=\"\"}"],
         refused.len() as f64
     );
     assert_eq!(

@@ -72,61 +72,91 @@ async fn metrics_count_a_known_sequence_of_requests() {
             .unwrap_or_else(|| panic!("no sample {key}"))
     };
     assert_eq!(
-        get(r#"shoal_requests_total{class="2xx",function="hello"}"#),
+        get(r#"shoal_requests_total{class="2xx",function="hello",revision=""}"#),
         3.0
     );
     assert_eq!(
-        get(r#"shoal_requests_total{class="2xx",function="echo"}"#),
+        get(r#"shoal_requests_total{class="2xx",function="echo",revision=""}"#),
         1.0
     );
     assert_eq!(
-        get(r#"shoal_requests_total{class="5xx",function="trap"}"#),
+        get(r#"shoal_requests_total{class="5xx",function="trap",revision=""}"#),
         1.0
     );
     assert_eq!(
-        get(r#"shoal_requests_total{class="5xx",function="spin"}"#),
+        get(r#"shoal_requests_total{class="5xx",function="spin",revision=""}"#),
         1.0
     );
     assert_eq!(
-        get(r#"shoal_requests_total{class="5xx",function="slow"}"#),
+        get(r#"shoal_requests_total{class="5xx",function="slow",revision=""}"#),
         1.0
     );
     assert_eq!(
-        get(r#"shoal_requests_total{class="4xx",function="hello"}"#),
+        get(r#"shoal_requests_total{class="4xx",function="hello",revision=""}"#),
         0.0
     );
     assert_eq!(get("shoal_unrouted_requests_total"), 1.0);
-    assert_eq!(get(r#"shoal_traps_total{function="trap"}"#), 1.0);
     assert_eq!(
-        get(r#"shoal_traps_total{function="hog"}"#),
+        get(r#"shoal_traps_total{function="trap",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_traps_total{function="hog",revision=""}"#),
         0.0,
         "a memory limit is not counted as a trap"
     );
-    assert_eq!(get(r#"shoal_timeouts_total{function="spin"}"#), 1.0);
-    assert_eq!(get(r#"shoal_memory_limit_hits_total{function="hog"}"#), 1.0);
     assert_eq!(
-        get(r#"shoal_rejections_total{function="slow",reason="queue_full"}"#),
-        1.0
-    );
-    assert_eq!(get(r#"shoal_cold_starts_total{function="hello"}"#), 1.0);
-    assert_eq!(get(r#"shoal_cold_starts_total{function="trap"}"#), 1.0);
-    assert_eq!(
-        get(r#"shoal_cold_start_duration_seconds_count{function="hello"}"#),
+        get(r#"shoal_timeouts_total{function="spin",revision=""}"#),
         1.0
     );
     assert_eq!(
-        get(r#"shoal_request_duration_seconds_count{function="hello"}"#),
+        get(r#"shoal_memory_limit_hits_total{function="hog",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_rejections_total{function="slow",reason="queue_full",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_cold_starts_total{function="hello",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_cold_starts_total{function="trap",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_cold_start_duration_seconds_count{function="hello",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_request_duration_seconds_count{function="hello",revision=""}"#),
         3.0
     );
     assert_eq!(
-        get(r#"shoal_response_bytes_total{function="hello"}"#),
+        get(r#"shoal_response_bytes_total{function="hello",revision=""}"#),
         3.0 * 14.0
     );
-    assert_eq!(get(r#"shoal_request_bytes_total{function="echo"}"#), 100.0);
-    assert_eq!(get(r#"shoal_response_bytes_total{function="echo"}"#), 100.0);
-    assert_eq!(get(r#"shoal_instances_in_flight{function="slow"}"#), 1.0);
-    assert_eq!(get(r#"shoal_instances_in_flight{function="hello"}"#), 0.0);
-    assert_eq!(get(r#"shoal_queue_depth{function="slow"}"#), 0.0);
+    assert_eq!(
+        get(r#"shoal_request_bytes_total{function="echo",revision=""}"#),
+        100.0
+    );
+    assert_eq!(
+        get(r#"shoal_response_bytes_total{function="echo",revision=""}"#),
+        100.0
+    );
+    assert_eq!(
+        get(r#"shoal_instances_in_flight{function="slow",revision=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"shoal_instances_in_flight{function="hello",revision=""}"#),
+        0.0
+    );
+    assert_eq!(
+        get(r#"shoal_queue_depth{function="slow",revision=""}"#),
+        0.0
+    );
     assert_eq!(get(r#"shoal_functions{state="warm"}"#), 6.0);
     let states: Vec<_> = m
         .iter()
@@ -158,9 +188,12 @@ async fn metrics_count_a_known_sequence_of_requests() {
 
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     let m = metrics(&host).await;
-    assert_eq!(m[r#"shoal_instances_in_flight{function="slow"}"#], 0.0);
     assert_eq!(
-        m[r#"shoal_requests_total{class="2xx",function="slow"}"#],
+        m[r#"shoal_instances_in_flight{function="slow",revision=""}"#],
+        0.0
+    );
+    assert_eq!(
+        m[r#"shoal_requests_total{class="2xx",function="slow",revision=""}"#],
         1.0
     );
 }

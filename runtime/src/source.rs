@@ -35,6 +35,11 @@ impl Digest {
         Self(hasher.finalize().into())
     }
 
+    /// A digest computed elsewhere (a SHA-256 of a component's bytes).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The digest as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

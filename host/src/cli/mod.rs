@@ -4,7 +4,14 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::logs::LogFormat;
 
+pub mod admin_client;
+pub mod delete;
+pub mod deploy;
+pub mod functions;
+pub mod revisions;
+pub mod rollback;
 pub mod run;
+pub mod traffic;
 
 /// Shoal: many WebAssembly HTTP functions in one process, routed by path,
 /// each request in a fresh sandboxed instance.
@@ -30,6 +37,18 @@ pub struct Cli {
 pub enum Command {
     /// Serve a manifest's functions, or one component at every path.
     Run(run::RunArgs),
+    /// Upload a component and deploy it as a function's next revision.
+    Deploy(deploy::DeployArgs),
+    /// List the functions a running host serves.
+    Functions(functions::FunctionsArgs),
+    /// List a deployed function's revisions and traffic.
+    Revisions(revisions::RevisionsArgs),
+    /// Split a deployed function's traffic between revisions.
+    Traffic(traffic::TrafficArgs),
+    /// Send all of a deployed function's traffic back to one revision.
+    Rollback(rollback::RollbackArgs),
+    /// Take a deployed function out.
+    Delete(delete::DeleteArgs),
 }
 
 impl Cli {
@@ -42,6 +61,12 @@ impl Cli {
         crate::telemetry::panics::install(crate::telemetry::panics::Backtraces::from_environment());
         let result = match self.command {
             Command::Run(args) => args.execute(),
+            Command::Deploy(args) => args.execute(),
+            Command::Functions(args) => args.execute(),
+            Command::Revisions(args) => args.execute(),
+            Command::Traffic(args) => args.execute(),
+            Command::Rollback(args) => args.execute(),
+            Command::Delete(args) => args.execute(),
         };
         crate::telemetry::traces::shutdown();
         drop(log_writer);

@@ -11,12 +11,14 @@ use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::admin::{self, Admin};
+use crate::admin::{self, Admin, Token};
 use crate::admission::GateLimits;
+use crate::deploy::Deployments;
+use crate::deploy::state::DEFAULT_KEEP_REVISIONS;
 use crate::dispatch::Functions;
 use crate::manifest::{FunctionDecl, FunctionName, Manifest};
 use crate::registry::entry::FunctionError;
-use crate::registry::{Publish, Registry};
+use crate::registry::{ChangeError, Desired, Publish, Registry};
 use crate::router::RoutePattern;
 use crate::server::{self, ConnectionLimits};
 use crate::sizing;
@@ -96,6 +98,33 @@ pub struct RunArgs {
     /// while serving (SIGHUP reloads the manifest too, with or without it).
     #[arg(long)]
     watch: bool,
+
+    /// A file holding the admin API's bearer token (at least 16
+    /// characters). Without it (or `SHOAL_ADMIN_TOKEN`), the write API is
+    /// off and the admin listener must stay on loopback; with it, every
+    /// `/v1/` call needs the token.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+
+    /// The largest component upload.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    max_upload: u64,
+
+    /// Revisions kept per deployed function: older ones that carry no
+    /// traffic are removed, with their components.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_REVISIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    keep_revisions: usize,
+}
+
+/// What `serve` starts from.
+struct Start {
+    manifest: Manifest,
+    listen: SocketAddr,
+    host_gate: GateLimits,
+    started: Instant,
+    data_dir: PathBuf,
+    token: Option<Token>,
 }
 
 /// Why the host stops.
@@ -120,6 +149,14 @@ impl RunArgs {
             None => default_listen_addr()?,
         };
         check_admin_addr(self.admin_listen, listen)?;
+        let token = self.admin_token()?;
+        if token.is_none() && !self.admin_listen.ip().is_loopback() {
+            bail!(
+                "--admin-listen {} is beyond loopback: set --admin-token-file (or \
+                 SHOAL_ADMIN_TOKEN) so that the admin API needs a token",
+                self.admin_listen
+            );
+        }
         let data_dir = match self.data_dir.clone() {
             Some(dir) => dir,
             None => default_data_dir()?,
@@ -171,7 +208,17 @@ impl RunArgs {
             max_concurrency: runtime.max_instances(max_instances),
             ..GateLimits::default()
         };
-        let stop = tokio.block_on(self.serve(runtime, manifest, listen, host_gate, started));
+        let stop = tokio.block_on(self.serve(
+            runtime,
+            Start {
+                manifest,
+                listen,
+                host_gate,
+                started,
+                data_dir,
+                token,
+            },
+        ));
         // Guest tasks still running past the drain timeout are abandoned.
         tokio.shutdown_background();
         match stop? {
@@ -181,18 +228,40 @@ impl RunArgs {
         }
     }
 
-    async fn serve(
-        &self,
-        runtime: Arc<Runtime>,
-        manifest: Manifest,
-        listen: SocketAddr,
-        host_gate: GateLimits,
-        started: Instant,
-    ) -> anyhow::Result<Stop> {
+    async fn serve(&self, runtime: Arc<Runtime>, start: Start) -> anyhow::Result<Stop> {
+        let Start {
+            manifest,
+            listen,
+            host_gate,
+            started,
+            data_dir,
+            token,
+        } = start;
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(runtime, metrics.clone(), host_gate, self.idle_timeout);
         let background = registry.start();
-        registry.apply(&manifest.functions, Publish::Now).await?;
+        let deployments = Arc::new(
+            Deployments::open(
+                &data_dir,
+                registry.clone(),
+                self.keep_revisions,
+                self.max_upload,
+            )
+            .with_context(|| format!("cannot open the deployed state in {}", data_dir.display()))?,
+        );
+        let deployed = deployments.desired()?;
+        registry
+            .change(
+                Publish::Now,
+                |sources| {
+                    sources.manifest = Desired::from_manifest(&manifest.functions);
+                    sources.deployed = deployed;
+                    Ok::<_, ChangeError>(())
+                },
+                |()| Ok(()),
+            )
+            .await?;
+        deployments.collect_blobs();
         let public_limits = ConnectionLimits {
             max_connections: public_connections(self.max_connections),
             header_read_timeout: self.header_read_timeout,
@@ -289,7 +358,7 @@ impl RunArgs {
                 give_up(forced_rx.clone()),
             ),
             server::serve(
-                Admin::new(registry, metrics),
+                Admin::new(registry, metrics, deployments, token),
                 admin,
                 admin_limits,
                 stopped(stop_rx.clone()),
@@ -334,7 +403,7 @@ async fn keep_up_to_date(
             watcher.watch(watched_files(&target, &manifest));
         }
         match registry
-            .apply(&manifest.functions, Publish::WhenCompiled)
+            .apply_manifest(&manifest.functions, Publish::WhenCompiled)
             .await
         {
             Ok(applied) if applied.is_empty() => {
@@ -402,6 +471,34 @@ fn parse_header_size(text: &str) -> Result<usize, String> {
         ));
     }
     Ok(size)
+}
+
+impl RunArgs {
+    /// The admin token, from `--admin-token-file` or `SHOAL_ADMIN_TOKEN`.
+    fn admin_token(&self) -> anyhow::Result<Option<Token>> {
+        let text = match &self.admin_token_file {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --admin-token-file {}", file.display()))?,
+            None => match std::env::var(ADMIN_TOKEN_VARIABLE) {
+                Ok(text) => text,
+                Err(_) => return Ok(None),
+            },
+        };
+        Token::new(&text)
+            .map(Some)
+            .map_err(|why| anyhow::anyhow!("{why} (--admin-token-file or {ADMIN_TOKEN_VARIABLE})"))
+    }
+}
+
+/// The variable that may hold the admin token.
+pub const ADMIN_TOKEN_VARIABLE: &str = "SHOAL_ADMIN_TOKEN";
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.parse()?;
+    if size.as_u64() == 0 {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(size.as_u64())
 }
 
 fn parse_memory_budget(text: &str) -> Result<u64, String> {

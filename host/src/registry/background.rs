@@ -83,7 +83,7 @@ async fn scale_idle_to_zero(registry: Weak<Registry>) {
             };
             let table = registry.table();
             let mut shortest = MAX_SWEEP * 4;
-            for entry in table.functions() {
+            for entry in table.functions().iter().flat_map(|f| f.revisions()) {
                 entry.scale_to_zero_if_idle(registry.clock());
                 shortest = shortest.min(entry.policy().idle_timeout);
             }
@@ -106,7 +106,12 @@ async fn report_progress(registry: Weak<Registry>) {
             return;
         };
         let table = registry.table();
-        let mut jobs: Vec<_> = table.functions().iter().map(|f| f.job().clone()).collect();
+        let mut jobs: Vec<_> = table
+            .functions()
+            .iter()
+            .flat_map(|f| f.revisions())
+            .map(|entry| entry.job().clone())
+            .collect();
         jobs.sort_by_key(Arc::as_ptr);
         jobs.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let mut done = 0;

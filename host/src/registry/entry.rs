@@ -26,8 +26,8 @@ use shoal_runtime::{
 
 use super::Clock;
 use super::compiler::{CompileJob, Compiler, JobState};
-use super::table::Routed;
 use crate::admission::{Gate, GateLimits};
+use crate::deploy::state::RevisionName;
 use crate::manifest::{EnvName, FunctionDecl, FunctionName};
 use crate::router::RoutePattern;
 use crate::telemetry::metrics::{FunctionMetrics, Metrics};
@@ -47,8 +47,10 @@ pub struct ScalePolicy {
 /// leaves a definition equal leaves its function alone (warm, counting).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionDef {
-    /// Its unique name.
+    /// Its function's name.
     pub name: FunctionName,
+    /// The revision it is, for a function deployed through the admin API.
+    pub revision: Option<RevisionName>,
     /// Where it is served.
     pub routes: Vec<RoutePattern>,
     /// Its component, by content.
@@ -70,9 +72,15 @@ pub struct FunctionDef {
 impl FunctionDef {
     /// The definition of `decl`, whose component has `component` as digest;
     /// `default_idle_timeout` applies unless the declaration sets one.
-    pub fn new(decl: &FunctionDecl, component: Digest, default_idle_timeout: Duration) -> Self {
+    pub fn new(
+        decl: &FunctionDecl,
+        component: Digest,
+        default_idle_timeout: Duration,
+        revision: Option<RevisionName>,
+    ) -> Self {
         Self {
             name: decl.name.clone(),
+            revision,
             routes: decl.routes.clone(),
             component,
             env: decl.env.clone(),
@@ -150,6 +158,8 @@ pub struct FunctionEntry {
     job: Arc<CompileJob>,
     /// What its guests may write; kept from the version it replaces.
     output: Arc<OutputLimits>,
+    /// Its revision's name, written out once.
+    revision_text: Option<String>,
     warm: ArcSwapOption<Function>,
     warming: tokio::sync::Mutex<()>,
     /// Last request start or end, in [`Clock`] milliseconds.
@@ -183,6 +193,7 @@ impl FunctionEntry {
     ) -> Self {
         Self {
             gate: Gate::new(def.gate),
+            revision_text: def.revision.as_ref().map(ToString::to_string),
             def,
             job,
             output,
@@ -206,6 +217,17 @@ impl FunctionEntry {
         &self.def
     }
 
+    /// The revision it is, for a deployed function.
+    pub fn revision(&self) -> Option<&RevisionName> {
+        self.def.revision.as_ref()
+    }
+
+    /// Its `revision` label: the revision's name, empty for a manifest
+    /// function.
+    pub fn revision_label(&self) -> &str {
+        self.revision_text.as_deref().unwrap_or("")
+    }
+
     /// When it scales to zero.
     pub fn policy(&self) -> ScalePolicy {
         self.def.policy
@@ -223,8 +245,10 @@ impl FunctionEntry {
 
     /// The function's counters.
     pub fn metrics(&self) -> &FunctionMetrics {
-        self.metrics
-            .get_or_init(|| self.all_metrics.function(self.def.name.as_str()))
+        self.metrics.get_or_init(|| {
+            self.all_metrics
+                .function(self.def.name.as_str(), self.revision_label())
+        })
     }
 
     /// Whether the function has counters yet (it has had a request).
@@ -383,16 +407,6 @@ impl FunctionEntry {
 
     fn touch(&self, clock: &Clock) {
         self.last_used.store(clock.now_ms(), Ordering::Relaxed);
-    }
-}
-
-impl Routed for FunctionEntry {
-    fn name(&self) -> &FunctionName {
-        &self.def.name
-    }
-
-    fn routes(&self) -> &[RoutePattern] {
-        &self.def.routes
     }
 }
 

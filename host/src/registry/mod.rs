@@ -4,25 +4,31 @@
 //! routes to them) through an atomic pointer: a request loads the current
 //! table once and keeps the function it found until its response ends.
 //!
-//! Every change (a reloaded manifest now; uploads later) goes through
-//! [`Registry::apply`], one at a time:
+//! Functions come from two sources ([`Sources`]): the manifest, and what
+//! was deployed through the admin API (each function with the revisions
+//! that serve it). Every change to either (a reloaded manifest, an upload, a
+//! traffic split, a deletion) goes through [`Registry::change`], one at a
+//! time:
 //!
-//! 1. read every component the new set of functions names, and name each by
-//!    its content digest;
-//! 2. compare each function's definition with the one it would replace: an
-//!    equal definition keeps its function as it is (warm, counting); a new
-//!    or different one gets a new function, whose component compiles in
-//!    the background (or reuses the artifact of the same bytes);
-//! 3. build the whole new table beside the current one and check it (route
-//!    conflicts, names);
-//! 4. wait until what is new has compiled, and warm what replaces a warm
-//!    function, so that no request meets a cold or failing function because
+//! 1. edit a copy of the sources;
+//! 2. read every component they name, and name each by its content digest;
+//! 3. compare each revision's definition with the one serving now: an equal
+//!    definition keeps its revision as it is (warm, counting); a new or
+//!    different one gets a new revision, whose component compiles in the
+//!    background (or reuses the artifact of the same bytes);
+//! 4. build the whole new table beside the current one and check it (route
+//!    conflicts, names claimed by both sources);
+//! 5. wait until what is new has compiled, and warm what replaces a warm
+//!    revision, so that no request meets a cold or failing function because
 //!    of the change;
-//! 5. swap the table in.
+//! 6. commit: the caller makes the change durable (the deployed state is
+//!    written to disk) or refuses it;
+//! 7. swap the table in.
 //!
-//! A change that fails at any step leaves the current table serving, and
-//! says why. At start-up the first table is published at step 4 instead,
-//! so the host listens at once while its components compile.
+//! A change that fails at any step leaves the current table (and the
+//! sources) as they were, and says why. At start-up the first table is
+//! published at step 5 instead, so the host listens at once while its
+//! components compile.
 //!
 //! A function's own life (compiled, warm, scaled to zero) is in [`entry`];
 //! compiling is in [`compiler`]; the tasks that run beside the requests
@@ -31,6 +37,7 @@
 pub mod background;
 pub mod compiler;
 pub mod entry;
+pub mod function;
 pub mod table;
 
 use std::collections::{HashMap, HashSet};
@@ -40,12 +47,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use shoal_runtime::{ComponentSource, Runtime};
+use shoal_runtime::{ComponentSource, LoadError, Runtime};
 
 use self::compiler::{Compiler, JobState};
 use self::entry::{FunctionDef, FunctionEntry, FunctionError, Lease, LifeState};
-use self::table::{Change, Table, TableError};
+use self::function::{Function, Share, Source};
+use self::table::{Change, Routed, Table, TableError};
 use crate::admission::{Gate, GateLimits};
+use crate::deploy::state::RevisionName;
 use crate::manifest::{FunctionDecl, FunctionName};
 use crate::telemetry::metrics::{FunctionGauges, Gauges, Metrics};
 
@@ -131,6 +140,69 @@ pub enum ChangeError {
     /// The new table would be invalid (a route conflict, say).
     #[error(transparent)]
     Table(#[from] TableError),
+    /// Both sources declare a function of this name.
+    #[error(
+        "function `{0}` is both in the manifest and deployed through the admin API; \
+         a function belongs to one of them"
+    )]
+    NameTaken(FunctionName),
+    /// The caller refused to commit it (the deployed state could not be
+    /// written, say).
+    #[error("{0}")]
+    Commit(String),
+}
+
+/// One function as a source wants it served.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// Its name.
+    pub name: FunctionName,
+    /// Where it comes from.
+    pub source: Source,
+    /// The revisions that serve it, with their shares (one, with all the
+    /// traffic, for a manifest function).
+    pub revisions: Vec<DesiredRevision>,
+}
+
+/// A revision a source wants to serve.
+#[derive(Debug, Clone)]
+pub struct DesiredRevision {
+    /// Its name (`None` for a manifest function).
+    pub revision: Option<RevisionName>,
+    /// Its declaration.
+    pub decl: FunctionDecl,
+    /// Its share of the function's requests.
+    pub share: Share,
+}
+
+impl Desired {
+    /// The manifest's functions, each its own one revision.
+    pub fn from_manifest(functions: &[FunctionDecl]) -> Vec<Desired> {
+        functions
+            .iter()
+            .map(|decl| Desired {
+                name: decl.name.clone(),
+                source: Source::Manifest,
+                revisions: vec![DesiredRevision {
+                    revision: None,
+                    decl: decl.clone(),
+                    share: Share {
+                        percent: 100,
+                        pins: Vec::new(),
+                    },
+                }],
+            })
+            .collect()
+    }
+}
+
+/// Every source of functions.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The manifest's functions.
+    pub manifest: Vec<Desired>,
+    /// The functions deployed through the admin API.
+    pub deployed: Vec<Desired>,
 }
 
 /// The functions of the host, behind their routes.
@@ -139,9 +211,10 @@ pub struct Registry {
     compiler: Arc<Compiler>,
     /// The host-wide gate in front of the instance pool.
     gate: Gate,
-    table: ArcSwap<Table<FunctionEntry>>,
-    /// Held by the change being made: changes happen one at a time.
-    changing: tokio::sync::Mutex<()>,
+    table: ArcSwap<Table<Function>>,
+    /// The sources of the table serving; held by the change being made, so
+    /// that changes happen one at a time.
+    sources: tokio::sync::Mutex<Sources>,
     metrics: Arc<Metrics>,
     default_idle_timeout: Duration,
     clock: Clock,
@@ -161,7 +234,7 @@ impl Registry {
             runtime,
             gate: Gate::new(host_gate),
             table: ArcSwap::from_pointee(Table::empty()),
-            changing: tokio::sync::Mutex::new(()),
+            sources: tokio::sync::Mutex::new(Sources::default()),
             metrics,
             default_idle_timeout,
             clock: Clock(Instant::now()),
@@ -177,72 +250,52 @@ impl Registry {
     }
 
     /// The table serving now.
-    pub fn table(&self) -> arc_swap::Guard<Arc<Table<FunctionEntry>>> {
+    pub fn table(&self) -> arc_swap::Guard<Arc<Table<Function>>> {
         self.table.load()
     }
 
-    /// Makes the registry serve exactly `functions`: see the module's doc.
-    pub async fn apply(
+    /// Makes the registry serve the manifest's `functions` (and what was
+    /// deployed, as before).
+    pub async fn apply_manifest(
         self: &Arc<Self>,
         functions: &[FunctionDecl],
         publish: Publish,
     ) -> Result<Applied, ChangeError> {
-        let _one_at_a_time = self.changing.lock().await;
+        let desired = Desired::from_manifest(functions);
+        let (applied, ()) = self
+            .change(
+                publish,
+                |sources| {
+                    sources.manifest = desired;
+                    Ok::<_, ChangeError>(())
+                },
+                |()| Ok(()),
+            )
+            .await?;
+        Ok(applied)
+    }
+
+    /// Changes the sources with `edit`, then, once the new table is built,
+    /// checked and compiled, lets `commit` make the change durable (or
+    /// refuse it) before the table is swapped in. See the module's doc.
+    pub async fn change<T, E: From<ChangeError>>(
+        self: &Arc<Self>,
+        publish: Publish,
+        edit: impl FnOnce(&mut Sources) -> Result<T, E>,
+        commit: impl FnOnce(&T) -> Result<(), E>,
+    ) -> Result<(Applied, T), E> {
+        let mut sources = self.sources.lock().await;
+        let mut next_sources = sources.clone();
+        let edited = edit(&mut next_sources)?;
         let current = self.table.load_full();
-        let sources = read_sources(functions).await?;
-
-        let mut applied = Applied::default();
-        let mut changes = Vec::new();
-        // New functions, and whether the function they replace is warm.
-        let mut fresh = Vec::new();
-        for (decl, source) in functions.iter().zip(sources) {
-            let def = FunctionDef::new(decl, source.digest, self.default_idle_timeout);
-            let old = current.get(&decl.name);
-            if old.is_some_and(|old| *old.def() == def) {
-                continue;
-            }
-            let job = self.compiler.job(source);
-            let output = old.map_or_else(Arc::default, |old| old.output().clone());
-            let entry = Arc::new(FunctionEntry::new(def, job, output, self.metrics.clone()));
-            match old {
-                Some(_) => applied.changed.push(decl.name.clone()),
-                None => applied.added.push(decl.name.clone()),
-            }
-            fresh.push((entry.clone(), old.is_some_and(|old| old.is_warm())));
-            changes.push(Change::Put(entry));
-        }
-        let named: HashSet<&FunctionName> = functions.iter().map(|decl| &decl.name).collect();
-        for function in current.functions() {
-            if !named.contains(function.name()) {
-                applied.removed.push(function.name().clone());
-                changes.push(Change::Remove(function.name().clone()));
-            }
-        }
-        if changes.is_empty() {
-            applied.generation = current.generation();
-            return Ok(applied);
-        }
-        let next = current.change(changes)?;
-
+        let (next, applied, fresh) = self.plan(&current, &next_sources).await?;
+        let Some(next) = next else {
+            commit(&edited)?;
+            *sources = next_sources;
+            return Ok((applied, edited));
+        };
         match publish {
-            Publish::WhenCompiled => {
-                for (entry, _) in &fresh {
-                    self.compiler.prioritize(entry.job());
-                }
-                for (entry, replaces_warm) in &fresh {
-                    entry
-                        .job()
-                        .artifact()
-                        .await
-                        .map_err(|error| FunctionError {
-                            function: entry.name().to_string(),
-                            error,
-                        })?;
-                    if *replaces_warm || entry.policy().min_instances > 0 {
-                        entry.prewarm(&self.runtime, &self.compiler).await?;
-                    }
-                }
-            }
+            Publish::WhenCompiled => self.ready(&fresh).await.map_err(E::from)?,
             Publish::Now => {
                 for (entry, _) in fresh {
                     if entry.policy().min_instances > 0 {
@@ -251,13 +304,146 @@ impl Registry {
                 }
             }
         }
+        commit(&edited)?;
+        self.publish(next);
+        *sources = next_sources;
+        Ok((applied, edited))
+    }
 
-        applied.generation = next.generation();
-        self.table.store(Arc::new(next));
-        for name in &applied.removed {
-            self.metrics.forget(name.as_str());
+    /// The table `sources` describe, built beside `current` (`None` if it
+    /// would serve as `current` does), what changes, and the new revisions
+    /// with whether each replaces a warm one.
+    async fn plan(
+        &self,
+        current: &Table<Function>,
+        sources: &Sources,
+    ) -> Result<PlannedTable, ChangeError> {
+        let all: Vec<&Desired> = sources.manifest.iter().chain(&sources.deployed).collect();
+        let mut names = HashSet::new();
+        for desired in &all {
+            if !names.insert(&desired.name) {
+                return Err(ChangeError::NameTaken(desired.name.clone()));
+            }
         }
-        Ok(applied)
+        let decls: Vec<&FunctionDecl> = all
+            .iter()
+            .flat_map(|d| d.revisions.iter().map(|r| &r.decl))
+            .collect();
+        let mut components = read_sources(&decls).await?.into_iter();
+
+        let mut applied = Applied::default();
+        let mut changes = Vec::new();
+        let mut fresh = Vec::new();
+        for desired in &all {
+            let old = current.get(&desired.name);
+            let mut revisions = Vec::with_capacity(desired.revisions.len());
+            for wanted in &desired.revisions {
+                let source = components.next().expect("one component per revision");
+                let def = FunctionDef::new(
+                    &wanted.decl,
+                    source.digest,
+                    self.default_idle_timeout,
+                    wanted.revision.clone(),
+                );
+                let kept = old.and_then(|old| old.revisions().iter().find(|e| *e.def() == def));
+                let entry = match kept {
+                    Some(entry) => entry.clone(),
+                    None => {
+                        let output =
+                            old.map_or_else(Arc::default, |old| old.primary().output().clone());
+                        let job = self.compiler.job(source);
+                        let entry =
+                            Arc::new(FunctionEntry::new(def, job, output, self.metrics.clone()));
+                        let replaces_warm = old.is_some_and(|old| old.primary().is_warm());
+                        fresh.push((entry.clone(), replaces_warm));
+                        entry
+                    }
+                };
+                revisions.push((entry, wanted.share.clone()));
+            }
+            let function = match desired.source {
+                Source::Manifest if revisions.len() == 1 => {
+                    let (entry, _) = revisions.pop().expect("one revision");
+                    Function::single(desired.name.clone(), desired.source, entry)
+                }
+                _ => Function::split(desired.name.clone(), desired.source, revisions),
+            };
+            match old {
+                Some(old) if old.same_as(&function) => {}
+                Some(_) => {
+                    applied.changed.push(desired.name.clone());
+                    changes.push(Change::Put(Arc::new(function)));
+                }
+                None => {
+                    applied.added.push(desired.name.clone());
+                    changes.push(Change::Put(Arc::new(function)));
+                }
+            }
+        }
+        for function in current.functions() {
+            if !names.contains(function.name()) {
+                applied.removed.push(function.name().clone());
+                changes.push(Change::Remove(function.name().clone()));
+            }
+        }
+        if changes.is_empty() {
+            applied.generation = current.generation();
+            return Ok((None, applied, fresh));
+        }
+        let next = current.change(changes)?;
+        applied.generation = next.generation();
+        Ok((Some(next), applied, fresh))
+    }
+
+    /// Compiles `fresh` revisions, and warms those that replace a warm
+    /// one or are kept warm.
+    async fn ready(&self, fresh: &[(Arc<FunctionEntry>, bool)]) -> Result<(), ChangeError> {
+        for (entry, _) in fresh {
+            self.compiler.prioritize(entry.job());
+        }
+        for (entry, replaces_warm) in fresh {
+            entry
+                .job()
+                .artifact()
+                .await
+                .map_err(|error| FunctionError {
+                    function: entry.name().to_string(),
+                    error,
+                })?;
+            if *replaces_warm || entry.policy().min_instances > 0 {
+                entry.prewarm(&self.runtime, &self.compiler).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps `next` in, and forgets the series of the revisions it no
+    /// longer serves.
+    fn publish(&self, next: Table<Function>) {
+        let previous = self.table.swap(Arc::new(next));
+        let serving: HashSet<*const FunctionEntry> = self
+            .table
+            .load()
+            .functions()
+            .iter()
+            .flat_map(|f| f.revisions().iter().map(Arc::as_ptr))
+            .collect();
+        for function in previous.functions() {
+            for entry in function.revisions() {
+                if !serving.contains(&Arc::as_ptr(entry)) {
+                    self.metrics
+                        .forget(entry.name().as_str(), entry.revision_label());
+                }
+            }
+        }
+    }
+
+    /// Compiles (or finds in the cache) the component of `source` and
+    /// checks that it serves HTTP here, without registering anything.
+    pub async fn compile(&self, source: ComponentSource) -> Result<(), Arc<LoadError>> {
+        let job = self.compiler.job(source);
+        self.compiler.prioritize(&job);
+        job.artifact().await.map(drop)
     }
 
     /// The warm function of `entry` for one request, cold-starting it if
@@ -274,14 +460,14 @@ impl Registry {
         &self.gate
     }
 
-    /// Waits until every function of the table has compiled; fails with
+    /// Waits until every revision of the table has compiled; fails with
     /// the first one refused, naming it. A table replaced meanwhile is
     /// waited for instead.
     pub async fn compiled(&self) -> Result<(), FunctionError> {
         loop {
             let table = self.table.load_full();
             let mut refused = None;
-            for entry in table.functions() {
+            for entry in table.functions().iter().flat_map(|f| f.revisions()) {
                 if let Err(error) = entry.job().artifact().await {
                     refused = Some(FunctionError {
                         function: entry.name().to_string(),
@@ -300,13 +486,14 @@ impl Registry {
         }
     }
 
-    /// Whether every function of the table has compiled.
+    /// Whether every revision of the table has compiled.
     pub fn all_compiled(&self) -> bool {
         self.table
             .load()
             .functions()
             .iter()
-            .all(|f| matches!(f.job().state(), JobState::Done(Ok(_))))
+            .flat_map(|f| f.revisions())
+            .all(|entry| matches!(entry.job().state(), JobState::Done(Ok(_))))
     }
 
     /// The gauges the metrics show, read now.
@@ -314,22 +501,30 @@ impl Registry {
         let table = self.table.load();
         let mut states = LifeState::ALL.map(|state| (state.label(), 0));
         let mut functions = Vec::new();
-        for entry in table.functions() {
-            states[entry.state() as usize].1 += 1;
-            // A function that never had a request has no series.
-            if entry.has_metrics() {
-                functions.push(FunctionGauges {
-                    name: entry.name().to_string(),
-                    in_flight: entry.in_flight(),
-                    waiting: entry.gate().waiting() as u64,
-                    guest_output_dropped: entry.output().dropped(),
-                });
+        let mut guest_output_dropped = Vec::new();
+        for function in table.functions() {
+            for entry in function.revisions() {
+                states[entry.state() as usize].1 += 1;
+                // A revision that never had a request has no series.
+                if entry.has_metrics() {
+                    functions.push(FunctionGauges {
+                        name: entry.name().to_string(),
+                        revision: entry.revision_label().to_owned(),
+                        in_flight: entry.in_flight(),
+                        waiting: entry.gate().waiting() as u64,
+                    });
+                }
+            }
+            let dropped = function.primary().output().dropped();
+            if function.primary().has_metrics() {
+                guest_output_dropped.push((function.name().to_string(), dropped));
             }
         }
         let budget = self.runtime.memory_budget();
         Gauges {
             generation: table.generation(),
             functions,
+            guest_output_dropped,
             states: states.to_vec(),
             memory_budget: budget.limit(),
             memory_in_use: budget.used(),
@@ -343,9 +538,16 @@ impl Registry {
     }
 }
 
-/// Reads the component of every function (each file once), on a blocking
-/// thread.
-async fn read_sources(functions: &[FunctionDecl]) -> Result<Vec<ComponentSource>, FunctionError> {
+/// What [`Registry::plan`] returns.
+type PlannedTable = (
+    Option<Table<Function>>,
+    Applied,
+    Vec<(Arc<FunctionEntry>, bool)>,
+);
+
+/// Reads the component of every declaration (each file once), on a
+/// blocking thread.
+async fn read_sources(functions: &[&FunctionDecl]) -> Result<Vec<ComponentSource>, FunctionError> {
     let wanted: Vec<(FunctionName, PathBuf)> = functions
         .iter()
         .map(|decl| (decl.name.clone(), decl.component.clone()))

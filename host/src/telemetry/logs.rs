@@ -130,6 +130,7 @@ pub fn request_span(request_id: &str, method: &http::Method, path: &str) -> trac
         method = %method,
         path = %path,
         function = tracing::field::Empty,
+        revision = tracing::field::Empty,
         route = tracing::field::Empty,
         status = tracing::field::Empty,
         duration_ms = tracing::field::Empty,

@@ -112,8 +112,11 @@ const CLASSES: [&str; 6] = ["cancelled", "1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct Gauges {
     /// The generation of the registry's table.
     pub generation: u64,
-    /// Every function that has series (it has had a request).
+    /// Every function revision that has series (it has had a request).
     pub functions: Vec<FunctionGauges>,
+    /// Each function's guest output dropped past its limits so far, by
+    /// function name.
+    pub guest_output_dropped: Vec<(String, u64)>,
     /// Functions by lifecycle state: the state's label and the count.
     pub states: Vec<(&'static str, usize)>,
     /// The host's memory budget for instances, in bytes.
@@ -126,17 +129,17 @@ pub struct Gauges {
     pub host_waiting: u64,
 }
 
-/// One function's gauges.
+/// One function revision's gauges.
 #[derive(Debug)]
 pub struct FunctionGauges {
-    /// Its name.
+    /// Its function's name.
     pub name: String,
+    /// Its revision (empty for a manifest function).
+    pub revision: String,
     /// Requests running now.
     pub in_flight: u64,
     /// Requests waiting for its concurrency limit.
     pub waiting: u64,
-    /// Bytes of its guests' output dropped past their limits, so far.
-    pub guest_output_dropped: u64,
 }
 
 /// How a change to the registry ended, for `shoal_registry_changes_total`.
@@ -212,7 +215,8 @@ impl Metrics {
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-            let metric = HistogramVec::new(opts, &["function"]).expect("a valid metric");
+            let metric =
+                HistogramVec::new(opts, &["function", "revision"]).expect("a valid metric");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("registered once");
@@ -278,7 +282,7 @@ impl Metrics {
             requests: counter(
                 "shoal_requests_total",
                 "Requests answered, by function and status class (2xx, 4xx, 5xx...).",
-                &["function", "class"],
+                &["function", "revision", "class"],
             ),
             unrouted,
             duration: histogram(
@@ -289,7 +293,7 @@ impl Metrics {
             cold_starts: counter(
                 "shoal_cold_starts_total",
                 "Cold starts (a function warmed for a request).",
-                &["function"],
+                &["function", "revision"],
             ),
             cold_start_duration: histogram(
                 "shoal_cold_start_duration_seconds",
@@ -299,31 +303,31 @@ impl Metrics {
             rejections: counter(
                 "shoal_rejections_total",
                 "Requests refused before running: queue_full, queue_timeout, host_overloaded, body_too_large.",
-                &["function", "reason"],
+                &["function", "revision", "reason"],
             ),
             failures: FailureKind::ALL.map(|kind| {
                 let (name, help) = kind.metric();
-                counter(name, help, &["function"])
+                counter(name, help, &["function", "revision"])
             }),
             request_bytes: counter(
                 "shoal_request_bytes_total",
                 "Request body bytes received.",
-                &["function"],
+                &["function", "revision"],
             ),
             response_bytes: counter(
                 "shoal_response_bytes_total",
                 "Response body bytes sent.",
-                &["function"],
+                &["function", "revision"],
             ),
             in_flight: gauge(
                 "shoal_instances_in_flight",
                 "Requests running now (each in its own instance).",
-                &["function"],
+                &["function", "revision"],
             ),
             waiting: gauge(
                 "shoal_queue_depth",
                 "Requests waiting for their function's concurrency limit.",
-                &["function"],
+                &["function", "revision"],
             ),
             functions: gauge(
                 "shoal_functions",
@@ -343,46 +347,54 @@ impl Metrics {
         }
     }
 
-    /// The counters of function `name`.
-    pub fn function(&self, name: &str) -> FunctionMetrics {
-        let class = |class: &str| self.requests.with_label_values(&[name, class]);
-        let rejection =
-            |reason: RejectReason| self.rejections.with_label_values(&[name, reason.label()]);
+    /// The counters of `revision` (empty for a manifest function) of
+    /// function `name`.
+    pub fn function(&self, name: &str, revision: &str) -> FunctionMetrics {
+        let labels = [name, revision];
+        let class = |class: &str| self.requests.with_label_values(&[name, revision, class]);
+        let rejection = |reason: RejectReason| {
+            self.rejections
+                .with_label_values(&[name, revision, reason.label()])
+        };
         FunctionMetrics(Arc::new(Counters {
             responses: CLASSES.map(class),
-            duration: self.duration.with_label_values(&[name]),
-            cold_starts: self.cold_starts.with_label_values(&[name]),
-            cold_start_duration: self.cold_start_duration.with_label_values(&[name]),
+            duration: self.duration.with_label_values(&labels),
+            cold_starts: self.cold_starts.with_label_values(&labels),
+            cold_start_duration: self.cold_start_duration.with_label_values(&labels),
             rejections: RejectReason::ALL.map(rejection),
             failures: self
                 .failures
                 .clone()
-                .map(|counter| counter.with_label_values(&[name])),
-            request_bytes: self.request_bytes.with_label_values(&[name]),
-            response_bytes: self.response_bytes.with_label_values(&[name]),
+                .map(|counter| counter.with_label_values(&labels)),
+            request_bytes: self.request_bytes.with_label_values(&labels),
+            response_bytes: self.response_bytes.with_label_values(&labels),
         }))
     }
 
-    /// Removes every series of function `name` (taken out of the registry).
-    /// Counters still held by its requests in flight count on, unseen.
-    pub fn forget(&self, name: &str) {
+    /// Removes every series of `revision` of function `name` (no longer
+    /// served). Counters still held by its requests in flight count on,
+    /// unseen.
+    pub fn forget(&self, name: &str, revision: &str) {
+        let labels = [name, revision];
         for class in CLASSES {
-            let _ = self.requests.remove_label_values(&[name, class]);
+            let _ = self.requests.remove_label_values(&[name, revision, class]);
         }
         for reason in RejectReason::ALL {
-            let _ = self.rejections.remove_label_values(&[name, reason.label()]);
+            let _ = self
+                .rejections
+                .remove_label_values(&[name, revision, reason.label()]);
         }
         for vec in [&self.cold_starts, &self.request_bytes, &self.response_bytes]
             .into_iter()
             .chain(&self.failures)
         {
-            let _ = vec.remove_label_values(&[name]);
+            let _ = vec.remove_label_values(&labels);
         }
         for vec in [&self.duration, &self.cold_start_duration] {
-            let _ = vec.remove_label_values(&[name]);
+            let _ = vec.remove_label_values(&labels);
         }
         for vec in [&self.in_flight, &self.waiting] {
-            let _ = vec.remove_label_values(&[name]);
+            let _ = vec.remove_label_values(&labels);
         }
     }
 
@@ -399,12 +411,12 @@ impl Metrics {
     /// Every metric in Prometheus' text format, with `gauges` read now.
     pub fn render(&self, gauges: &Gauges) -> String {
         for function in &gauges.functions {
-            let name = function.name.as_str();
+            let labels = [function.name.as_str(), function.revision.as_str()];
             self.in_flight
-                .with_label_values(&[name])
+                .with_label_values(&labels)
                 .set(function.in_flight as i64);
             self.waiting
-                .with_label_values(&[name])
+                .with_label_values(&labels)
                 .set(function.waiting as i64);
         }
         for (state, count) in &gauges.states {
@@ -419,15 +431,15 @@ impl Metrics {
             .set(i64::try_from(gauges.memory_in_use).unwrap_or(i64::MAX));
         self.host_waiting.set(gauges.host_waiting as i64);
         let mut families = self.registry.gather();
-        families.push(counter_family(
+        families.extend(counter_family(
             "shoal_guest_output_dropped_bytes_total",
             "Bytes of guest stdout and stderr dropped past a request's share or the function's rate.",
             gauges
-                .functions
+                .guest_output_dropped
                 .iter()
-                .map(|f| (Some(f.name.as_str()), f.guest_output_dropped)),
+                .map(|(name, dropped)| (Some(name.as_str()), *dropped)),
         ));
-        families.push(counter_family(
+        families.extend(counter_family(
             "shoal_log_lines_dropped_total",
             "Log lines dropped because the log's reader could not keep up.",
             [(None, gauges.log_lines_dropped)],
@@ -441,12 +453,13 @@ impl Metrics {
 }
 
 /// A counter family whose values were counted elsewhere and are read at the
-/// scrape: one series per value, labelled by `function` when it names one.
+/// scrape: one series per value, labelled by `function` when it names one;
+/// `None` without values (the text format has no empty family).
 fn counter_family<'a>(
     name: &str,
     help: &str,
     values: impl IntoIterator<Item = (Option<&'a str>, u64)>,
-) -> prometheus::proto::MetricFamily {
+) -> Option<prometheus::proto::MetricFamily> {
     use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
     let mut family = MetricFamily::default();
     family.set_name(name.to_owned());
@@ -465,7 +478,7 @@ fn counter_family<'a>(
         metric.set_counter(counter);
         family.mut_metric().push(metric);
     }
-    family
+    (!family.get_metric().is_empty()).then_some(family)
 }
 
 impl Default for Metrics {
@@ -509,5 +522,30 @@ impl FunctionMetrics {
     /// Counts response body bytes.
     pub fn response_bytes(&self, bytes: u64) {
         self.0.response_bytes.inc_by(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_that_served_nothing_renders_its_metrics() {
+        let metrics = Metrics::new();
+        let text = metrics.render(&Gauges::default());
+        assert!(text.contains("shoal_log_lines_dropped_total 0"), "{text}");
+        assert!(
+            !text.contains("shoal_guest_output_dropped_bytes_total"),
+            "{text}"
+        );
+        let gauges = Gauges {
+            guest_output_dropped: vec![("f".to_owned(), 3)],
+            ..Gauges::default()
+        };
+        let text = metrics.render(&gauges);
+        assert!(
+            text.contains(r#"shoal_guest_output_dropped_bytes_total{function="f"} 3"#),
+            "{text}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::body::HostBody;
+use crate::registry::entry::FunctionEntry;
 use crate::router::RouteMatch;
 use crate::telemetry::metrics::FunctionMetrics;
 
@@ -40,14 +41,19 @@ impl RequestRecord {
         &self.span
     }
 
-    /// The request was routed to `function` by `route`.
-    pub fn routed(&mut self, function: &str, route: RouteMatch<'_>, metrics: FunctionMetrics) {
+    /// The request was routed to `entry` (a function's revision) by
+    /// `route`.
+    pub fn routed(&mut self, entry: &FunctionEntry, route: RouteMatch<'_>) {
         if !self.span.is_disabled() {
             self.span
-                .record("function", tracing::field::display(function));
+                .record("function", tracing::field::display(entry.name()));
+            if let Some(revision) = entry.revision() {
+                self.span
+                    .record("revision", tracing::field::display(revision));
+            }
             self.span.record("route", tracing::field::display(route));
         }
-        self.function = Some(metrics);
+        self.function = Some(entry.metrics().clone());
     }
 
     /// The function's counters, once routed.

@@ -257,10 +257,11 @@ impl Host {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    /// The admin API's view of every function (`GET /v1/functions`).
+    /// The admin API's view of every function (`GET /v1/functions`; with
+    /// the tests' token, which a host without one ignores).
     pub async fn functions(&self) -> Vec<serde_json::Value> {
         let url = format!("http://{}/v1/functions", self.admin);
-        let response = http1().get(url).send().await.unwrap();
+        let response = http1().get(url).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -268,7 +269,7 @@ impl Host {
     /// The admin API's status (`GET /v1/status`).
     pub async fn status(&self) -> serde_json::Value {
         let url = format!("http://{}/v1/status", self.admin);
-        let response = http1().get(url).send().await.unwrap();
+        let response = http1().get(url).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -591,5 +592,83 @@ impl Backend {
 
     pub fn received(&self) -> usize {
         self.requests.lock().unwrap().len()
+    }
+}
+
+/// The admin token the deploy tests use.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Writes [`TOKEN`] to a file in `dir`; returns its path.
+pub fn token_file(dir: &Path) -> PathBuf {
+    write(dir, "admin-token", TOKEN)
+}
+
+/// Calls to a host's admin API, with a token or without.
+pub struct AdminApi<'a> {
+    pub host: &'a Host,
+    pub token: Option<&'a str>,
+}
+
+impl AdminApi<'_> {
+    /// `method path` with `body`; the status and the JSON answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("http://{}{path}", self.host.admin);
+        let mut request = http1().request(method, url).body(body);
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, json)
+    }
+
+    /// Uploads `bytes` as a component.
+    pub async fn upload(&self, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, "/v1/components", bytes)
+            .await
+    }
+
+    /// Deploys `definition` as function `name`'s next revision.
+    pub async fn deploy(&self, name: &str, definition: &str) -> (u16, serde_json::Value) {
+        let path = format!("/v1/functions/{name}");
+        self.call(reqwest::Method::PUT, &path, definition.to_owned())
+            .await
+    }
+
+    /// Uploads `component` and deploys it at `routes`, which must succeed;
+    /// returns the new revision's name.
+    pub async fn deploy_component(&self, name: &str, component: &Path, routes: &[&str]) -> String {
+        let (status, uploaded) = self.upload(std::fs::read(component).unwrap()).await;
+        assert!(status == 200 || status == 201, "{status}: {uploaded}");
+        let digest = uploaded["component"].as_str().unwrap();
+        let definition = format!("component = {digest:?}\nroutes = {routes:?}\n");
+        let (status, deployed) = self.deploy(name, &definition).await;
+        assert_eq!(status, 201, "{deployed}");
+        deployed["revision"].as_str().unwrap().to_owned()
+    }
+
+    /// Sets function `name`'s traffic.
+    pub async fn traffic(
+        &self,
+        name: &str,
+        traffic: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let path = format!("/v1/functions/{name}/traffic");
+        self.call(reqwest::Method::PUT, &path, traffic.to_string())
+            .await
+    }
+
+    /// Function `name`'s revisions and traffic (`GET .../revisions`).
+    pub async fn revisions(&self, name: &str) -> (u16, serde_json::Value) {
+        let path = format!("/v1/functions/{name}/revisions");
+        self.call(reqwest::Method::GET, &path, Vec::new()).await
     }
 }

@@ -1,0 +1,405 @@
+//! Functions uploaded to a running host: components stored by digest
+//! ([`blobs`]), and immutable revisions with the traffic between them
+//! ([`state`]), kept in `DATA_DIR/deploy`.
+//!
+//! Every operation (deploy, traffic, rollback, delete) edits a copy of the
+//! deployed state inside the registry's one change path
+//! ([`Registry::change`]): the new table is built, checked and compiled,
+//! then the state is written durably, and only then is the table swapped in
+//! and the caller answered. A refused operation changes neither. The state
+//! folder is locked by one host at a time; a second host sharing the data
+//! dir serves what was deployed when it started, and refuses changes.
+
+pub mod blobs;
+pub mod state;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::Stream;
+use http::StatusCode;
+use shoal_runtime::{ComponentSource, Digest, LoadError};
+
+use self::blobs::{BlobStore, Stored, UploadError};
+use self::state::{DeployState, RevisionName, StateError, StateFile, Traffic};
+use crate::manifest::{FunctionName, ManifestError, parse_definition};
+use crate::registry::function::{Share, Source};
+use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry};
+
+/// How long an uploaded component that no revision uses is kept (the time
+/// between an upload and the deploy that uses it).
+const UNUSED_UPLOAD_GRACE: Duration = Duration::from_secs(3600);
+
+/// Why an operation was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The upload could not be stored (too large, cut off).
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// The uploaded bytes are not a component this host can serve.
+    #[error("the component is refused: {0}")]
+    Component(Arc<LoadError>),
+    /// The definition is invalid.
+    #[error("{0}")]
+    Definition(#[from] ManifestError),
+    /// The deployed state does not allow it (no such function, revision...).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The function is the manifest's.
+    #[error(
+        "function `{0}` is declared in the manifest; change it there, not through the admin API"
+    )]
+    ManifestFunction(FunctionName),
+    /// The change was refused (a route conflict, a component that does not
+    /// compile...).
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    /// Another host owns this data dir's deployed state.
+    #[error(
+        "another host owns the deployed state in {0}; this one serves what was deployed when it \
+         started and changes nothing"
+    )]
+    NotOwner(PathBuf),
+}
+
+impl DeployError {
+    /// The status an admin API call that failed so is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Upload(UploadError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Upload(UploadError::Io(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Upload(UploadError::Stream(_))
+            | Self::Component(_)
+            | Self::Definition(_)
+            | Self::State(StateError::BadTraffic { .. }) => StatusCode::BAD_REQUEST,
+            Self::State(StateError::NoFunction(_) | StateError::NoRevision { .. }) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::State(StateError::NothingToRollBackTo(_))
+            | Self::ManifestFunction(_)
+            | Self::NotOwner(_)
+            | Self::Change(ChangeError::NameTaken(_) | ChangeError::Table(_)) => {
+                StatusCode::CONFLICT
+            }
+            Self::Change(ChangeError::Function(_)) => StatusCode::BAD_REQUEST,
+            Self::Change(ChangeError::Commit(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded {
+    /// The component's digest and size, and whether it was there before.
+    pub stored: Stored,
+}
+
+/// What a deploy, traffic change, rollback or deletion did.
+#[derive(Debug)]
+pub struct Done {
+    /// The registry's change.
+    pub applied: Applied,
+    /// The function's revision that the operation is about, if any.
+    pub revision: Option<RevisionName>,
+}
+
+/// The functions deployed through the admin API.
+pub struct Deployments {
+    registry: Arc<Registry>,
+    dir: PathBuf,
+    blobs: BlobStore,
+    file: StateFile,
+    /// The state last committed.
+    state: Mutex<DeployState>,
+    keep_revisions: usize,
+    max_upload: u64,
+    /// The lock on the state folder; `None` if another host holds it.
+    owner: Option<std::fs::File>,
+}
+
+impl Deployments {
+    /// Opens the deployed state in `data_dir/deploy` (creating it), taking
+    /// its lock if no other host holds it.
+    pub fn open(
+        data_dir: &Path,
+        registry: Arc<Registry>,
+        keep_revisions: usize,
+        max_upload: u64,
+    ) -> std::io::Result<Self> {
+        let dir = data_dir.join("deploy");
+        std::fs::create_dir_all(&dir)?;
+        let owner = lock(&dir.join("lock"))?;
+        if owner.is_none() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "another host owns the deployed state here; serving it as it is, refusing changes"
+            );
+        }
+        let blobs = BlobStore::open(&dir.join("blobs"))?;
+        let file = StateFile::new(&dir);
+        let state = file.load()?;
+        Ok(Self {
+            registry,
+            blobs,
+            file,
+            state: Mutex::new(state),
+            keep_revisions: keep_revisions.max(1),
+            max_upload,
+            owner,
+            dir,
+        })
+    }
+
+    /// The largest upload, in bytes.
+    pub fn max_upload(&self) -> u64 {
+        self.max_upload
+    }
+
+    /// The state committed last.
+    pub fn state(&self) -> DeployState {
+        self.lock_state().clone()
+    }
+
+    /// The deployed functions, as the registry serves them.
+    pub fn desired(&self) -> Result<Vec<Desired>, DeployError> {
+        desired(&self.lock_state(), &self.blobs)
+    }
+
+    /// Stores an uploaded component and checks that it compiles and serves
+    /// HTTP here; a refused one is not kept.
+    pub async fn upload<S, E>(&self, body: S) -> Result<Uploaded, DeployError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.check_owner()?;
+        let stored = self.blobs.put(body, self.max_upload).await?;
+        let path = self.blobs.path(&stored.digest);
+        let source = tokio::task::spawn_blocking(move || ComponentSource::read(&path))
+            .await
+            .expect("reading a component does not panic");
+        let checked = match source {
+            Ok(source) => self.registry.compile(source).await,
+            Err(error) => Err(Arc::new(error)),
+        };
+        if let Err(error) = checked {
+            if !stored.existed && !self.uses(&stored.digest) {
+                self.blobs.remove(&stored.digest);
+            }
+            return Err(DeployError::Component(error));
+        }
+        Ok(Uploaded { stored })
+    }
+
+    /// Deploys `definition` (a `[[function]]` table's fields naming an
+    /// uploaded component) as the next revision of function `name`, with
+    /// all its traffic.
+    pub async fn deploy(
+        &self,
+        name: &FunctionName,
+        definition: String,
+    ) -> Result<Done, DeployError> {
+        self.check_owner()?;
+        let decl = parse_definition(&definition, name, |text| resolve(&self.blobs, text))?;
+        let component = self
+            .blobs
+            .digest_of(&decl.component)
+            .expect("a resolved component is a blob");
+        let created = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.edit(name, move |state| {
+            Ok(Some(state.deploy(name, component, definition, created)))
+        })
+        .await
+    }
+
+    /// Sets function `name`'s traffic.
+    pub async fn set_traffic(
+        &self,
+        name: &FunctionName,
+        traffic: Traffic,
+    ) -> Result<Done, DeployError> {
+        self.check_owner()?;
+        self.edit(name, move |state| {
+            state.set_traffic(name, traffic)?;
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Sends all of function `name`'s traffic to `revision`, or to the one
+    /// before the current.
+    pub async fn roll_back(
+        &self,
+        name: &FunctionName,
+        revision: Option<RevisionName>,
+    ) -> Result<Done, DeployError> {
+        self.check_owner()?;
+        self.edit(name, move |state| {
+            state.roll_back(name, revision.as_ref()).map(Some)
+        })
+        .await
+    }
+
+    /// Takes function `name` out.
+    pub async fn delete(&self, name: &FunctionName) -> Result<Done, DeployError> {
+        self.check_owner()?;
+        self.edit(name, move |state| {
+            state.delete(name)?;
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Applies `operation` to a copy of the state, through the registry's
+    /// change path, writing the state before the change is published.
+    async fn edit(
+        &self,
+        name: &FunctionName,
+        operation: impl FnOnce(&mut DeployState) -> Result<Option<RevisionName>, StateError>,
+    ) -> Result<Done, DeployError> {
+        let (applied, (state, revision, pruned)) = self
+            .registry
+            .change(
+                Publish::WhenCompiled,
+                |sources| {
+                    if sources.manifest.iter().any(|d| d.name == *name) {
+                        return Err(DeployError::ManifestFunction(name.clone()));
+                    }
+                    let mut state = self.state();
+                    let revision = operation(&mut state)?;
+                    let pruned = state.prune(self.keep_revisions);
+                    sources.deployed = desired(&state, &self.blobs)?;
+                    Ok((state, revision, pruned))
+                },
+                |(state, ..)| {
+                    self.file.save(state).map_err(|e| {
+                        DeployError::Change(ChangeError::Commit(format!(
+                            "cannot write the deployed state: {e}"
+                        )))
+                    })
+                },
+            )
+            .await?;
+        let before: HashSet<Digest> = self.lock_state().components().collect();
+        let after: HashSet<Digest> = state.components().collect();
+        *self.lock_state() = state;
+        if !pruned.is_empty() {
+            let pruned: Vec<String> = pruned.iter().map(ToString::to_string).collect();
+            tracing::info!(revisions = ?pruned, "old revisions without traffic removed");
+        }
+        // Components no revision uses any more go at once. (A deploy that
+        // uploaded the same bytes a moment before finds them gone and is
+        // refused, 400; uploading again fixes it.)
+        for released in before.difference(&after) {
+            self.blobs.remove(released);
+        }
+        Ok(Done { applied, revision })
+    }
+
+    /// Removes uploaded components that no revision uses and that were
+    /// uploaded long enough ago (an upload waits that long for its deploy).
+    pub fn collect_blobs(&self) {
+        let keep: HashSet<Digest> = self.lock_state().components().collect();
+        match self.blobs.collect(&keep, UNUSED_UPLOAD_GRACE) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "unused uploaded components removed"),
+            Err(error) => tracing::warn!(%error, "cannot remove unused uploaded components"),
+        }
+    }
+
+    fn uses(&self, digest: &Digest) -> bool {
+        self.lock_state().components().any(|used| used == *digest)
+    }
+
+    fn check_owner(&self) -> Result<(), DeployError> {
+        match self.owner {
+            Some(_) => Ok(()),
+            None => Err(DeployError::NotOwner(self.dir.clone())),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, DeployState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The functions of `state` as the registry serves them: each with the
+/// revisions its traffic names.
+fn desired(state: &DeployState, blobs: &BlobStore) -> Result<Vec<Desired>, DeployError> {
+    let mut functions = Vec::with_capacity(state.functions.len());
+    for (name, deployed) in &state.functions {
+        let mut revisions = Vec::new();
+        for serving in deployed.traffic.serving() {
+            let record = deployed
+                .revisions
+                .iter()
+                .find(|r| r.name == *serving)
+                .ok_or_else(|| StateError::NoRevision {
+                    function: name.clone(),
+                    revision: serving.to_string(),
+                })?;
+            let decl = parse_definition(&record.definition, name, |text| resolve(blobs, text))?;
+            let pins = deployed
+                .traffic
+                .pins
+                .iter()
+                .filter(|pin| pin.revision == *serving)
+                .filter_map(|pin| {
+                    Some((
+                        http::HeaderName::try_from(pin.header.as_str()).ok()?,
+                        http::HeaderValue::try_from(pin.value.as_str()).ok()?,
+                    ))
+                })
+                .collect();
+            revisions.push(DesiredRevision {
+                revision: Some(record.name.clone()),
+                decl,
+                share: Share {
+                    percent: deployed.traffic.split.get(serving).copied().unwrap_or(0),
+                    pins,
+                },
+            });
+        }
+        functions.push(Desired {
+            name: name.clone(),
+            source: Source::Deployed,
+            revisions,
+        });
+    }
+    Ok(functions)
+}
+
+/// The blob a definition's `component = "sha256:..."` names.
+fn resolve(blobs: &BlobStore, text: &str) -> Result<PathBuf, String> {
+    let digest = text
+        .strip_prefix("sha256:")
+        .and_then(Digest::from_hex)
+        .ok_or_else(|| {
+            format!("`{text}` is not a component digest (`sha256:` and 64 hex digits)")
+        })?;
+    if !blobs.contains(&digest) {
+        return Err(format!(
+            "no component {digest} was uploaded (POST /v1/components first)"
+        ));
+    }
+    Ok(blobs.path(&digest))
+}
+
+/// Takes the lock file at `path` for this process: `None` if another
+/// process holds it.
+fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use rustix::fs::{FlockOperation, flock};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
