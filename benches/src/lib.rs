@@ -27,6 +27,7 @@ pub mod proc_stats;
 pub mod process;
 pub mod reload;
 pub mod report;
+pub mod section;
 pub mod servers;
 pub mod stats;
 pub mod targets;

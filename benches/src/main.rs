@@ -11,11 +11,10 @@ use shoal_benches::cold_start::ColdStarts;
 use shoal_benches::density::Density;
 use shoal_benches::machine::Machine;
 use shoal_benches::plan::{FULL, QUICK};
-use shoal_benches::reload::Reloads;
 use shoal_benches::report::Report;
 use shoal_benches::servers::Paths;
 use shoal_benches::throughput::Throughput;
-use shoal_benches::upload::Uploads;
+use shoal_benches::{reload, upload};
 
 /// The data folder of the hosts of sections 1 and 2, under `--work`.
 const DATA_DIR: &str = "data";
@@ -118,8 +117,8 @@ fn main() -> anyhow::Result<()> {
             let throughput = Throughput::measure(&paths, &plan).await;
             let cold_starts = ColdStarts::measure(&paths, &plan).await;
             let density = Density::measure(&paths, &plan).await;
-            let reloads = Reloads::measure(&paths, &plan).await;
-            let uploads = Uploads::measure(&paths, &plan).await;
+            let reloads = reload::measure_section(&paths, &plan).await;
+            let uploads = upload::measure_section(&paths, &plan).await;
             Report {
                 plan,
                 machine,

@@ -26,6 +26,7 @@ use crate::cold_start::Language;
 use crate::manifest::{Function, Manifest};
 use crate::plan::{CLIENT_CPU, Plan, RELOAD_POLL, RELOAD_TIMEOUT, SERVER_CPU};
 use crate::report::{Table, format_latency_or_dash};
+use crate::section::Section;
 use crate::servers::{Paths, Server, log_millis};
 use crate::stats::Sample;
 
@@ -51,33 +52,14 @@ pub struct FunctionReloads {
 }
 
 /// Section 4's results.
-#[derive(Debug, Clone)]
-pub struct Reloads {
-    /// Per function; empty if the section failed.
-    pub functions: Vec<FunctionReloads>,
-    /// Why the section failed, if it did.
-    pub failure: Option<String>,
+pub type Reloads = Section<FunctionReloads>;
+
+/// Runs the section.
+pub async fn measure_section(paths: &Paths, plan: &Plan) -> Reloads {
+    Section::run("reloads", measure(paths, plan)).await
 }
 
 impl Reloads {
-    /// Runs the section; a failure is reported in the section, not fatal.
-    pub async fn measure(paths: &Paths, plan: &Plan) -> Self {
-        eprintln!("==> reloads");
-        match measure(paths, plan).await {
-            Ok(functions) => Self {
-                functions,
-                failure: None,
-            },
-            Err(error) => {
-                eprintln!("    failed: {error:#}");
-                Self {
-                    functions: Vec::new(),
-                    failure: Some(format!("{error:#}")),
-                }
-            }
-        }
-    }
-
     /// The section, as markdown.
     pub fn render(&self) -> String {
         let mut out = String::from("## 4. Reload\n\n");
@@ -92,8 +74,8 @@ impl Reloads {
              the host's {WATCH_QUIET} wait for a burst of file changes to go quiet. \
              \"compile\" is the host's own log figure for compiling each new build.\n"
         );
-        if let Some(failure) = &self.failure {
-            let _ = writeln!(out, "**The section failed:** {failure}\n");
+        if let Some(failure) = self.failure_line() {
+            let _ = writeln!(out, "{failure}");
             return out;
         }
         let mut table = Table::new(&[

@@ -22,6 +22,7 @@ use crate::manifest::{Function, Manifest};
 use crate::plan::{CLIENT_CPU, Plan, RELOAD_TIMEOUT, SERVER_CPU};
 use crate::reload::variant;
 use crate::report::{Table, format_latency_or_dash};
+use crate::section::Section;
 use crate::servers::{Paths, Server};
 use crate::stats::Sample;
 
@@ -44,33 +45,14 @@ pub struct FunctionUploads {
 }
 
 /// Section 5's results.
-#[derive(Debug, Clone)]
-pub struct Uploads {
-    /// Per function; empty if the section failed.
-    pub functions: Vec<FunctionUploads>,
-    /// Why the section failed, if it did.
-    pub failure: Option<String>,
+pub type Uploads = Section<FunctionUploads>;
+
+/// Runs the section.
+pub async fn measure_section(paths: &Paths, plan: &Plan) -> Uploads {
+    Section::run("uploads", measure(paths, plan)).await
 }
 
 impl Uploads {
-    /// Runs the section; a failure is reported in the section, not fatal.
-    pub async fn measure(paths: &Paths, plan: &Plan) -> Self {
-        eprintln!("==> uploads");
-        match measure(paths, plan).await {
-            Ok(functions) => Self {
-                functions,
-                failure: None,
-            },
-            Err(error) => {
-                eprintln!("    failed: {error:#}");
-                Self {
-                    functions: Vec::new(),
-                    failure: Some(format!("{error:#}")),
-                }
-            }
-        }
-    }
-
     /// The section, as markdown.
     pub fn render(&self) -> String {
         let mut out = String::from("## 5. Upload\n\n");
@@ -85,8 +67,8 @@ impl Uploads {
              answered (the revision warmed, the state written durably, the table swapped), and \
              until the first answer of the new revision (checked: 200 and the expected body).\n"
         );
-        if let Some(failure) = &self.failure {
-            let _ = writeln!(out, "**The section failed:** {failure}\n");
+        if let Some(failure) = self.failure_line() {
+            let _ = writeln!(out, "{failure}");
             return out;
         }
         let mut table = Table::new(&[

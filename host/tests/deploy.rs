@@ -533,8 +533,12 @@ async fn a_host_killed_during_an_upload_restarts_serving_the_previous_revision()
 async fn a_host_killed_during_traffic_changes_restarts_into_a_state_it_acknowledged_or_was_given() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_in(dir.path(), &[]);
-    let one = admin(&host).deploy_component("f", &example("hello"), &["/f"]).await;
-    let two = admin(&host).deploy_component("f", &guest("counter"), &["/f"]).await;
+    let one = admin(&host)
+        .deploy_component("f", &example("hello"), &["/f"])
+        .await;
+    let two = admin(&host)
+        .deploy_component("f", &guest("counter"), &["/f"])
+        .await;
     let mut host = Some(host);
     // The last deploy took all the traffic: f-00001 has none.
     let mut acknowledged = 0u8;

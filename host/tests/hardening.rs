@@ -471,14 +471,7 @@ async fn one_content_compiles_once_whatever_path_or_link_names_it() {
 fn peak_rss(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
     let mut peak = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rss = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        peak = peak.max(rss);
+        peak = peak.max(common::status_kib(pid, "VmRSS").unwrap_or(0));
         std::thread::sleep(Duration::from_millis(5));
     }
     peak

@@ -383,13 +383,7 @@ impl Host {
 
     /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.trim().strip_suffix("kB"))
-            .and_then(|kib| kib.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+        status_kib(self.pid(), field).unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 }
 
@@ -398,6 +392,17 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`), if the
+/// process is there.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
 }
 
 /// The samples of a Prometheus text exposition, keyed by `name{labels}`
