@@ -5,7 +5,8 @@
 //! changes meanwhile. It then passes the function's gate and the host's
 //! (admission), takes the warm function (a cold start if needed), and runs
 //! in a fresh instance; the response streams back while the request holds
-//! its places. Every failure on the way is classified once
+//! its places. Knative's probes are answered before any of this
+//! ([`probes`]). Every failure on the way is classified once
 //! ([`Failure`]) and answered.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tracing::Instrument;
 
 use crate::answer::Failure;
 use crate::body::{CountedBody, HostBody, InFlight};
+use crate::probes;
 use crate::registry::Registry;
 use crate::registry::entry::FunctionEntry;
 use crate::request_id::{self, RequestIds};
@@ -50,6 +52,9 @@ impl Functions {
 
 impl Handler for Functions {
     async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<HostBody> {
+        if probes::is_probe(&request) {
+            return probes::answer(self.registry.all_compiled());
+        }
         let start = Instant::now();
         let id = self
             .ids

@@ -350,3 +350,13 @@ impl Body for Tracked {
 pub fn listening_line(addr: std::net::SocketAddr) -> String {
     format!("listening on http://{addr}")
 }
+
+/// Who uses `port` in a Knative pod behind Istio, if anyone does: the host
+/// never listens there (Knative's runtime contract).
+pub fn reserved_port(port: u16) -> Option<&'static str> {
+    match port {
+        8008 | 8012 | 8013 | 8022 | 8112 | 9090 | 9091 => Some("Knative's queue-proxy"),
+        15000..=15090 => Some("Istio's sidecar"),
+        _ => None,
+    }
+}

@@ -283,6 +283,20 @@ async fn json_logs_carry_the_request_span_and_knative_fields() {
     let line = access(&lines, "/nowhere").expect("an access log line for /nowhere");
     assert_eq!(line["status"], 404);
     assert!(line["span"].get("function").is_none(), "{line}");
+
+    // The metrics name the revision too.
+    let build = metrics(&host)
+        .await
+        .into_keys()
+        .find(|key| key.starts_with("shoal_build_info{"))
+        .expect("shoal_build_info");
+    for label in [
+        "k_service=\"shop\"",
+        "k_revision=\"shop-00042\"",
+        "k_configuration=\"shop-cfg\"",
+    ] {
+        assert!(build.contains(label), "{build}");
+    }
 }
 
 #[tokio::test]
@@ -306,10 +320,13 @@ async fn text_logs_are_the_default_outside_knative_and_json_can_be_asked_for() {
 }
 
 /// The spans a collector received, decoded from OTLP/HTTP protobuf, with
-/// their resource's `service.name`.
+/// their resource's text attributes (`service.name`...).
 fn exported_spans(
     collector: &Backend,
-) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+) -> Vec<(
+    HashMap<String, String>,
+    opentelemetry_proto::tonic::trace::v1::Span,
+)> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message as _;
@@ -321,18 +338,17 @@ fn exported_spans(
         assert_eq!(headers["content-type"], "application/x-protobuf");
         let export = ExportTraceServiceRequest::decode(body.as_ref()).expect("an OTLP export");
         for resource_spans in export.resource_spans {
-            let service = resource_spans
+            let resource: HashMap<String, String> = resource_spans
                 .resource
                 .iter()
                 .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(name) => Some(name.clone()),
+                .filter_map(|a| match a.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(text) => Some((a.key.clone(), text.clone())),
                     _ => None,
                 })
-                .unwrap_or_default();
+                .collect();
             for scope_spans in resource_spans.scope_spans {
-                spans.extend(scope_spans.spans.into_iter().map(|s| (service.clone(), s)));
+                spans.extend(scope_spans.spans.into_iter().map(|s| (resource.clone(), s)));
             }
         }
     }
@@ -384,6 +400,8 @@ async fn spans_are_exported_over_otlp_and_join_the_callers_trace() {
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_SERVICE_NAME", "shop"),
+        ("K_SERVICE", "shop"),
+        ("K_REVISION", "shop-00042"),
     ];
     let mut host = Host::start_with(&manifest, dir.path(), &[], &otel).unwrap();
 
@@ -405,11 +423,17 @@ async fn spans_are_exported_over_otlp_and_join_the_callers_trace() {
     let spans = exported_spans(&collector);
     assert_eq!(spans.len(), 2, "{spans:#?}");
 
-    let (service, bff) = spans
+    let (resource, bff) = spans
         .iter()
         .find(|(_, s)| attribute(s, "function").as_deref() == Some("bff"))
         .expect("the bff request's span");
-    assert_eq!(service, "shop");
+    assert_eq!(resource["service.name"], "shop");
+    // Knative's revision is in the resource; what Knative did not set is not.
+    assert_eq!(resource["knative.revision"], "shop-00042");
+    assert!(
+        !resource.contains_key("knative.configuration"),
+        "{resource:?}"
+    );
     assert_eq!(bff.name, "request");
     assert_eq!(hex(&bff.trace_id), TRACE);
     assert_eq!(hex(&bff.parent_span_id), CALLER_SPAN);

@@ -60,6 +60,13 @@ impl Request {
         &self.path_with_query
     }
 
+    /// The authority the request was sent to: its `Host` header (HTTP/1.1)
+    /// or `:authority` (HTTP/2), as sent. wasi:http gives it here rather
+    /// than among the headers.
+    pub fn authority(&self) -> Option<String> {
+        self.inner.authority()
+    }
+
     /// The first value of header `name` (any case), if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.all_headers()

@@ -47,10 +47,6 @@ use crate::telemetry::metrics::Metrics;
 /// The admin address when `--admin-listen` is not given.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
 
-/// Ports the admin listener must not take: Knative's queue-proxy uses 8012,
-/// 8013 and 8022, and 9090 and 9091 for its metrics.
-pub const RESERVED_PORTS: [u16; 5] = [8012, 8013, 8022, 9090, 9091];
-
 /// The shortest admin token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -154,16 +150,46 @@ impl Admin {
             None => no_function(name),
         }
     }
+}
 
-    fn metrics(&self) -> Response<HostBody> {
-        let text = self.metrics.render(&self.registry.gauges());
-        let mut response = Response::new(HostBody::text(text));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        response
+/// The metrics-only listener's handler (`--metrics-listen`): `GET /metrics`
+/// without a token, for the cluster's Prometheus, and nothing else.
+pub struct MetricsOnly {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsOnly {
+    /// Serves `metrics`, with the gauges of `registry`.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self { registry, metrics })
     }
+}
+
+impl Handler for MetricsOnly {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HostBody> {
+        if request.uri().path() != "/metrics" {
+            return error(
+                StatusCode::NOT_FOUND,
+                "this listener serves /metrics only; the admin API is on --admin-listen",
+            );
+        }
+        if !Endpoint::Metrics.allows(request.method()) {
+            return not_allowed(&Endpoint::Metrics);
+        }
+        metrics(&self.registry, &self.metrics)
+    }
+}
+
+/// The Prometheus text exposition of `metrics` and the gauges of `registry`.
+fn metrics(registry: &Registry, metrics: &Metrics) -> Response<HostBody> {
+    let text = metrics.render(&registry.gauges());
+    let mut response = Response::new(HostBody::text(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// An admin API path, parsed.
@@ -240,7 +266,7 @@ impl Handler for Admin {
         }
         // Prometheus scrapes without a token.
         if let Endpoint::Metrics = endpoint {
-            return self.metrics();
+            return metrics(&self.registry, &self.metrics);
         }
         let writes = *request.method() != Method::GET;
         if let Some(refusal) = self.refuse(&request, writes) {

@@ -11,7 +11,7 @@ use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::admin::{self, Admin, Token};
+use crate::admin::{self, Admin, MetricsOnly, Token};
 use crate::admission::GateLimits;
 use crate::deploy::Deployments;
 use crate::deploy::state::DEFAULT_KEEP_REVISIONS;
@@ -43,13 +43,21 @@ pub struct RunArgs {
     listen: Option<SocketAddr>,
 
     /// Address of the admin API (`GET /v1/functions`). Never the public
-    /// port, nor a port Knative's queue-proxy uses (8012, 8013, 8022, 9090,
-    /// 9091).
+    /// port, nor a port Knative (8008, 8012, 8013, 8022, 8112, 9090, 9091)
+    /// or Istio (15000-15090) uses in a pod.
     #[arg(long, value_name = "ADDR", default_value = admin::DEFAULT_ADMIN_ADDR)]
     admin_listen: SocketAddr,
 
-    /// Folder for the host's files (the compiled-artifact cache). Defaults
-    /// to `$XDG_CACHE_HOME/shoal`, else `$HOME/.cache/shoal`.
+    /// Also serve `/metrics`, and nothing else, without a token on this
+    /// address: for the cluster's Prometheus while the admin API stays on
+    /// loopback (e.g. `0.0.0.0:9465`).
+    #[arg(long, env = "SHOAL_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Folder for the host's files (the compiled-artifact cache, deployed
+    /// functions). Defaults to `$XDG_CACHE_HOME/shoal`, else
+    /// `$HOME/.cache/shoal`, else (no home, or one that cannot be written,
+    /// as under a read-only root) `$TMPDIR/shoal-UID`.
     #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
@@ -148,7 +156,12 @@ impl RunArgs {
             Some(addr) => addr,
             None => default_listen_addr()?,
         };
-        check_admin_addr(self.admin_listen, listen)?;
+        let mut listeners = vec![
+            ("the public listener", listen),
+            ("--admin-listen", self.admin_listen),
+        ];
+        listeners.extend(self.metrics_listen.map(|addr| ("--metrics-listen", addr)));
+        check_listeners(&listeners)?;
         let token = self.admin_token()?;
         if token.is_none() && !self.admin_listen.ip().is_loopback() {
             bail!(
@@ -278,6 +291,14 @@ impl RunArgs {
             .await
             .with_context(|| format!("cannot listen on {} (--admin-listen)", self.admin_listen))?;
         let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
+        let metrics_only = match self.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+            ),
+            None => None,
+        };
 
         let (stop_tx, stop_rx) = watch::channel(None);
         let stop_tx = Arc::new(stop_tx);
@@ -345,6 +366,13 @@ impl RunArgs {
         tracing::info!(functions = registry.table().functions().len(), %public_addr, %admin_addr, "serving");
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "admin on http://{admin_addr}")?;
+        if let Some(listener) = &metrics_only {
+            writeln!(
+                stdout,
+                "metrics on http://{}/metrics",
+                listener.local_addr()?
+            )?;
+        }
         writeln!(stdout, "{}", server::listening_line(public_addr))?;
         stdout.flush()?;
         drop(stdout);
@@ -358,12 +386,24 @@ impl RunArgs {
                 give_up(forced_rx.clone()),
             ),
             server::serve(
-                Admin::new(registry, metrics, deployments, token),
+                Admin::new(registry.clone(), metrics.clone(), deployments, token),
                 admin,
                 admin_limits,
                 stopped(stop_rx.clone()),
                 give_up(forced_rx.clone()),
             ),
+            async {
+                if let Some(listener) = metrics_only {
+                    server::serve(
+                        MetricsOnly::new(registry, metrics),
+                        listener,
+                        admin_limits,
+                        stopped(stop_rx.clone()),
+                        give_up(forced_rx.clone()),
+                    )
+                    .await;
+                }
+            },
         );
         reloader.abort();
         background.stop();
@@ -556,29 +596,78 @@ fn default_listen_addr() -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
-/// The admin listener never shares the public port or takes one of
-/// Knative's.
-fn check_admin_addr(admin: SocketAddr, public: SocketAddr) -> anyhow::Result<()> {
-    if admin.port() != 0 && admin.port() == public.port() {
-        bail!(
-            "--admin-listen {admin} uses the public port; the admin API must have a port of its own"
-        );
-    }
-    if admin::RESERVED_PORTS.contains(&admin.port()) {
-        bail!(
-            "--admin-listen {admin}: port {} is used by Knative's queue-proxy; choose another",
-            admin.port()
-        );
+/// The listeners' addresses: each port its own, none of the ports Knative
+/// or Istio use in a pod.
+fn check_listeners(listeners: &[(&str, SocketAddr)]) -> anyhow::Result<()> {
+    for (i, (flag, addr)) in listeners.iter().enumerate() {
+        if let Some(owner) = server::reserved_port(addr.port()) {
+            bail!(
+                "{flag} {addr}: port {} is used by {owner}; choose another",
+                addr.port()
+            );
+        }
+        let shared = listeners[..i]
+            .iter()
+            .find(|(_, other)| addr.port() != 0 && other.port() == addr.port());
+        if let Some((other_flag, _)) = shared {
+            bail!(
+                "{flag} {addr} uses the port of {other_flag}; each listener needs a port of its own"
+            );
+        }
     }
     Ok(())
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .context("no --data-dir given, and neither XDG_CACHE_HOME nor HOME is set")?;
-    Ok(cache.join("shoal"))
+        .or_else(|| {
+            let home = std::env::var_os("HOME").filter(|dir| !dir.is_empty())?;
+            Some(PathBuf::from(home).join(".cache"))
+        })
+        .map(|cache| cache.join("shoal"));
+    match home {
+        Some(dir) if writable(&dir) => Ok(dir),
+        home => {
+            let uid = rustix::process::getuid();
+            let dir = std::env::temp_dir().join(format!("shoal-{}", uid.as_raw()));
+            tracing::info!(
+                home = home.as_deref().map(Path::display).map(tracing::field::display),
+                data_dir = %dir.display(),
+                "no writable home folder; the data dir is under the temporary folder"
+            );
+            private_dir(&dir, uid)?;
+            Ok(dir)
+        }
+    }
+}
+
+/// Creates `dir` for this user alone, or checks that the one there is
+/// theirs: in a shared temporary folder, another user could have made it.
+fn private_dir(dir: &Path, uid: rustix::process::Uid) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(error).with_context(|| format!("cannot create {}", dir.display()));
+        }
+        _ => {}
+    }
+    let metadata =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if !metadata.is_dir() || metadata.uid() != uid.as_raw() {
+        bail!(
+            "{} is not a folder of this user's (uid {}); set --data-dir",
+            dir.display(),
+            uid.as_raw()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the host can create `dir` (if needed) and write in it.
+fn writable(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).is_ok() && tempfile::tempfile_in(dir).is_ok()
 }
 
 /// SIGTERM (Kubernetes stopping the pod) and SIGINT, caught from the
@@ -625,15 +714,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_admin_port_is_neither_public_nor_knatives() {
+    fn each_listener_has_its_own_port_and_none_of_knatives_or_istios() {
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(check_admin_addr(addr("127.0.0.1:9464"), addr("0.0.0.0:8080")).is_ok());
-        assert!(check_admin_addr(addr("127.0.0.1:0"), addr("127.0.0.1:0")).is_ok());
-        assert!(check_admin_addr(addr("127.0.0.1:8080"), addr("0.0.0.0:8080")).is_err());
-        for port in admin::RESERVED_PORTS {
-            assert!(
-                check_admin_addr(addr(&format!("127.0.0.1:{port}")), addr("0.0.0.0:8080")).is_err()
-            );
+        let check = |public: &str, admin: &str| {
+            check_listeners(&[("public", addr(public)), ("--admin-listen", addr(admin))])
+        };
+        assert!(check("0.0.0.0:8080", "127.0.0.1:9464").is_ok());
+        assert!(check("127.0.0.1:0", "127.0.0.1:0").is_ok());
+        let shared = check("0.0.0.0:8080", "127.0.0.1:8080").unwrap_err();
+        assert!(
+            shared.to_string().contains("uses the port of public"),
+            "{shared}"
+        );
+        for port in [
+            8008, 8012, 8013, 8022, 8112, 9090, 9091, 15000, 15021, 15090,
+        ] {
+            let refused = check("0.0.0.0:8080", &format!("127.0.0.1:{port}")).unwrap_err();
+            assert!(refused.to_string().contains("is used by"), "{refused}");
+            assert!(check(&format!("0.0.0.0:{port}"), "127.0.0.1:9464").is_err());
         }
+        assert!(check("0.0.0.0:14999", "127.0.0.1:15091").is_ok());
     }
 }

@@ -238,15 +238,24 @@ impl Metrics {
         registry
             .register(Box::new(unrouted.clone()))
             .expect("registered once");
-        let build = IntGauge::with_opts(
-            Opts::new(
-                "shoal_build_info",
-                "The host's version, and the wasmtime it runs on; always 1.",
-            )
-            .const_label("version", env!("CARGO_PKG_VERSION"))
-            .const_label("wasmtime", shoal_runtime::WASMTIME_VERSION),
+        let mut build_opts = Opts::new(
+            "shoal_build_info",
+            "The host's version, the wasmtime it runs on and, under Knative, \
+             the revision it runs as; always 1.",
         )
-        .expect("a valid metric");
+        .const_label("version", env!("CARGO_PKG_VERSION"))
+        .const_label("wasmtime", shoal_runtime::WASMTIME_VERSION);
+        let knative = super::logs::knative();
+        for (label, value) in [
+            ("k_service", &knative.service),
+            ("k_revision", &knative.revision),
+            ("k_configuration", &knative.configuration),
+        ] {
+            if let Some(value) = value {
+                build_opts = build_opts.const_label(label, value);
+            }
+        }
+        let build = IntGauge::with_opts(build_opts).expect("a valid metric");
         build.set(1);
         registry.register(Box::new(build)).expect("registered once");
         let plain_gauge = |name: &str, help: &str| {

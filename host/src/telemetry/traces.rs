@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use http::{HeaderMap, HeaderValue};
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
@@ -66,9 +67,22 @@ pub(super) fn provider_from_env() -> anyhow::Result<Option<SdkTracerProvider>> {
         .ok()
         .or_else(|| knative().service.clone())
         .unwrap_or_else(|| "shoal".to_owned());
+    let knative = knative();
+    let revision = [
+        ("knative.service", &knative.service),
+        ("knative.revision", &knative.revision),
+        ("knative.configuration", &knative.configuration),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some(KeyValue::new(key, value.clone()?)));
+    let resource = Resource::builder()
+        .with_service_name(service)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attributes(revision)
+        .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service).build())
+        .with_resource(resource)
         .build();
     Ok(Some(provider))
 }

@@ -75,6 +75,8 @@ pub struct Host {
     child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The metrics-only listener, with `--metrics-listen`.
+    pub metrics: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
     /// The log's pipe, held open and never read, for a stalled log.
     _stalled_log: Option<std::process::ChildStderr>,
@@ -167,9 +169,21 @@ impl Host {
         env: &[(&str, &str)],
         log: Log,
     ) -> Result<Host, String> {
-        let mut child = run_on_free_ports(&mut command, target, data_dir)
+        run_on_free_ports(&mut command, target, data_dir)
             .args(args)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Host::launch_with(command, data_dir, log)
+    }
+
+    /// Starts a host from a command that holds all its arguments (`run
+    /// TARGET ...`), its data folder being `data_dir`; waits until it
+    /// listens. `Err` holds the output of a host that exited instead.
+    pub fn launch(command: Command, data_dir: &Path) -> Result<Host, String> {
+        Host::launch_with(command, data_dir, Log::Read)
+    }
+
+    fn launch_with(mut command: Command, data_dir: &Path, log: Log) -> Result<Host, String> {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -198,21 +212,25 @@ impl Host {
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
-            let mut admin = None;
+            let (mut admin, mut metrics) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("admin on http://") {
                     admin = Some(addr.parse::<SocketAddr>().unwrap());
                 }
+                if let Some(addr) = line.strip_prefix("metrics on http://") {
+                    let addr = addr.strip_suffix("/metrics").expect("the metrics URL");
+                    metrics = Some(addr.parse::<SocketAddr>().unwrap());
+                }
                 if let Some(addr) = line.strip_prefix("listening on http://") {
                     let admin = admin.expect("the admin line comes first");
-                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
+                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin, metrics));
                 }
             }
         });
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok((addr, admin)) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Ok((addr, admin, metrics)) = rx.recv_timeout(Duration::from_millis(50)) {
                 // stdout and stderr are separate pipes: wait for the log line
                 // written just before `listening on`, so that the start-up
                 // log is complete when `log()` is first read.
@@ -228,6 +246,7 @@ impl Host {
                     child,
                     addr,
                     admin,
+                    metrics,
                     stderr,
                     _stalled_log: stalled_pipe,
                     data_dir: data_dir.to_owned(),
