@@ -133,8 +133,22 @@ fn a_port_of_knatives_or_istios_is_refused_with_its_owner() {
         &[("hello", &example("hello"), &["/hello"], &[])],
     );
     let data = dir.path().join("data");
+    // A host that takes the port serves on: give it 30 s to refuse.
     let refused = |mut command: Command| {
-        let output = command.output().unwrap();
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("the host started instead of refusing the port");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
         assert_eq!(output.status.code(), Some(1));
         String::from_utf8_lossy(&output.stderr).into_owned()
     };

@@ -94,6 +94,48 @@ async fn computing_within_the_timeout_is_served_and_an_endless_loop_is_a_504() {
     assert_eq!(get(&host, "/spin?ms=10").await.body, "spun 10 ms\n");
 }
 
+/// How many times `pid`'s thread named `name` has slept and woken.
+fn thread_wakeups(pid: u32, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let task = tasks
+        .map(|task| task.unwrap().path())
+        .find(|task| std::fs::read_to_string(task.join("comm")).unwrap().trim() == name)
+        .unwrap_or_else(|| panic!("no thread named {name}"));
+    let status = std::fs::read_to_string(task.join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_epoch_sleeps_while_no_guest_runs_and_a_spinning_guest_is_still_stopped() {
+    let (host, _dir) = one_function("spin", "spin", &["timeout = \"500ms\""]);
+    assert_eq!(get(&host, "/spin?ms=50").await.body, "spun 50 ms\n");
+    // With no guest running, the ticker does not wake (it would 1,000 times
+    // a second).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = thread_wakeups(host.pid(), "epoch");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let woken = thread_wakeups(host.pid(), "epoch") - before;
+    assert!(
+        woken <= 2,
+        "the epoch thread woke {woken} times in 1 s of quiet"
+    );
+    // The next guest gets its deadline all the same.
+    let answer = get(&host, "/spin?forever").await;
+    assert_failure(
+        &answer,
+        504,
+        "spin",
+        "did not finish within its timeout (500ms)",
+    );
+    assert!(thread_wakeups(host.pid(), "epoch") - before > 100);
+}
+
 #[tokio::test]
 async fn a_guest_waiting_past_its_timeout_is_stopped_with_a_504() {
     let (host, _dir) = one_function("slow", "slow", &["timeout = \"300ms\""]);
@@ -118,6 +160,12 @@ async fn a_spinning_guest_does_not_hold_up_other_requests() {
         ],
     );
     let host = Host::start(&manifest);
+    // Compiling is not what this measures: wait for it to end.
+    let compiled = Instant::now();
+    while host.status().await["compiled"] != true {
+        assert!(compiled.elapsed() < Duration::from_secs(60), "never compiled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // More spinners than the host has threads: each must yield in turn.
     let spinners: Vec<_> = (0..4)
         .map(|_| tokio::spawn(send(http1().get(host.url("/spin?forever")))))

@@ -23,7 +23,7 @@ use crate::artifact::Artifact;
 use crate::cache::ArtifactCache;
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
-use crate::limits::{EpochTicker, MemoryBudget};
+use crate::limits::{EpochHandle, EpochTicker, MemoryBudget};
 use crate::outbound::OutboundClient;
 use crate::source::ComponentSource;
 use crate::store::StoreState;
@@ -107,7 +107,7 @@ pub struct Runtime {
     allocation: Allocation,
     outbound: OutboundClient,
     budget: Arc<MemoryBudget>,
-    _epoch: EpochTicker,
+    epoch: EpochTicker,
 }
 
 impl Runtime {
@@ -129,7 +129,7 @@ impl Runtime {
             }
         })?;
         Ok(Self {
-            _epoch: EpochTicker::start(&engine),
+            epoch: EpochTicker::start(&engine),
             engine,
             linker,
             cache,
@@ -137,6 +137,11 @@ impl Runtime {
             outbound: OutboundClient::new(),
             budget: Arc::new(MemoryBudget::new(config.memory_budget)),
         })
+    }
+
+    /// What keeps the epoch advancing while guests run.
+    pub(crate) fn epoch(&self) -> EpochHandle {
+        self.epoch.handle()
     }
 
     /// The memory all instances draw from.

@@ -38,7 +38,7 @@ use crate::artifact::{Artifact, check_serves_http};
 use crate::engine::Runtime;
 use crate::error::{GuestFailure, HandleError, LoadError};
 use crate::guest_log::OutputLimits;
-use crate::limits::{LimitedBody, Limits, MemoryBudget, Refusal, on_epoch_tick};
+use crate::limits::{EpochHandle, LimitedBody, Limits, MemoryBudget, Refusal, on_epoch_tick};
 use crate::outbound::{Outbound, OutboundPolicy};
 use crate::reuse::{InstancePool, Reusable};
 use crate::store::{StoreState, StoreTemplate};
@@ -70,6 +70,8 @@ pub struct Function {
     /// Idle instances, when the function reuses them.
     reuse: Option<Arc<InstancePool>>,
     limits: Limits,
+    /// Keeps the epoch advancing while its guests run.
+    epoch: EpochHandle,
     // Keeps the artifact mapped for as long as the function is warm.
     _component: Arc<Component>,
 }
@@ -95,6 +97,7 @@ impl Function {
             reuse: (spec.max_instance_reuse.get() > 1)
                 .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
             limits: spec.limits,
+            epoch: runtime.epoch(),
             _component: component,
         })
     }
@@ -191,11 +194,15 @@ impl Function {
             };
             Err(failure)
         };
+        // From instantiation (which may run the guest's start code) to its
+        // end, deadlines must be enforced.
+        let running = self.epoch.running();
         let guest = tokio::spawn(
             async move {
                 // The instance (owned by `run_guest`) is gone by the end of
                 // this statement.
                 let outcome = run_guest.await;
+                drop(running);
                 drop(held);
                 outcome
             }

@@ -23,7 +23,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -273,27 +273,84 @@ pub(crate) fn on_epoch_tick(deadline: Instant) -> UpdateDeadline {
 }
 
 /// Advances an engine's epoch every [`EPOCH_TICK`] on a thread of its own,
-/// until dropped.
+/// while some guest may be running, until dropped. With no guest running the
+/// thread sleeps (parked) rather than wake a thousand times a second for
+/// nothing: an idle host stays idle.
 pub(crate) struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Ticking>,
+}
+
+/// What the ticker and the guests share.
+struct Ticking {
+    /// Guests that may run wasm now (from instantiation to their end).
+    running: AtomicUsize,
+    stop: AtomicBool,
+    /// The ticker's thread, to wake when the first guest starts.
+    thread: std::thread::Thread,
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: &Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
         // A weak engine: the ticker must not keep the engine alive.
         let engine = engine.weak();
-        let stopped = stop.clone();
-        std::thread::Builder::new()
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
             .name("epoch".to_owned())
-            .spawn(move || tick(engine, stopped))
+            .spawn(move || {
+                let shared: Arc<Ticking> = rx.recv().expect("the ticker's shared state");
+                tick(&engine, &shared);
+            })
             .expect("cannot start the epoch thread");
-        Self { stop }
+        let shared = Arc::new(Ticking {
+            running: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            thread: thread.thread().clone(),
+        });
+        tx.send(shared.clone())
+            .expect("the epoch thread waits for it");
+        Self { shared }
+    }
+
+    /// A handle for functions to take [`Running`] guards from.
+    pub(crate) fn handle(&self) -> EpochHandle {
+        EpochHandle(self.shared.clone())
     }
 }
 
-fn tick(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
+/// Takes [`Running`] guards; held by every warm function.
+#[derive(Clone)]
+pub(crate) struct EpochHandle(Arc<Ticking>);
+
+impl EpochHandle {
+    /// Marks a guest as running until the guard is dropped: the epoch
+    /// advances (and deadlines are enforced) while any guard lives.
+    pub(crate) fn running(&self) -> Running {
+        if self.0.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.0.thread.unpark();
+        }
+        Running(self.0.clone())
+    }
+}
+
+/// A guest that may be running wasm; see [`EpochHandle::running`].
+pub(crate) struct Running(Arc<Ticking>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn tick(engine: &wasmtime::EngineWeak, shared: &Ticking) {
+    loop {
+        // An unpark between the load and the park makes the park return
+        // at once: a guest that starts is never missed.
+        while shared.running.load(Ordering::SeqCst) == 0 && !shared.stop.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
         std::thread::sleep(EPOCH_TICK);
         match engine.upgrade() {
             Some(engine) => engine.increment_epoch(),
@@ -304,7 +361,8 @@ fn tick(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.thread.unpark();
     }
 }
 
