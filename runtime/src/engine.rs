@@ -66,6 +66,10 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 pub struct RuntimeConfig {
     /// Where compiled (AOT) artifacts are cached.
     pub cache_dir: PathBuf,
+    /// A read-only folder of artifacts compiled ahead of time (by
+    /// [`Precompiler`](crate::Precompiler)), looked in when the cache has
+    /// none; never written.
+    pub precompiled_dir: Option<PathBuf>,
     /// The most instances alive at once, across all functions.
     pub max_instances: u32,
     /// Bytes of linear memory all instances may hold together.
@@ -77,6 +81,7 @@ impl RuntimeConfig {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             cache_dir: cache_dir.into(),
+            precompiled_dir: None,
             max_instances: DEFAULT_MAX_INSTANCES,
             memory_budget: u64::MAX,
         }
@@ -122,11 +127,14 @@ impl Runtime {
             Ok,
         )?;
         let linker = linker(&engine).map_err(RuntimeError::Engine)?;
-        let cache = ArtifactCache::open(&config.cache_dir, &engine).map_err(|source| {
-            RuntimeError::Cache {
-                path: config.cache_dir.clone(),
-                source,
-            }
+        let cache = ArtifactCache::open(
+            &config.cache_dir,
+            config.precompiled_dir.as_deref(),
+            &engine,
+        )
+        .map_err(|source| RuntimeError::Cache {
+            path: config.cache_dir.clone(),
+            source,
         })?;
         Ok(Self {
             _epoch: EpochTicker::start(&engine),
@@ -235,7 +243,7 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
 
 /// The size of the instance pool.
 #[derive(Debug, Clone, Copy)]
-struct Pool {
+pub(crate) struct Pool {
     instances: u32,
     /// Bytes of each linear memory kept resident between instances.
     keep_resident: usize,
@@ -255,8 +263,9 @@ fn keep_resident(budget: u64, instances: u32) -> usize {
 
 /// The engine configuration; `pool` sizes the pooling allocator, `None`
 /// allocates on demand. Compiled artifacts depend on this configuration, and
-/// the cache keys them by it.
-fn engine_config(pool: Option<Pool>) -> Config {
+/// the cache keys them by it (the pool's size does not change them: see the
+/// test below).
+pub(crate) fn engine_config(pool: Option<Pool>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.memory_init_cow(true);
@@ -294,9 +303,28 @@ fn engine_config(pool: Option<Pool>) -> Config {
 /// wasi:sockets beyond the proxy world) plus `wasi:http`. What the guest may
 /// actually reach is decided per store: no preopened directories, no
 /// network addresses, only the declared environment.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::engine_key;
+
+    #[test]
+    fn pooled_and_on_demand_engines_share_artifacts() {
+        // Precompiled artifacts come from an on-demand engine; a host with
+        // a pool of any size must find them under its own key.
+        let on_demand = Engine::new(&engine_config(None)).unwrap();
+        let pool = Pool {
+            instances: MIN_POOLED_INSTANCES,
+            keep_resident: MEMORY_KEEP_RESIDENT,
+        };
+        let pooled = Engine::new(&engine_config(Some(pool))).unwrap();
+        assert_eq!(engine_key(&on_demand), engine_key(&pooled));
+    }
 }

@@ -30,6 +30,7 @@ mod function;
 mod guest_log;
 mod limits;
 mod outbound;
+mod precompile;
 mod reuse;
 mod source;
 mod store;
@@ -46,6 +47,7 @@ pub use outbound::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, OutboundPolicy, OutboundRule,
     PROPAGATED_HEADERS,
 };
+pub use precompile::{Precompiler, TargetCpu};
 pub use source::{ComponentSource, Digest};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).
