@@ -29,6 +29,7 @@ pub mod cli;
 pub mod deploy;
 pub mod dispatch;
 pub mod manifest;
+pub mod package;
 pub mod registry;
 pub mod request_id;
 pub mod router;
