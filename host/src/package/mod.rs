@@ -87,6 +87,7 @@ pub struct Packaged {
 /// Builds the image and writes it as an OCI layout to `out` (replacing an
 /// earlier layout there), and as an OCI archive to `archive` if given.
 pub fn package(options: &Options, out: &Path, archive: Option<&Path>) -> anyhow::Result<Packaged> {
+    check_replaceable(out)?;
     let manifest = Manifest::load(&options.manifest)?;
     let text = std::fs::read_to_string(&options.manifest)
         .with_context(|| format!("cannot read {}", options.manifest.display()))?;
@@ -278,17 +279,24 @@ fn write_archive(layout: &Path, archive: &Path, epoch: u64) -> anyhow::Result<()
     Ok(())
 }
 
+/// Refuses an `out` that is neither missing, nor an empty folder, nor an
+/// OCI layout.
+fn check_replaceable(out: &Path) -> anyhow::Result<()> {
+    let empty = || out.read_dir().is_ok_and(|mut dir| dir.next().is_none());
+    if out.exists() && !empty() && !out.join("oci-layout").exists() {
+        bail!(
+            "{} exists and is not an OCI layout: refusing to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// Moves the finished layout in `staging` to `out`, replacing what is
 /// there if it is an earlier layout or an empty folder.
 fn replace_layout(staging: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
+    check_replaceable(out)?;
     if out.exists() {
-        let empty = out.read_dir().is_ok_and(|mut dir| dir.next().is_none());
-        if !empty && !out.join("oci-layout").exists() {
-            bail!(
-                "{} exists and is not an OCI layout: refusing to replace it",
-                out.display()
-            );
-        }
         std::fs::remove_dir_all(out)
             .with_context(|| format!("cannot replace {}", out.display()))?;
     }
