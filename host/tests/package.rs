@@ -101,7 +101,7 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
 
 /// The image's entrypoint, running as a container runtime would start it:
 /// in a mount namespace where `rootfs` is read-only with a `tmpfs` at
-/// `/tmp`, chrooted into it, as uid and gid 2020, with only the image's
+/// `/tmp` and procfs at `/proc`, chrooted into it, as uid and gid 2020, with only the image's
 /// environment. It listens on loopback only: `--listen 127.0.0.1:0` is
 /// appended to the entrypoint, as a pod's `args` would be.
 struct Container {
@@ -118,8 +118,12 @@ impl Container {
         let env = strings(&config["config"]["Env"]);
         let entrypoint = strings(&config["config"]["Entrypoint"]);
         let chroot = tool("sh", &["-c", "command -v chroot"]);
+        // Like a container runtime, create the mount point for /proc (the
+        // runtime maps artifacts through /proc/self/fd).
+        std::fs::create_dir_all(rootfs.join("proc")).unwrap();
         let script = "mount --bind \"$0\" \"$0\" && mount -o remount,ro,bind \"$0\" \
-                      && mount -t tmpfs -o mode=1777 tmpfs \"$0/tmp\" && exec env -i \"$@\"";
+                      && mount -t tmpfs -o mode=1777 tmpfs \"$0/tmp\" \
+                      && mount -t proc proc \"$0/proc\" && exec env -i \"$@\"";
         let mut unshare = Command::new("unshare")
             .args(["--mount", "--fork", "sh", "-c", script])
             .arg(rootfs)
@@ -477,11 +481,18 @@ fn a_bad_component_fails_packaging_with_its_reason_and_writes_nothing() {
     let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(before.len(), after.len(), "something was left: {after:?}");
 
+    // Nor for a host binary that is not a host.
+    let good = manifest_of_hello(dir.path());
+    let output = package(&good, &layout, &["--host-binary", "/bin/true"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("/bin/true is not a Shoal host"), "{stderr}");
+    assert!(!layout.exists());
+
     // A folder that is not an image layout is never replaced.
     let precious = dir.path().join("precious");
     std::fs::create_dir(&precious).unwrap();
     write(&precious, "notes.txt", "keep me");
-    let good = manifest_of_hello(dir.path());
     let output = package(&good, &precious, &[], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

@@ -88,6 +88,20 @@ pub struct Packaged {
 /// earlier layout there), and as an OCI archive to `archive` if given.
 pub fn package(options: &Options, out: &Path, archive: Option<&Path>) -> anyhow::Result<Packaged> {
     check_replaceable(out)?;
+    if options
+        .manifest
+        .extension()
+        .is_some_and(|ext| ext == "wasm")
+    {
+        bail!(
+            "{} is a component: `host package` takes a manifest (`shoal.toml`) naming \
+             the functions, their components and their routes",
+            options.manifest.display()
+        );
+    }
+    // The host binary is checked first: compiling takes a while.
+    let version = host_version(&options.host_binary)?;
+    let libraries = binary::needed_files(&options.host_binary)?;
     let manifest = Manifest::load(&options.manifest)?;
     let text = std::fs::read_to_string(&options.manifest)
         .with_context(|| format!("cannot read {}", options.manifest.display()))?;
@@ -124,11 +138,10 @@ pub fn package(options: &Options, out: &Path, archive: Option<&Path>) -> anyhow:
     }
 
     tree.copy(HOST_PATH, &options.host_binary, 0o755);
-    for needed in binary::needed_files(&options.host_binary)? {
+    for needed in libraries {
         tree.copy(&needed.path, &needed.path, 0o755);
     }
     tree.dir("/tmp", 0o1777);
-    let version = host_version(&options.host_binary)?;
 
     let parent = out
         .parent()
@@ -248,7 +261,7 @@ fn host_version(binary: &Path) -> anyhow::Result<String> {
         _ => bail!(
             "{} is not a Shoal host: `--version` printed {:?}",
             binary.display(),
-            text.trim()
+            text.lines().next().unwrap_or_default()
         ),
     }
 }
