@@ -114,8 +114,12 @@ struct Container {
 }
 
 impl Container {
-    fn start(rootfs: &Path, config: &serde_json::Value) -> Container {
-        let env = strings(&config["config"]["Env"]);
+    /// Starts the image's entrypoint with its environment, and `env` over
+    /// it.
+    fn start(rootfs: &Path, config: &serde_json::Value, env: &[&str]) -> Container {
+        let mut image_env = strings(&config["config"]["Env"]);
+        image_env.extend(env.iter().map(|var| var.to_string()));
+        let env = image_env;
         let entrypoint = strings(&config["config"]["Entrypoint"]);
         let chroot = tool("sh", &["-c", "command -v chroot"]);
         // Like a container runtime, create the mount point for /proc (the
@@ -359,7 +363,7 @@ async fn the_image_is_read_by_oci_tools_and_serves_as_any_user_from_a_read_only_
     assert_eq!(artifacts(&rootfs).len(), 2, "{:?}", artifacts(&rootfs));
 
     // Run, served, and the precompiled artifacts used: nothing compiled.
-    let container = Container::start(&rootfs, &image);
+    let container = Container::start(&rootfs, &image, &[]);
     check_serves(&container).await;
     for function in ["function=hello", "function=echo"] {
         let loaded = container.lines_with(&["loaded from the precompiled artifacts", function]);
@@ -375,7 +379,7 @@ async fn the_image_is_read_by_oci_tools_and_serves_as_any_user_from_a_read_only_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn artifacts_for_another_cpu_are_logged_and_compiled_again_and_the_image_serves() {
+async fn portable_artifacts_serve_a_portable_host_and_a_native_host_logs_and_compiles_them_again() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("image");
     ok(&package(
@@ -384,11 +388,31 @@ async fn artifacts_for_another_cpu_are_logged_and_compiled_again_and_the_image_s
         &["--cpu", "portable"],
         &[],
     ));
+    let image = config(&layout, "latest");
+    let env = strings(&image["config"]["Env"]);
+    assert!(env.iter().any(|e| e == "SHOAL_CPU=portable"), "{env:?}");
     let rootfs = unpack(&layout, &dir.path().join("bundle"));
-    // The image holds an artifact per function, for the baseline CPU.
     assert_eq!(artifacts(&rootfs).len(), 2, "{:?}", artifacts(&rootfs));
 
-    let container = Container::start(&rootfs, &config(&layout, "latest"));
+    // As the image says: the host compiles for the portable CPU too, and
+    // uses the artifacts.
+    let container = Container::start(&rootfs, &image, &[]);
+    check_serves(&container).await;
+    for function in ["function=hello", "function=echo"] {
+        let loaded = container.lines_with(&["loaded from the precompiled artifacts", function]);
+        assert_eq!(loaded.len(), 1, "{function}:\n{}", container.log());
+    }
+    assert!(
+        container.lines_with(&[OTHER_CPU]).is_empty(),
+        "{}",
+        container.log()
+    );
+    let status = container.stop();
+    assert!(status.success(), "the host exited with {status}");
+
+    // A host compiling for this CPU (with features beyond the baseline)
+    // cannot use them: it says so, for each function, and compiles.
+    let container = Container::start(&rootfs, &image, &["SHOAL_CPU=native"]);
     check_serves(&container).await;
     for function in ["function=hello", "function=echo"] {
         let warned = container.lines_with(&["WARN", OTHER_CPU, function]);

@@ -74,7 +74,32 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Bytes of linear memory all instances may hold together.
     pub memory_budget: u64,
+    /// The CPU components are compiled for.
+    pub cpu: TargetCpu,
 }
+
+/// The CPU components are compiled for. Artifacts are keyed by it: a host
+/// uses only artifacts compiled for the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TargetCpu {
+    /// This machine's CPU, with every feature wasmtime detects on it.
+    #[default]
+    Native,
+    /// A baseline every CPU of this architecture has: x86-64-v2 (SSE4.2,
+    /// POPCNT, no AVX) on x86-64, the base architecture elsewhere. Code may
+    /// be a little slower, but artifacts compiled for it serve on any node.
+    Portable,
+}
+
+/// Features of x86-64-v2 that Cranelift uses, beyond the base x86-64
+/// (SSE2).
+const X86_64_V2: [&str; 5] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
 
 impl RuntimeConfig {
     /// A configuration with every default, caching artifacts in `cache_dir`.
@@ -84,6 +109,7 @@ impl RuntimeConfig {
             precompiled_dir: None,
             max_instances: DEFAULT_MAX_INSTANCES,
             memory_budget: u64::MAX,
+            cpu: TargetCpu::Native,
         }
     }
 }
@@ -119,13 +145,14 @@ impl Runtime {
     /// Creates the engine (pooled if the machine allows it), links all of
     /// WASI 0.2 plus `wasi:http`, and opens the artifact cache.
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
-        let (engine, allocation) = pooled_engine(config).map_or_else(
-            || {
-                let engine = Engine::new(&engine_config(None)).map_err(RuntimeError::Engine)?;
-                Ok((engine, Allocation::OnDemand))
-            },
-            Ok,
-        )?;
+        let (engine, allocation) = match pooled_engine(config)? {
+            Some(pooled) => pooled,
+            None => {
+                let on_demand = engine_config(None, config.cpu).map_err(RuntimeError::Engine)?;
+                let engine = Engine::new(&on_demand).map_err(RuntimeError::Engine)?;
+                (engine, Allocation::OnDemand)
+            }
+        };
         let linker = linker(&engine).map_err(RuntimeError::Engine)?;
         let cache = ArtifactCache::open(
             &config.cache_dir,
@@ -196,7 +223,7 @@ impl Runtime {
 /// An engine with the largest instance pool the address space holds, from
 /// the configured size down by halves to [`MIN_POOLED_INSTANCES`]; `None` if
 /// not even that fits.
-fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
+fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>, RuntimeError> {
     let instances = config.max_instances;
     let mut size = instances;
     loop {
@@ -204,7 +231,8 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
             instances: size,
             keep_resident: keep_resident(config.memory_budget, size),
         };
-        match Engine::new(&engine_config(Some(pool))) {
+        let settings = engine_config(Some(pool), config.cpu).map_err(RuntimeError::Engine)?;
+        match Engine::new(&settings) {
             Ok(engine) => {
                 if size < instances {
                     tracing::warn!(
@@ -214,13 +242,13 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
                     );
                 }
                 let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
-                return Some((
+                return Ok(Some((
                     engine,
                     Allocation::Pooling {
                         instances: size,
                         pagemap_scan,
                     },
-                ));
+                )));
             }
             Err(error) if size / 2 >= MIN_POOLED_INSTANCES => {
                 tracing::debug!(
@@ -235,7 +263,7 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
                     error = format!("{error:#}"),
                     "the instance pool cannot be reserved here; allocating instances on demand"
                 );
-                return None;
+                return Ok(None);
             }
         }
     }
@@ -265,8 +293,24 @@ fn keep_resident(budget: u64, instances: u32) -> usize {
 /// allocates on demand. Compiled artifacts depend on this configuration, and
 /// the cache keys them by it (the pool's size does not change them: see the
 /// test below).
-pub(crate) fn engine_config(pool: Option<Pool>) -> Config {
+pub(crate) fn engine_config(pool: Option<Pool>, cpu: TargetCpu) -> wasmtime::Result<Config> {
     let mut config = Config::new();
+    if cpu == TargetCpu::Portable {
+        // Naming the target, even this machine's, turns off the detection
+        // of its CPU's features; the baseline's are then enabled by name.
+        config.target(&target_lexicon::HOST.to_string())?;
+        if cfg!(target_arch = "x86_64") {
+            for flag in X86_64_V2 {
+                // SAFETY: wasmtime checks that this CPU has every feature
+                // enabled here before it runs code compiled with it (and
+                // refuses an artifact needing one it lacks when loading it).
+                #[allow(unsafe_code)]
+                unsafe {
+                    config.cranelift_flag_enable(flag);
+                }
+            }
+        }
+    }
     config.wasm_component_model(true);
     config.memory_init_cow(true);
     // Components serve through the WASIp2 path; the concurrent (WASIp3)
@@ -296,7 +340,7 @@ pub(crate) fn engine_config(pool: Option<Pool>) -> Config {
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
-    config
+    Ok(config)
 }
 
 /// All of WASI 0.2 (toolchains import wasi:cli, wasi:filesystem and
@@ -319,12 +363,26 @@ mod tests {
     fn pooled_and_on_demand_engines_share_artifacts() {
         // Precompiled artifacts come from an on-demand engine; a host with
         // a pool of any size must find them under its own key.
-        let on_demand = Engine::new(&engine_config(None)).unwrap();
         let pool = Pool {
             instances: MIN_POOLED_INSTANCES,
             keep_resident: MEMORY_KEEP_RESIDENT,
         };
-        let pooled = Engine::new(&engine_config(Some(pool))).unwrap();
-        assert_eq!(engine_key(&on_demand), engine_key(&pooled));
+        let key = |pool, cpu| engine_key(&Engine::new(&engine_config(pool, cpu).unwrap()).unwrap());
+        for cpu in [TargetCpu::Native, TargetCpu::Portable] {
+            assert_eq!(key(None, cpu), key(Some(pool), cpu), "{cpu:?}");
+        }
+    }
+
+    #[test]
+    fn a_portable_engine_is_made_here_and_has_a_key_of_its_own() {
+        let config = RuntimeConfig {
+            cpu: TargetCpu::Portable,
+            ..RuntimeConfig::new(tempfile::tempdir().unwrap().path())
+        };
+        let portable = Runtime::new(&config).unwrap();
+        let native = Engine::new(&engine_config(None, TargetCpu::Native).unwrap()).unwrap();
+        // This CPU has features beyond x86-64-v2 (AVX at least) on the
+        // machines the tests run on.
+        assert_ne!(engine_key(&portable.engine), engine_key(&native));
     }
 }

@@ -1,13 +1,12 @@
 //! Compiling components ahead of time, for a host that runs elsewhere
 //! (`host package` puts the artifacts in a container image).
 //!
-//! The engine is configured exactly as [`Runtime`](crate::Runtime)'s, so
-//! that a host on a machine like this one finds the artifacts under its own
-//! engine key and compiles nothing. A host whose CPU has other features
-//! computes another key, and compiles the component itself (see
-//! [`crate::cache`]). [`TargetCpu::Portable`] compiles for a baseline every
-//! CPU of the architecture has: such artifacts run anywhere, but carry the
-//! baseline's key.
+//! The engine is configured exactly as [`Runtime`](crate::Runtime)'s for
+//! the same [`TargetCpu`], so that a host with that setting on a machine
+//! like this one finds the artifacts under its own engine key and compiles
+//! nothing. A host whose engine differs (a CPU with other features, for
+//! [`TargetCpu::Native`]) computes another key, and compiles the component
+//! itself (see [`crate::cache`]).
 
 use std::path::{Path, PathBuf};
 
@@ -16,31 +15,10 @@ use wasmtime::component::{Component, Linker};
 
 use crate::artifact::check_serves_http;
 use crate::cache::{ArtifactCache, engine_key};
-use crate::engine::{engine_config, linker};
+use crate::engine::{TargetCpu, engine_config, linker};
 use crate::error::{LoadError, RuntimeError};
 use crate::source::ComponentSource;
 use crate::store::StoreState;
-
-/// The CPU that precompiled artifacts are compiled for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetCpu {
-    /// This machine's CPU, with every feature wasmtime detects on it: what
-    /// `host run` compiles for here.
-    Native,
-    /// A baseline every CPU of this architecture has: x86-64-v2 (SSE4.2,
-    /// POPCNT) on x86-64, the base architecture elsewhere.
-    Portable,
-}
-
-/// Features of x86-64-v2 that Cranelift uses, beyond the base x86-64
-/// (SSE2).
-const X86_64_V2: [&str; 5] = [
-    "has_sse3",
-    "has_ssse3",
-    "has_sse41",
-    "has_sse42",
-    "has_popcnt",
-];
 
 /// Compiles components into a folder of artifacts, in the cache's format.
 pub struct Precompiler {
@@ -52,24 +30,7 @@ pub struct Precompiler {
 impl Precompiler {
     /// A precompiler for `cpu`, writing to `out_dir` (created if needed).
     pub fn new(out_dir: &Path, cpu: TargetCpu) -> Result<Self, RuntimeError> {
-        let mut config = engine_config(None);
-        if cpu == TargetCpu::Portable {
-            // Naming the target turns off the detection of this CPU's
-            // features.
-            let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-            config.target(&triple).map_err(RuntimeError::Engine)?;
-            if cfg!(target_arch = "x86_64") {
-                for flag in X86_64_V2 {
-                    // SAFETY: this engine only compiles. A host that loads
-                    // its artifacts checks that its CPU has every feature
-                    // they were compiled with, and refuses them otherwise.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        config.cranelift_flag_enable(flag);
-                    }
-                }
-            }
-        }
+        let config = engine_config(None, cpu).map_err(RuntimeError::Engine)?;
         let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
         let linker = linker(&engine).map_err(RuntimeError::Engine)?;
         let out =

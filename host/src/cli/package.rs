@@ -41,18 +41,31 @@ pub struct PackageArgs {
 
     /// The CPU the artifacts are compiled for: `native` (this machine's
     /// features; a node whose CPU differs compiles the functions itself at
-    /// start, with a warning) or `portable` (x86-64-v2, a baseline every
-    /// node has; today's hosts compile for their own CPU, so they recompile
-    /// these too).
+    /// start, with a warning) or `portable` (x86-64-v2, which every node
+    /// has; the image then sets `SHOAL_CPU=portable` so that its host
+    /// compiles for the same baseline and uses them on any node).
     #[arg(long, value_enum, default_value = "native")]
     cpu: Cpu,
 }
 
-/// `--cpu`.
+/// The CPU components are compiled for (`--cpu` of `host run` and `host
+/// package`).
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Cpu {
+pub enum Cpu {
+    /// This machine's CPU, with every feature wasmtime detects on it.
     Native,
+    /// x86-64-v2 (SSE4.2, POPCNT, no AVX) on x86-64, the base architecture
+    /// elsewhere: what every node has.
     Portable,
+}
+
+impl From<Cpu> for TargetCpu {
+    fn from(cpu: Cpu) -> Self {
+        match cpu {
+            Cpu::Native => TargetCpu::Native,
+            Cpu::Portable => TargetCpu::Portable,
+        }
+    }
 }
 
 impl PackageArgs {
@@ -65,10 +78,7 @@ impl PackageArgs {
         let options = Options {
             manifest: self.manifest,
             host_binary,
-            cpu: match self.cpu {
-                Cpu::Native => TargetCpu::Native,
-                Cpu::Portable => TargetCpu::Portable,
-            },
+            cpu: self.cpu.into(),
             tag: self.tag,
             title: self.title,
             epoch: source_date_epoch()?,

@@ -17,7 +17,8 @@
 //!
 //! and its configuration runs `/shoal/bin/host run /shoal/shoal.toml` as
 //! user 65532 with `PORT=8080`, `SHOAL_PRECOMPILED=/shoal/artifacts` and
-//! `SHOAL_DATA_DIR=/tmp/shoal`. Everything is written in a fixed order with
+//! `SHOAL_DATA_DIR=/tmp/shoal` (and `SHOAL_CPU=portable` for artifacts
+//! compiled for the portable CPU). Everything is written in a fixed order with
 //! one fixed time (`SOURCE_DATE_EPOCH`, else 0), so packaging the same
 //! inputs twice gives the same digests.
 //!
@@ -192,11 +193,7 @@ pub fn package(options: &Options, out: &Path, archive: Option<&Path>) -> anyhow:
         entrypoint: [HOST_PATH, "run", MANIFEST_PATH]
             .map(str::to_owned)
             .to_vec(),
-        env: vec![
-            format!("PORT={PORT}"),
-            format!("SHOAL_PRECOMPILED={ARTIFACTS_PATH}"),
-            format!("SHOAL_DATA_DIR={DATA_DIR}"),
-        ],
+        env: image_env(options.cpu),
         user: USER.to_owned(),
         working_dir: "/".to_owned(),
         exposed_port: format!("{PORT}/tcp"),
@@ -215,6 +212,20 @@ pub fn package(options: &Options, out: &Path, archive: Option<&Path>) -> anyhow:
         functions,
         engine_key: precompiler.engine_key(),
     })
+}
+
+/// The image's environment. A portable image's host compiles for the
+/// portable CPU too, so that it uses the artifacts on any node.
+fn image_env(cpu: TargetCpu) -> Vec<String> {
+    let mut env = vec![
+        format!("PORT={PORT}"),
+        format!("SHOAL_PRECOMPILED={ARTIFACTS_PATH}"),
+        format!("SHOAL_DATA_DIR={DATA_DIR}"),
+    ];
+    if cpu == TargetCpu::Portable {
+        env.push("SHOAL_CPU=portable".to_owned());
+    }
+    env
 }
 
 /// Where function `name`'s component goes in the image.
