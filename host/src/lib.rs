@@ -29,6 +29,7 @@ pub mod cli;
 pub mod deploy;
 pub mod dispatch;
 pub mod manifest;
+pub mod package;
 pub mod probes;
 pub mod registry;
 pub mod request_id;

@@ -18,7 +18,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::cache::{ArtifactCache, Lookup, PrivateArtifact};
+use crate::cache::{ArtifactCache, Lookup, Origin, PrivateArtifact};
 use crate::error::LoadError;
 use crate::source::{ComponentSource, Digest};
 use crate::store::StoreState;
@@ -30,9 +30,15 @@ pub enum Provenance {
     Compiled,
     /// Found in the artifact cache; not compiled.
     Cached,
+    /// Found in the folder of precompiled artifacts; not compiled.
+    Precompiled,
     /// The cached artifact was damaged, or not this component's; compiled
     /// again.
     Recompiled,
+    /// The folder of precompiled artifacts holds this component's artifact
+    /// only for another engine (other CPU features or engine settings);
+    /// compiled here.
+    PrecompiledElsewhere,
 }
 
 /// A compiled component, ready to be warmed into functions.
@@ -66,30 +72,28 @@ impl Artifact {
             message,
         };
 
-        // Why a cached artifact could not be used, if there was one.
-        let discarded = match cache.lookup(&source.digest) {
-            Lookup::Miss => None,
-            Lookup::Unusable(reason) => Some(reason),
-            Lookup::Hit(private) => match private.map(engine) {
+        let provenance = match cache.lookup(&source.digest) {
+            Lookup::Miss => Provenance::Compiled,
+            Lookup::Foreign(path) => {
+                tracing::debug!(artifact = %path.display(), "a precompiled artifact for another engine");
+                Provenance::PrecompiledElsewhere
+            }
+            Lookup::Unusable(path, reason) => discard(&path, &reason),
+            Lookup::Hit(private, origin) => match private.map(engine) {
                 Ok(component) => {
                     check_serves_http(linker, &component)?;
-                    let code = Code::File(private);
-                    return Ok(Self::new(source, code, Provenance::Cached, start));
+                    let provenance = match origin {
+                        Origin::Cache => Provenance::Cached,
+                        Origin::Precompiled => Provenance::Precompiled,
+                    };
+                    return Ok(Self::new(source, Code::File(private), provenance, start));
                 }
                 // Intact, but not something this engine can run.
-                Err(e) => Some(format!("wasmtime refuses it: {e:#}")),
+                Err(e) => discard(
+                    &cache.location(origin, &source.digest),
+                    &format!("wasmtime refuses it: {e:#}"),
+                ),
             },
-        };
-        let provenance = match discarded {
-            None => Provenance::Compiled,
-            Some(reason) => {
-                tracing::warn!(
-                    artifact = %cache.path(&source.digest).display(),
-                    %reason,
-                    "discarding a cached artifact; compiling again"
-                );
-                Provenance::Recompiled
-            }
         };
 
         let bytes = source.bytes()?;
@@ -157,6 +161,16 @@ impl Artifact {
         *mapped = Arc::downgrade(&component);
         Ok(component)
     }
+}
+
+/// Logs why the artifact at `path` is not used.
+fn discard(path: &std::path::Path, reason: &str) -> Provenance {
+    tracing::warn!(
+        artifact = %path.display(),
+        %reason,
+        "discarding a cached artifact; compiling again"
+    );
+    Provenance::Recompiled
 }
 
 /// Resolves the component's imports against the linker and finds its

@@ -31,6 +31,13 @@
 //! Writers create the whole file under a temporary name and rename it into
 //! place, so a reader sees a complete file or none, and two hosts writing
 //! the same artifact at once each leave a valid one.
+//!
+//! A second, read-only folder may hold artifacts compiled ahead of time
+//! (`host package` puts them in the image). It is consulted when the cache
+//! has no artifact, under the same two rules, and never written. Where it
+//! holds the component's artifact only for another engine key (compiled on
+//! a machine with other CPU features, or with other settings), the lookup
+//! says so, and the component is compiled into the cache as usual.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -88,50 +95,100 @@ impl PrivateArtifact {
 
 /// What the cache holds for a component.
 pub(crate) enum Lookup {
-    /// An intact artifact, copied for this process.
-    Hit(PrivateArtifact),
+    /// An intact artifact, copied for this process, and the folder it was
+    /// found in.
+    Hit(PrivateArtifact, Origin),
     /// No artifact yet.
     Miss,
-    /// An artifact that must not be used, and why.
-    Unusable(String),
+    /// An artifact that must not be used, where it is, and why.
+    Unusable(PathBuf, String),
+    /// None in the cache; the precompiled folder holds this artifact only
+    /// for another engine key.
+    Foreign(PathBuf),
 }
 
-/// The artifact cache folder, for one engine.
+/// Which folder an artifact was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The cache, written by this host or one sharing its folder.
+    Cache,
+    /// The read-only folder of artifacts compiled ahead of time.
+    Precompiled,
+}
+
+/// The artifact cache folder, for one engine, and the folder of
+/// precompiled artifacts, if any.
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
+    precompiled: Option<PathBuf>,
     engine_key: String,
 }
 
 impl ArtifactCache {
-    /// Opens (creating if needed) the cache folder for `engine`.
-    pub(crate) fn open(dir: &Path, engine: &Engine) -> io::Result<Self> {
+    /// Opens (creating if needed) the cache folder for `engine`; artifacts
+    /// missing there are also looked for in `precompiled`.
+    pub(crate) fn open(
+        dir: &Path,
+        precompiled: Option<&Path>,
+        engine: &Engine,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut hasher = DigestHasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_key = hex::encode(&hasher.0.finalize()[..8]);
         Ok(Self {
             dir: dir.to_owned(),
-            engine_key,
+            precompiled: precompiled.map(Path::to_owned),
+            engine_key: engine_key(engine),
         })
     }
 
     /// Where the artifact of `component` lives.
     pub(crate) fn path(&self, component: &Digest) -> PathBuf {
-        self.dir
-            .join(format!("{}-{}.cwasm", component.to_hex(), self.engine_key))
+        self.dir.join(self.file_name(component))
     }
 
-    /// Looks up the artifact of `component` and, if it is intact and bound
-    /// to `component` and this engine, copies it for this process.
+    /// Where the artifact of `component` in the folder `origin` lives.
+    pub(crate) fn location(&self, origin: Origin, component: &Digest) -> PathBuf {
+        match (origin, &self.precompiled) {
+            (Origin::Precompiled, Some(dir)) => dir.join(self.file_name(component)),
+            _ => self.path(component),
+        }
+    }
+
+    fn file_name(&self, component: &Digest) -> String {
+        format!("{}-{}.cwasm", component.to_hex(), self.engine_key)
+    }
+
+    /// Looks up the artifact of `component`, in the cache and then in the
+    /// precompiled folder, and, if it is intact and bound to `component`
+    /// and this engine, copies it for this process.
     pub(crate) fn lookup(&self, component: &Digest) -> Lookup {
-        let file = match File::open(self.path(component)) {
+        match self.lookup_in(&self.path(component), component, Origin::Cache) {
+            Lookup::Miss => {}
+            found => return found,
+        }
+        let Some(precompiled) = &self.precompiled else {
+            return Lookup::Miss;
+        };
+        match self.lookup_in(
+            &precompiled.join(self.file_name(component)),
+            component,
+            Origin::Precompiled,
+        ) {
+            Lookup::Miss => {
+                foreign_artifact(precompiled, component).map_or(Lookup::Miss, Lookup::Foreign)
+            }
+            found => found,
+        }
+    }
+
+    fn lookup_in(&self, path: &Path, component: &Digest, origin: Origin) -> Lookup {
+        let file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
-            Err(e) => return Lookup::Unusable(format!("cannot read it: {e}")),
+            Err(e) => return Lookup::Unusable(path.to_owned(), format!("cannot read it: {e}")),
         };
         match self.copy_checked(file, component) {
-            Ok(artifact) => Lookup::Hit(artifact),
-            Err(Refused(reason)) => Lookup::Unusable(reason),
+            Ok(artifact) => Lookup::Hit(artifact, origin),
+            Err(Refused(reason)) => Lookup::Unusable(path.to_owned(), reason),
         }
     }
 
@@ -182,13 +239,7 @@ impl ArtifactCache {
     /// file is best effort: a cache folder that cannot be written costs the
     /// next start a compile, nothing more.
     pub(crate) fn store(&self, component: &Digest, artifact: &[u8]) -> io::Result<PrivateArtifact> {
-        let header = Header {
-            component: *component,
-            engine: self.engine_key.clone(),
-            artifact: Digest::of(artifact),
-            length: artifact.len() as u64,
-        };
-        if let Err(error) = self.write_shared(&header, artifact) {
+        if let Err(error) = self.publish(component, artifact) {
             tracing::warn!(
                 artifact = %self.path(component).display(),
                 %error,
@@ -198,15 +249,46 @@ impl ArtifactCache {
         PrivateArtifact::write(&self.dir, artifact)
     }
 
-    fn write_shared(&self, header: &Header, artifact: &[u8]) -> io::Result<()> {
+    /// Writes `artifact` (wasmtime's serialization of `component`) to the
+    /// cache folder, with its header, and returns its path.
+    pub(crate) fn publish(&self, component: &Digest, artifact: &[u8]) -> io::Result<PathBuf> {
+        let header = Header {
+            component: *component,
+            engine: self.engine_key.clone(),
+            artifact: Digest::of(artifact),
+            length: artifact.len() as u64,
+        };
+        let path = self.path(component);
         let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
         file.write_all(header.to_string().as_bytes())?;
         file.write_all(artifact)?;
         file.as_file().sync_all()?;
-        file.persist(self.path(&header.component))
-            .map_err(|e| e.error)?;
-        Ok(())
+        file.persist(&path).map_err(|e| e.error)?;
+        Ok(path)
     }
+}
+
+/// The key naming `engine`'s settings in artifact file names: the first 8
+/// bytes of the SHA-256 of wasmtime's compatibility hash (the target, the
+/// CPU features compiled for, the compiler flags and the tunables).
+pub(crate) fn engine_key(engine: &Engine) -> String {
+    let mut hasher = DigestHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
+}
+
+/// An artifact of `component` in `dir` for any engine key.
+fn foreign_artifact(dir: &Path, component: &Digest) -> Option<PathBuf> {
+    let prefix = format!("{}-", component.to_hex());
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(&prefix) && name.ends_with(".cwasm"))
+        })
 }
 
 /// Why a cached artifact is refused.
@@ -314,6 +396,7 @@ mod tests {
     fn cache_in(dir: &Path) -> ArtifactCache {
         ArtifactCache {
             dir: dir.to_owned(),
+            precompiled: None,
             engine_key: "0123456789abcdef".to_owned(),
         }
     }
@@ -336,14 +419,14 @@ mod tests {
         let private = cache.store(&hello, b"native code").unwrap();
         assert_eq!(contents(private), b"native code");
         match cache.lookup(&hello) {
-            Lookup::Hit(private) => assert_eq!(contents(private), b"native code"),
+            Lookup::Hit(private, Origin::Cache) => assert_eq!(contents(private), b"native code"),
             _ => panic!("not found"),
         }
 
         // The pair of files of one component, copied under another's name.
         std::fs::copy(cache.path(&hello), cache.path(&echo)).unwrap();
         match cache.lookup(&echo) {
-            Lookup::Unusable(why) => assert!(why.contains("another component"), "{why}"),
+            Lookup::Unusable(_, why) => assert!(why.contains("another component"), "{why}"),
             _ => panic!("another component's artifact was used"),
         }
         // Or written for other engine settings.
@@ -353,7 +436,7 @@ mod tests {
         };
         std::fs::copy(cache.path(&hello), other.path(&hello)).unwrap();
         match other.lookup(&hello) {
-            Lookup::Unusable(why) => assert!(why.contains("engine"), "{why}"),
+            Lookup::Unusable(_, why) => assert!(why.contains("engine"), "{why}"),
             _ => panic!("another engine's artifact was used"),
         }
     }
@@ -379,7 +462,7 @@ mod tests {
         for (how, bytes) in damaged {
             std::fs::write(&path, bytes).unwrap();
             assert!(
-                matches!(cache.lookup(&hello), Lookup::Unusable(_)),
+                matches!(cache.lookup(&hello), Lookup::Unusable(..)),
                 "a {how} artifact was used"
             );
         }
@@ -391,12 +474,66 @@ mod tests {
         let cache = cache_in(dir.path());
         let hello = Digest::of(b"hello");
         cache.store(&hello, b"native code").unwrap();
-        let Lookup::Hit(private) = cache.lookup(&hello) else {
+        let Lookup::Hit(private, _) = cache.lookup(&hello) else {
             panic!("not found")
         };
         // Overwritten in place, then deleted.
         std::fs::write(cache.path(&hello), b"garbage").unwrap();
         std::fs::remove_file(cache.path(&hello)).unwrap();
         assert_eq!(contents(private), b"native code");
+    }
+
+    #[test]
+    fn the_precompiled_folder_is_read_when_the_cache_has_nothing() {
+        let (data, image) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (hello, echo) = (Digest::of(b"hello"), Digest::of(b"echo"));
+        cache_in(image.path())
+            .publish(&hello, b"packaged code")
+            .unwrap();
+        let cache = ArtifactCache {
+            precompiled: Some(image.path().to_owned()),
+            ..cache_in(data.path())
+        };
+        match cache.lookup(&hello) {
+            Lookup::Hit(private, Origin::Precompiled) => {
+                assert_eq!(contents(private), b"packaged code");
+            }
+            _ => panic!("the precompiled artifact was not found"),
+        }
+        assert!(matches!(cache.lookup(&echo), Lookup::Miss));
+        // Never written: what the host compiles goes to its own cache, which
+        // is read first.
+        cache.store(&hello, b"native code").unwrap();
+        match cache.lookup(&hello) {
+            Lookup::Hit(private, Origin::Cache) => assert_eq!(contents(private), b"native code"),
+            _ => panic!("the cache was not read first"),
+        }
+        let packaged: Vec<_> = std::fs::read_dir(image.path()).unwrap().collect();
+        assert_eq!(packaged.len(), 1, "the precompiled folder was written");
+    }
+
+    #[test]
+    fn a_precompiled_artifact_for_another_engine_is_reported() {
+        let (data, image) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let hello = Digest::of(b"hello");
+        let elsewhere = ArtifactCache {
+            engine_key: "fedcba9876543210".to_owned(),
+            ..cache_in(image.path())
+        };
+        let path = elsewhere.publish(&hello, b"code for another CPU").unwrap();
+        let cache = ArtifactCache {
+            precompiled: Some(image.path().to_owned()),
+            ..cache_in(data.path())
+        };
+        match cache.lookup(&hello) {
+            Lookup::Foreign(found) => assert_eq!(found, path),
+            _ => panic!("the other engine's artifact was not reported"),
+        }
+        // Damaged precompiled artifacts are refused like cached ones.
+        let own = cache_in(image.path())
+            .publish(&hello, b"packaged code")
+            .unwrap();
+        std::fs::write(&own, b"garbage").unwrap();
+        assert!(matches!(cache.lookup(&hello), Lookup::Unusable(..)));
     }
 }

@@ -66,19 +66,50 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 pub struct RuntimeConfig {
     /// Where compiled (AOT) artifacts are cached.
     pub cache_dir: PathBuf,
+    /// A read-only folder of artifacts compiled ahead of time (by
+    /// [`Precompiler`](crate::Precompiler)), looked in when the cache has
+    /// none; never written.
+    pub precompiled_dir: Option<PathBuf>,
     /// The most instances alive at once, across all functions.
     pub max_instances: u32,
     /// Bytes of linear memory all instances may hold together.
     pub memory_budget: u64,
+    /// The CPU components are compiled for.
+    pub cpu: TargetCpu,
 }
+
+/// The CPU components are compiled for. Artifacts are keyed by it: a host
+/// uses only artifacts compiled for the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TargetCpu {
+    /// This machine's CPU, with every feature wasmtime detects on it.
+    #[default]
+    Native,
+    /// A baseline every CPU of this architecture has: x86-64-v2 (SSE4.2,
+    /// POPCNT, no AVX) on x86-64, the base architecture elsewhere. Code may
+    /// be a little slower, but artifacts compiled for it serve on any node.
+    Portable,
+}
+
+/// Features of x86-64-v2 that Cranelift uses, beyond the base x86-64
+/// (SSE2).
+const X86_64_V2: [&str; 5] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
 
 impl RuntimeConfig {
     /// A configuration with every default, caching artifacts in `cache_dir`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             cache_dir: cache_dir.into(),
+            precompiled_dir: None,
             max_instances: DEFAULT_MAX_INSTANCES,
             memory_budget: u64::MAX,
+            cpu: TargetCpu::Native,
         }
     }
 }
@@ -114,19 +145,23 @@ impl Runtime {
     /// Creates the engine (pooled if the machine allows it), links all of
     /// WASI 0.2 plus `wasi:http`, and opens the artifact cache.
     pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
-        let (engine, allocation) = pooled_engine(config).map_or_else(
-            || {
-                let engine = Engine::new(&engine_config(None)).map_err(RuntimeError::Engine)?;
-                Ok((engine, Allocation::OnDemand))
-            },
-            Ok,
-        )?;
-        let linker = linker(&engine).map_err(RuntimeError::Engine)?;
-        let cache = ArtifactCache::open(&config.cache_dir, &engine).map_err(|source| {
-            RuntimeError::Cache {
-                path: config.cache_dir.clone(),
-                source,
+        let (engine, allocation) = match pooled_engine(config)? {
+            Some(pooled) => pooled,
+            None => {
+                let on_demand = engine_config(None, config.cpu).map_err(RuntimeError::Engine)?;
+                let engine = Engine::new(&on_demand).map_err(RuntimeError::Engine)?;
+                (engine, Allocation::OnDemand)
             }
+        };
+        let linker = linker(&engine).map_err(RuntimeError::Engine)?;
+        let cache = ArtifactCache::open(
+            &config.cache_dir,
+            config.precompiled_dir.as_deref(),
+            &engine,
+        )
+        .map_err(|source| RuntimeError::Cache {
+            path: config.cache_dir.clone(),
+            source,
         })?;
         Ok(Self {
             epoch: EpochTicker::start(&engine),
@@ -193,7 +228,7 @@ impl Runtime {
 /// An engine with the largest instance pool the address space holds, from
 /// the configured size down by halves to [`MIN_POOLED_INSTANCES`]; `None` if
 /// not even that fits.
-fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
+fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>, RuntimeError> {
     let instances = config.max_instances;
     let mut size = instances;
     loop {
@@ -201,7 +236,8 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
             instances: size,
             keep_resident: keep_resident(config.memory_budget, size),
         };
-        match Engine::new(&engine_config(Some(pool))) {
+        let settings = engine_config(Some(pool), config.cpu).map_err(RuntimeError::Engine)?;
+        match Engine::new(&settings) {
             Ok(engine) => {
                 if size < instances {
                     tracing::warn!(
@@ -211,13 +247,13 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
                     );
                 }
                 let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
-                return Some((
+                return Ok(Some((
                     engine,
                     Allocation::Pooling {
                         instances: size,
                         pagemap_scan,
                     },
-                ));
+                )));
             }
             Err(error) if size / 2 >= MIN_POOLED_INSTANCES => {
                 tracing::debug!(
@@ -232,7 +268,7 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
                     error = format!("{error:#}"),
                     "the instance pool cannot be reserved here; allocating instances on demand"
                 );
-                return None;
+                return Ok(None);
             }
         }
     }
@@ -240,7 +276,7 @@ fn pooled_engine(config: &RuntimeConfig) -> Option<(Engine, Allocation)> {
 
 /// The size of the instance pool.
 #[derive(Debug, Clone, Copy)]
-struct Pool {
+pub(crate) struct Pool {
     instances: u32,
     /// Bytes of each linear memory kept resident between instances.
     keep_resident: usize,
@@ -260,9 +296,26 @@ fn keep_resident(budget: u64, instances: u32) -> usize {
 
 /// The engine configuration; `pool` sizes the pooling allocator, `None`
 /// allocates on demand. Compiled artifacts depend on this configuration, and
-/// the cache keys them by it.
-fn engine_config(pool: Option<Pool>) -> Config {
+/// the cache keys them by it (the pool's size does not change them: see the
+/// test below).
+pub(crate) fn engine_config(pool: Option<Pool>, cpu: TargetCpu) -> wasmtime::Result<Config> {
     let mut config = Config::new();
+    if cpu == TargetCpu::Portable {
+        // Naming the target, even this machine's, turns off the detection
+        // of its CPU's features; the baseline's are then enabled by name.
+        config.target(&target_lexicon::HOST.to_string())?;
+        if cfg!(target_arch = "x86_64") {
+            for flag in X86_64_V2 {
+                // SAFETY: wasmtime checks that this CPU has every feature
+                // enabled here before it runs code compiled with it (and
+                // refuses an artifact needing one it lacks when loading it).
+                #[allow(unsafe_code)]
+                unsafe {
+                    config.cranelift_flag_enable(flag);
+                }
+            }
+        }
+    }
     config.wasm_component_model(true);
     config.memory_init_cow(true);
     // Components serve through the WASIp2 path; the concurrent (WASIp3)
@@ -292,16 +345,49 @@ fn engine_config(pool: Option<Pool>) -> Config {
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
-    config
+    Ok(config)
 }
 
 /// All of WASI 0.2 (toolchains import wasi:cli, wasi:filesystem and
 /// wasi:sockets beyond the proxy world) plus `wasi:http`. What the guest may
 /// actually reach is decided per store: no preopened directories, no
 /// network addresses, only the declared environment.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::engine_key;
+
+    #[test]
+    fn pooled_and_on_demand_engines_share_artifacts() {
+        // Precompiled artifacts come from an on-demand engine; a host with
+        // a pool of any size must find them under its own key.
+        let pool = Pool {
+            instances: MIN_POOLED_INSTANCES,
+            keep_resident: MEMORY_KEEP_RESIDENT,
+        };
+        let key = |pool, cpu| engine_key(&Engine::new(&engine_config(pool, cpu).unwrap()).unwrap());
+        for cpu in [TargetCpu::Native, TargetCpu::Portable] {
+            assert_eq!(key(None, cpu), key(Some(pool), cpu), "{cpu:?}");
+        }
+    }
+
+    #[test]
+    fn a_portable_engine_is_made_here_and_has_a_key_of_its_own() {
+        let config = RuntimeConfig {
+            cpu: TargetCpu::Portable,
+            ..RuntimeConfig::new(tempfile::tempdir().unwrap().path())
+        };
+        let portable = Runtime::new(&config).unwrap();
+        let native = Engine::new(&engine_config(None, TargetCpu::Native).unwrap()).unwrap();
+        // This CPU has features beyond x86-64-v2 (AVX at least) on the
+        // machines the tests run on.
+        assert_ne!(engine_key(&portable.engine), engine_key(&native));
+    }
 }

@@ -30,12 +30,13 @@ mod function;
 mod guest_log;
 mod limits;
 mod outbound;
+mod precompile;
 mod reuse;
 mod source;
 mod store;
 
 pub use artifact::{Artifact, Provenance};
-pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig};
+pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig, TargetCpu};
 pub use error::{GuestFailure, HandleError, LoadError, RuntimeError};
 pub use function::{BodyError, Function, FunctionSpec, GuestBody};
 pub use guest_log::{MAX_OUTPUT_PER_REQUEST, OUTPUT_BURST, OUTPUT_RATE, OutputLimits};
@@ -46,6 +47,7 @@ pub use outbound::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, OutboundPolicy, OutboundRule,
     PROPAGATED_HEADERS,
 };
+pub use precompile::Precompiler;
 pub use source::{ComponentSource, Digest};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).

@@ -88,7 +88,7 @@ impl ComponentSource {
 
     /// The component's bytes, read again, and only if they are still the
     /// ones this source was named by.
-    pub(crate) fn bytes(&self) -> Result<Vec<u8>, LoadError> {
+    pub fn bytes(&self) -> Result<Vec<u8>, LoadError> {
         let bytes = read_component(&self.path)?;
         if Digest::of(&bytes) != self.digest {
             return Err(LoadError::ChangedWhileLoading {

@@ -8,6 +8,7 @@ pub mod admin_client;
 pub mod delete;
 pub mod deploy;
 pub mod functions;
+pub mod package;
 pub mod revisions;
 pub mod rollback;
 pub mod run;
@@ -49,6 +50,9 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Take a deployed function out.
     Delete(delete::DeleteArgs),
+    /// Build an OCI image of a manifest's functions, without a container
+    /// engine.
+    Package(package::PackageArgs),
 }
 
 impl Cli {
@@ -67,6 +71,7 @@ impl Cli {
             Command::Traffic(args) => args.execute(),
             Command::Rollback(args) => args.execute(),
             Command::Delete(args) => args.execute(),
+            Command::Package(args) => args.execute(),
         };
         crate::telemetry::traces::shutdown();
         drop(log_writer);

@@ -61,6 +61,19 @@ pub struct RunArgs {
     #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
+    /// A read-only folder of compiled artifacts (`host package` writes one
+    /// into the image, at `/shoal/artifacts`), used when the data dir's
+    /// cache has none; never written. An artifact compiled there for other
+    /// CPU features or engine settings is logged and compiled again here.
+    #[arg(long, env = "SHOAL_PRECOMPILED", value_name = "DIR")]
+    precompiled: Option<PathBuf>,
+
+    /// The CPU components are compiled for: `native` (every feature of
+    /// this one) or `portable` (x86-64-v2, so that artifacts precompiled
+    /// for it on another machine are used here).
+    #[arg(long, env = "SHOAL_CPU", value_enum, default_value = "native")]
+    cpu: super::package::Cpu,
+
     /// How long a function stays warm without requests before it scales to
     /// zero, unless its manifest sets `idle_timeout`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
@@ -190,6 +203,8 @@ impl RunArgs {
             );
         }
         let mut config = RuntimeConfig::new(data_dir.join("artifacts"));
+        config.precompiled_dir = self.precompiled.clone();
+        config.cpu = self.cpu.into();
         config.max_instances = max_instances;
         config.memory_budget = memory_budget;
         let runtime = Arc::new(Runtime::new(&config)?);

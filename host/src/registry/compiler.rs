@@ -16,6 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Instant;
 
 use shoal_runtime::{Artifact, ComponentSource, Digest, LoadError, Provenance, Runtime};
+
+use crate::manifest::FunctionName;
 use tokio::sync::watch;
 
 /// The outcome of a job: the artifact, or why the component was refused.
@@ -35,13 +37,17 @@ pub enum JobState {
 /// One component content to compile.
 pub struct CompileJob {
     source: ComponentSource,
+    /// The function it was first compiled for, named in its log lines
+    /// (none for an upload).
+    function: Option<FunctionName>,
     state: watch::Sender<JobState>,
 }
 
 impl CompileJob {
-    fn new(source: ComponentSource) -> Arc<Self> {
+    fn new(source: ComponentSource, function: Option<&FunctionName>) -> Arc<Self> {
         Arc::new(Self {
             source,
+            function: function.cloned(),
             state: watch::Sender::new(JobState::Queued),
         })
     }
@@ -121,10 +127,10 @@ impl Compiler {
         self.work.notify_all();
     }
 
-    /// The job compiling `source`'s content: the one alive already, or a
-    /// new one, queued. A job that failed is not reused: the content is
-    /// tried again.
-    pub fn job(&self, source: ComponentSource) -> Arc<CompileJob> {
+    /// The job compiling `source`'s content (for `function`, if it is
+    /// compiled for one): the one alive already, or a new one, queued. A
+    /// job that failed is not reused: the content is tried again.
+    pub fn job(&self, source: ComponentSource, function: Option<&FunctionName>) -> Arc<CompileJob> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = jobs.get(&source.digest).and_then(Weak::upgrade)
             && !job.failed()
@@ -132,7 +138,7 @@ impl Compiler {
             return job;
         }
         jobs.retain(|_, job| job.strong_count() > 0);
-        let job = CompileJob::new(source);
+        let job = CompileJob::new(source, function);
         jobs.insert(job.source.digest, Arc::downgrade(&job));
         drop(jobs);
         self.lock_queue().jobs.push_back(job.clone());
@@ -179,24 +185,37 @@ impl Compiler {
             }
             job.state.send_replace(JobState::Compiling(Instant::now()));
             let compiled = self.runtime.compile(&job.source);
-            log_outcome(&job.source, &compiled);
+            log_outcome(&job, &compiled);
             job.state
                 .send_replace(JobState::Done(compiled.map_err(Arc::new)));
         }
     }
 }
 
-fn log_outcome(source: &ComponentSource, compiled: &Result<Arc<Artifact>, LoadError>) {
+fn log_outcome(job: &CompileJob, compiled: &Result<Arc<Artifact>, LoadError>) {
+    let source = &job.source;
+    let function = job.function.as_ref().map(tracing::field::display);
     match compiled {
         Ok(artifact) => {
             let how = match artifact.provenance() {
                 Provenance::Compiled => "component compiled",
                 Provenance::Cached => "component loaded from the artifact cache",
+                Provenance::Precompiled => "component loaded from the precompiled artifacts",
                 Provenance::Recompiled => {
                     "component compiled again (the cached artifact was unusable)"
                 }
+                Provenance::PrecompiledElsewhere => {
+                    tracing::warn!(
+                        function,
+                        component = %source.path.display(),
+                        digest = %source.digest,
+                        "precompiled for other CPU features or engine settings; compiling here"
+                    );
+                    "component compiled"
+                }
             };
             tracing::info!(
+                function,
                 component = %source.path.display(),
                 digest = %source.digest,
                 elapsed_ms = artifact.elapsed().as_secs_f64() * 1e3,
@@ -204,6 +223,7 @@ fn log_outcome(source: &ComponentSource, compiled: &Result<Arc<Artifact>, LoadEr
             );
         }
         Err(error) => tracing::error!(
+            function,
             component = %source.path.display(),
             digest = %source.digest,
             %error,

@@ -351,7 +351,7 @@ impl Registry {
                     None => {
                         let output =
                             old.map_or_else(Arc::default, |old| old.primary().output().clone());
-                        let job = self.compiler.job(source);
+                        let job = self.compiler.job(source, Some(&desired.name));
                         let entry =
                             Arc::new(FunctionEntry::new(def, job, output, self.metrics.clone()));
                         let replaces_warm = old.is_some_and(|old| old.primary().is_warm());
@@ -441,7 +441,7 @@ impl Registry {
     /// Compiles (or finds in the cache) the component of `source` and
     /// checks that it serves HTTP here, without registering anything.
     pub async fn compile(&self, source: ComponentSource) -> Result<(), Arc<LoadError>> {
-        let job = self.compiler.job(source);
+        let job = self.compiler.job(source, None);
         self.compiler.prioritize(&job);
         job.artifact().await.map(drop)
     }
