@@ -8,6 +8,7 @@ pub mod admin_client;
 pub mod delete;
 pub mod deploy;
 pub mod functions;
+pub mod knative;
 pub mod revisions;
 pub mod rollback;
 pub mod run;
@@ -49,6 +50,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Take a deployed function out.
     Delete(delete::DeleteArgs),
+    /// Write the Knative Service (and Istio VirtualService) for a manifest.
+    Knative(knative::KnativeArgs),
 }
 
 impl Cli {
@@ -67,6 +70,7 @@ impl Cli {
             Command::Traffic(args) => args.execute(),
             Command::Rollback(args) => args.execute(),
             Command::Delete(args) => args.execute(),
+            Command::Knative(args) => args.execute(),
         };
         crate::telemetry::traces::shutdown();
         drop(log_writer);
