@@ -28,6 +28,8 @@
 //! the query, so one rewrite cannot serve both kinds of match: hence one
 //! rule per match.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use super::service::ObjectMeta;
@@ -93,7 +95,7 @@ pub struct HttpMatchRequest {
 }
 
 /// How a path matches; written as Istio's one-key map (`exact: /fn`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StringMatch {
     /// This path exactly (the query aside).
     Exact(String),
@@ -164,12 +166,16 @@ impl VirtualService {
                     .iter()
                     .map(|route| (EXTRA_ROUTES_NAME, route)),
             );
+        let mut sent = HashSet::new();
         let http = named_routes
             .flat_map(|(name, route)| {
                 rules(gateway.prefix.as_str(), route)
                     .into_iter()
                     .map(move |(uri, rewrite)| (name, uri, rewrite))
             })
+            // `/fn` and `/fn/...` both match `/faas/api/fn` exactly: once
+            // is enough, as both send it to the same place.
+            .filter(|(_, uri, _)| sent.insert(uri.clone()))
             .map(|(name, uri, rewrite)| HttpRoute {
                 name: name.to_owned(),
                 matches: vec![HttpMatchRequest { uri }],
@@ -335,7 +341,7 @@ routes = ["/fn", "/api/users/..."]
     }
 
     #[test]
-    fn one_rule_per_match_named_after_its_function_then_the_extra_routes() {
+    fn one_rule_per_match_each_match_once_named_after_its_function_then_the_extra_routes() {
         let manifest = manifest(
             r#"
 [[function]]
@@ -346,7 +352,7 @@ routes = ["/a"]
 [[function]]
 name = "b"
 component = "b.wasm"
-routes = ["/b/..."]
+routes = ["/b/...", "/b"]
 "#,
         );
         let mut options = options(Some("/faas/api"));

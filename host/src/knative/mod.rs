@@ -387,7 +387,7 @@ pub(crate) mod tests {
         assert!(documents[1].starts_with("apiVersion: networking.istio.io/v1\n"));
         // Istio's string match is a one-key map, not a YAML tag.
         assert!(
-            documents[1].contains("  - uri:\n      exact: /faas/api/a\n"),
+            documents[1].contains("    - uri:\n        exact: /faas/api/a\n"),
             "{}",
             documents[1]
         );
