@@ -544,3 +544,42 @@ fn bad_input_is_refused_with_the_reason() {
         "{stderr}"
     );
 }
+
+/// The fenced block of `language` that follows `marker` in `text`.
+fn block_after<'a>(text: &'a str, marker: &str, language: &str) -> &'a str {
+    let start = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}"));
+    let fence = format!("```{language}\n");
+    let body = &text[start..];
+    let body = &body[body.find(&fence).unwrap() + fence.len()..];
+    &body[..body.find("```").unwrap()]
+}
+
+#[test]
+fn the_readme_example_is_the_real_output() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Running under Knative and Istio").unwrap()..];
+    let manifest = block_after(section, "A worked example, `shop/shoal.toml`", "toml");
+    let written = block_after(section, "writes (its real output)", "yaml");
+
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("shop");
+    std::fs::create_dir(&folder).unwrap();
+    let manifest = write(&folder, "shoal.toml", manifest);
+    let yaml = ok(&knative(&[
+        path(&manifest),
+        "--image",
+        "registry.example.com/shop:1.0",
+        "--namespace",
+        "apps",
+        "--gateway-prefix",
+        "/faas/api",
+    ]));
+    assert_eq!(yaml, written, "the README's example is out of date");
+    for (object, schema) in documents(&yaml)
+        .iter()
+        .zip([knative_service_schema(), virtual_service_schema()])
+    {
+        let problems = complaints(&schema, object);
+        assert!(problems.is_empty(), "{problems}");
+    }
+}
