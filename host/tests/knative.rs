@@ -239,13 +239,15 @@ fn three_functions_become_one_cluster_local_service_and_a_virtual_service() {
         virtual_service["spec"]["gateways"],
         json!(["knative-serving/knative-ingress-gateway"])
     );
+    // In the router's order: exact routes, exact matches of wildcards,
+    // prefixes longest first.
     let expected = [
         ("hello", "exact", "/faas/api/hello", "/hello"),
-        ("fn", "exact", "/faas/api/fn", "/fn"),
-        ("fn", "prefix", "/faas/api/fn/", "/fn/"),
         ("fnord", "exact", "/faas/api/fnord", "/fnord"),
+        ("fn", "exact", "/faas/api/fn", "/fn"),
         ("fnord", "exact", "/faas/api/api/fnord", "/api/fnord"),
         ("fnord", "prefix", "/faas/api/api/fnord/", "/api/fnord/"),
+        ("fn", "prefix", "/faas/api/fn/", "/fn/"),
     ];
     let rules = rules(virtual_service);
     let as_str: Vec<_> = rules
@@ -448,6 +450,7 @@ fn extra_routes_hosts_and_gateways_are_sent_as_given() {
         .collect();
     assert_eq!(deployed.len(), 2);
     assert_eq!(deployed[0].2, "/faas/api/uploads");
+    assert_eq!(deployed[0].1, "exact");
     assert_eq!(
         (deployed[1].2.as_str(), deployed[1].3.as_str()),
         ("/faas/api/uploads/", "/uploads/")

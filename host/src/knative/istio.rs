@@ -6,9 +6,9 @@
 //! (the order of their rules is not defined, and a conflict is settled by
 //! whichever came first), and one object is written, applied and removed
 //! as a whole, so a function dropped from the manifest leaves nothing
-//! behind. Each route of a function becomes its own HTTP rule, named after
-//! the function, so that Envoy's route names and stats still tell the
-//! functions apart.
+//! behind. Each match becomes its own HTTP rule, named after its function,
+//! in the router's order of precedence (see [`precedence`]), so that the
+//! rule Envoy picks, and names in its stats, is the function the host runs.
 //!
 //! How a route maps, with the gateway prefix `/faas/api` (the host must see
 //! the path its router expects, so each match rewrites the prefix away):
@@ -26,8 +26,11 @@
 //! sub-paths, as in the router. Istio's `rewrite.uri` replaces the whole
 //! path of an exact match and the matched part of a prefix match, and keeps
 //! the query, so one rewrite cannot serve both kinds of match: hence one
-//! rule per match.
+//! rule per match. Every rule strips the same prefix and goes to the same
+//! Service, so their order only names the rule; the host's router decides
+//! which function serves.
 
+use std::cmp::Reverse;
 use std::collections::HashSet;
 
 use serde::Serialize;
@@ -166,17 +169,21 @@ impl VirtualService {
                     .iter()
                     .map(|route| (EXTRA_ROUTES_NAME, route)),
             );
-        let mut sent = HashSet::new();
-        let http = named_routes
+        let mut matches: Vec<_> = named_routes
             .flat_map(|(name, route)| {
                 rules(gateway.prefix.as_str(), route)
                     .into_iter()
-                    .map(move |(uri, rewrite)| (name, uri, rewrite))
+                    .map(move |(uri, rewrite)| (precedence(route, &uri), name, uri, rewrite))
             })
+            .collect();
+        matches.sort_by_key(|(precedence, ..)| *precedence);
+        let mut sent = HashSet::new();
+        let http = matches
+            .into_iter()
             // `/fn` and `/fn/...` both match `/faas/api/fn` exactly: once
             // is enough, as both send it to the same place.
-            .filter(|(_, uri, _)| sent.insert(uri.clone()))
-            .map(|(name, uri, rewrite)| HttpRoute {
+            .filter(|(_, _, uri, _)| sent.insert(uri.clone()))
+            .map(|(_, name, uri, rewrite)| HttpRoute {
                 name: name.to_owned(),
                 matches: vec![HttpMatchRequest { uri }],
                 rewrite: HttpRewrite {
@@ -203,6 +210,20 @@ impl VirtualService {
                 http,
             },
         }
+    }
+}
+
+/// Where a match goes in the VirtualService: first the exact routes, then
+/// the exact matches of wildcard routes, then prefixes, longest first. This
+/// is the router's own order (an exact route beats a wildcard, the longest
+/// wildcard wins), so the rule Envoy picks, and names in its stats, is the
+/// function the host will run; and no prefix hides a later one, which
+/// Istio would warn of.
+fn precedence(route: &RoutePattern, uri: &StringMatch) -> (u8, Reverse<usize>) {
+    match (route, uri) {
+        (RoutePattern::Exact(_), _) => (0, Reverse(0)),
+        (RoutePattern::Prefix(_), StringMatch::Exact(_)) => (1, Reverse(0)),
+        (RoutePattern::Prefix(_), StringMatch::Prefix(prefix)) => (2, Reverse(prefix.len())),
     }
 }
 
@@ -361,18 +382,94 @@ routes = ["/b/...", "/b"]
         let gateway = gateway.clone();
         let vs = VirtualService::new(&manifest, &options, &gateway);
         let names: Vec<&str> = vs.spec.http.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["a", "b", "b", "deployed", "deployed"]);
+        // Exact routes, exact matches of wildcards, then prefixes longest
+        // first.
+        assert_eq!(names, ["a", "b", "deployed", "deployed", "b"]);
         for rule in &vs.spec.http {
             assert_eq!(rule.rewrite.authority, "shop.apps.svc.cluster.local");
             assert_eq!(rule.route[0].destination.host, LOCAL_GATEWAY);
             assert_eq!(rule.route[0].destination.port.number, 80);
         }
-        assert_eq!(vs.spec.http[3].matches[0].uri, exact("/faas/api/uploads"));
+        assert_eq!(vs.spec.http[2].matches[0].uri, exact("/faas/api/uploads"));
+        assert_eq!(vs.spec.http[3].matches[0].uri, prefix("/faas/api/uploads/"));
         assert_eq!(vs.metadata.name.as_deref(), Some("shop"));
         assert_eq!(
             vs.spec.gateways,
             ["knative-serving/knative-ingress-gateway"]
         );
         assert_eq!(vs.spec.hosts, ["*"]);
+    }
+
+    #[test]
+    fn the_first_rule_to_match_is_the_function_the_router_picks() {
+        let manifest = manifest(
+            r#"
+[[function]]
+name = "root"
+component = "f.wasm"
+routes = ["/..."]
+
+[[function]]
+name = "api"
+component = "f.wasm"
+routes = ["/api/..."]
+
+[[function]]
+name = "users"
+component = "f.wasm"
+routes = ["/api/users/..."]
+
+[[function]]
+name = "me"
+component = "f.wasm"
+routes = ["/api/users/me", "/"]
+"#,
+        );
+        let options = options(Some("/faas/api"));
+        let vs = VirtualService::new(&manifest, &options, options.gateway.as_ref().unwrap());
+        let router = crate::router::Router::new(
+            manifest
+                .functions
+                .iter()
+                .flat_map(|f| f.routes.iter().map(|r| (r.clone(), f.name.as_str()))),
+        )
+        .unwrap();
+        for path in [
+            "/",
+            "/x",
+            "/api",
+            "/api/",
+            "/api/x",
+            "/apix",
+            "/api/users",
+            "/api/users/",
+            "/api/users/7",
+            "/api/usersx",
+            "/api/users/me",
+            "/api/users/me/x",
+        ] {
+            let first = vs.spec.http.iter().find_map(|rule| {
+                let sent = (rule.matches[0].uri.clone(), rule.rewrite.uri.clone());
+                apply(&sent, &format!("/faas/api{path}")).map(|seen| (&rule.name, seen))
+            });
+            let (name, seen) = first.unwrap_or_else(|| panic!("{path} is not sent"));
+            assert_eq!(seen, path);
+            assert_eq!(Some(&name.as_str()), router.lookup(path), "{path}");
+        }
+        // No prefix hides a later one (Istio warns of that).
+        let prefixes: Vec<&str> = vs
+            .spec
+            .http
+            .iter()
+            .filter_map(|rule| match &rule.matches[0].uri {
+                StringMatch::Prefix(p) => Some(p.as_str()),
+                StringMatch::Exact(_) => None,
+            })
+            .collect();
+        for (i, earlier) in prefixes.iter().enumerate() {
+            for later in &prefixes[i + 1..] {
+                assert!(!later.starts_with(earlier), "{earlier} hides {later}");
+            }
+        }
     }
 }
