@@ -466,8 +466,11 @@ fn bad_input_is_refused_with_the_reason() {
 
     let with = |extra: &[&str]| {
         let mut args = vec![manifest];
-        let given_name = usize::from(extra.contains(&"--name"));
-        args.extend_from_slice(&named[..named.len() - 2 * given_name]);
+        for pair in named.chunks(2) {
+            if !extra.contains(&pair[0]) {
+                args.extend_from_slice(pair);
+            }
+        }
         args.extend_from_slice(extra);
         knative(&args)
     };
@@ -509,6 +512,22 @@ fn bad_input_is_refused_with_the_reason() {
             "--gateway-prefix",
         ),
         (&["--target", "1"], &["--target", "0"], "--target"),
+        // Kubernetes' YAML reader would take these for booleans.
+        (
+            &["--name", "noa"],
+            &["--name", "no"],
+            "read back as a boolean",
+        ),
+        (
+            &["--image", "img:1"],
+            &["--image", "ON"],
+            "read back as a boolean",
+        ),
+        (
+            &["--gateway-prefix", "/f", "--host", "off.example"],
+            &["--gateway-prefix", "/f", "--host", "off"],
+            "boolean",
+        ),
     ] {
         ok(&with(good));
         let stderr = refused(&with(bad), 2);

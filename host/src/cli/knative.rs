@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::knative::{
-    DEFAULT_GATEWAY, DEFAULT_HOST, DEFAULT_NAMESPACE, DnsLabel, Gateway, GatewayPrefix, Objects,
-    Options, Quantity, Resources, Scaling, name_from_manifest_folder,
+    DEFAULT_CPU_REQUEST, DEFAULT_GATEWAY, DEFAULT_HOST, DEFAULT_MEMORY_LIMIT,
+    DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_RUN_AS_USER, DnsLabel, Gateway,
+    GatewayPrefix, Objects, Options, Quantity, Resources, Scaling, name_from_manifest_folder,
+    read_as_text_by_kubernetes,
 };
 use crate::manifest::Manifest;
 use crate::router::RoutePattern;
@@ -20,7 +22,7 @@ pub struct KnativeArgs {
     manifest: PathBuf,
 
     /// The container image (built with the manifest at /shoal/shoal.toml).
-    #[arg(long, value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE", value_parser = text)]
     image: String,
 
     /// The Knative Service's name. Defaults to the manifest's folder name,
@@ -58,11 +60,11 @@ pub struct KnativeArgs {
     target: Option<u32>,
 
     /// CPU requested for the container.
-    #[arg(long, value_name = "QUANTITY", default_value = "250m")]
+    #[arg(long, value_name = "QUANTITY", default_value = DEFAULT_CPU_REQUEST)]
     cpu_request: Quantity,
 
     /// Memory requested for the container.
-    #[arg(long, value_name = "QUANTITY", default_value = "256Mi")]
+    #[arg(long, value_name = "QUANTITY", default_value = DEFAULT_MEMORY_REQUEST)]
     memory_request: Quantity,
 
     /// CPU limit; none by default.
@@ -70,11 +72,11 @@ pub struct KnativeArgs {
     cpu_limit: Option<Quantity>,
 
     /// Memory limit; the host sizes its memory budget from it.
-    #[arg(long, value_name = "QUANTITY", default_value = "1Gi")]
+    #[arg(long, value_name = "QUANTITY", default_value = DEFAULT_MEMORY_LIMIT)]
     memory_limit: Quantity,
 
     /// The user id the container runs as (not root).
-    #[arg(long, value_name = "UID", default_value_t = 65532,
+    #[arg(long, value_name = "UID", default_value_t = DEFAULT_RUN_AS_USER,
           value_parser = clap::value_parser!(u32).range(1..))]
     run_as_user: u32,
 
@@ -95,7 +97,7 @@ pub struct KnativeArgs {
 
     /// A host the VirtualService answers for; repeat for several.
     /// Default: `*`.
-    #[arg(long = "host", value_name = "HOST", requires = "gateway_prefix")]
+    #[arg(long = "host", value_name = "HOST", requires = "gateway_prefix", value_parser = text)]
     hosts: Vec<String>,
 
     /// One more route to send, written like a manifest route (`/x` or
@@ -112,6 +114,12 @@ pub struct KnativeArgs {
 
 fn parse_route(text: &str) -> Result<RoutePattern, String> {
     RoutePattern::try_from(text.to_owned())
+}
+
+/// Free text that will be written into the YAML as it is.
+fn text(text: &str) -> Result<String, String> {
+    read_as_text_by_kubernetes(text)?;
+    Ok(text.to_owned())
 }
 
 impl KnativeArgs {

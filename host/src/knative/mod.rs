@@ -61,6 +61,20 @@ pub const DEFAULT_GATEWAY: &str = "knative-serving/knative-ingress-gateway";
 /// The hosts a VirtualService answers for when none are given.
 pub const DEFAULT_HOST: &str = "*";
 
+/// CPU requested when none is given.
+pub const DEFAULT_CPU_REQUEST: &str = "250m";
+
+/// Memory requested when none is given.
+pub const DEFAULT_MEMORY_REQUEST: &str = "256Mi";
+
+/// The memory limit when none is given; the host keeps three quarters of
+/// it for its functions' memory.
+pub const DEFAULT_MEMORY_LIMIT: &str = "1Gi";
+
+/// The user the container runs as when none is given: not root, and the
+/// "nonroot" user of distroless images.
+pub const DEFAULT_RUN_AS_USER: u32 = 65532;
+
 /// Kubernetes' cluster DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -109,6 +123,7 @@ impl FromStr for DnsLabel {
             && text.starts_with(|c: char| c.is_ascii_lowercase())
             && !text.ends_with('-');
         if valid {
+            read_as_text_by_kubernetes(text)?;
             Ok(Self(text.to_owned()))
         } else {
             Err(format!(
@@ -122,6 +137,31 @@ impl FromStr for DnsLabel {
 impl fmt::Display for DnsLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Refuses text that Kubernetes would not read back as the same text.
+///
+/// Its YAML reader follows YAML 1.1, where a plain `yes`, `no`, `on`,
+/// `off`, `y` or `n` (in any case) is a boolean and digits with `_` a
+/// number; the YAML writer quotes only what YAML 1.2 would misread, so
+/// those would be written plain and read back wrong. Empty text is refused
+/// too: every field that takes free text needs some.
+pub fn read_as_text_by_kubernetes(text: &str) -> Result<(), String> {
+    const BOOLEANS: [&str; 6] = ["y", "n", "yes", "no", "on", "off"];
+    let boolean = BOOLEANS.iter().any(|word| word.eq_ignore_ascii_case(text));
+    let number = text.contains('_')
+        && text.chars().all(|c| c.is_ascii_digit() || c == '_')
+        && text.chars().any(|c| c.is_ascii_digit());
+    if text.is_empty() {
+        Err("it must not be empty".to_owned())
+    } else if boolean || number {
+        Err(format!(
+            "`{text}` would be read back as a {} by Kubernetes' YAML reader",
+            if boolean { "boolean" } else { "number" }
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -311,12 +351,12 @@ pub(crate) mod tests {
             image: "registry.example/shop:1".to_owned(),
             scaling: Scaling::default(),
             resources: Resources {
-                cpu_request: "250m".parse().unwrap(),
-                memory_request: "256Mi".parse().unwrap(),
+                cpu_request: DEFAULT_CPU_REQUEST.parse().unwrap(),
+                memory_request: DEFAULT_MEMORY_REQUEST.parse().unwrap(),
                 cpu_limit: None,
-                memory_limit: Some("1Gi".parse().unwrap()),
+                memory_limit: Some(DEFAULT_MEMORY_LIMIT.parse().unwrap()),
             },
-            run_as_user: 65532,
+            run_as_user: DEFAULT_RUN_AS_USER,
             gateway: prefix.map(|prefix| Gateway {
                 prefix: prefix.parse().unwrap(),
                 gateways: vec![DEFAULT_GATEWAY.to_owned()],
@@ -348,7 +388,33 @@ pub(crate) mod tests {
             "a".repeat(62)
         );
         assert_eq!(DnsLabel::from_folder_name("2026"), None);
+        assert_eq!(DnsLabel::from_folder_name("No"), None);
         assert_eq!(DnsLabel::from_folder_name("..."), None);
+    }
+
+    #[test]
+    fn text_kubernetes_would_misread_is_refused() {
+        for bad in ["no", "NO", "On", "y", "off", "1_000", ""] {
+            assert!(
+                read_as_text_by_kubernetes(bad).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        for good in [
+            "nope",
+            "one",
+            "1000",
+            "a_b",
+            "_",
+            "true-ish",
+            "registry/no:1",
+        ] {
+            assert!(
+                read_as_text_by_kubernetes(good).is_ok(),
+                "{good:?} was refused"
+            );
+        }
+        assert!("no".parse::<DnsLabel>().unwrap_err().contains("boolean"));
     }
 
     #[test]
