@@ -7,7 +7,7 @@
 //! whichever came first), and one object is written, applied and removed
 //! as a whole, so a function dropped from the manifest leaves nothing
 //! behind. Each match becomes its own HTTP rule, named after its function,
-//! in the router's order of precedence (see [`precedence`]), so that the
+//! in the router's order of precedence (see `precedence`), so that the
 //! rule Envoy picks, and names in its stats, is the function the host runs.
 //!
 //! How a route maps, with the gateway prefix `/faas/api` (the host must see
