@@ -28,6 +28,7 @@ pub mod body;
 pub mod cli;
 pub mod deploy;
 pub mod dispatch;
+pub mod knative;
 pub mod manifest;
 pub mod package;
 pub mod probes;

@@ -8,6 +8,7 @@ pub mod admin_client;
 pub mod delete;
 pub mod deploy;
 pub mod functions;
+pub mod knative;
 pub mod package;
 pub mod revisions;
 pub mod rollback;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Build an OCI image of a manifest's functions, without a container
     /// engine.
     Package(package::PackageArgs),
+    /// Write the Knative Service (and Istio VirtualService) for a manifest.
+    Knative(knative::KnativeArgs),
 }
 
 impl Cli {
@@ -72,6 +75,7 @@ impl Cli {
             Command::Rollback(args) => args.execute(),
             Command::Delete(args) => args.execute(),
             Command::Package(args) => args.execute(),
+            Command::Knative(args) => args.execute(),
         };
         crate::telemetry::traces::shutdown();
         drop(log_writer);
