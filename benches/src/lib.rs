@@ -9,7 +9,9 @@
 //! 3. [`density`]: start-up time and memory with up to 10,000 functions;
 //! 4. [`reload`]: from a rebuilt component file to its first answer;
 //! 5. [`upload`]: from an upload to the admin API to its first answer;
-//! 6. [`targets`]: the project's targets beside what was measured.
+//! 6. [`idle`]: a host at rest, its CPU and wake-ups, and its first answer
+//!    after a quiet spell, beside native hyper;
+//! 7. [`targets`]: the project's targets beside what was measured.
 //!
 //! Servers run pinned to one CPU ([`plan::SERVER_CPU`]); load generators and
 //! this harness run on the other ([`plan::CLIENT_CPU`]).
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod client;
 pub mod cold_start;
 pub mod density;
+pub mod idle;
 pub mod machine;
 pub mod manifest;
 pub mod native;

@@ -14,7 +14,7 @@ use shoal_benches::plan::{FULL, QUICK};
 use shoal_benches::report::Report;
 use shoal_benches::servers::Paths;
 use shoal_benches::throughput::Throughput;
-use shoal_benches::{reload, upload};
+use shoal_benches::{idle, reload, upload};
 
 /// The data folder of the hosts of sections 1 and 2, under `--work`.
 const DATA_DIR: &str = "data";
@@ -119,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             let density = Density::measure(&paths, &plan).await;
             let reloads = reload::measure_section(&paths, &plan).await;
             let uploads = upload::measure_section(&paths, &plan).await;
+            let at_rest = idle::measure_section(&paths, &plan).await;
             Report {
                 plan,
                 machine,
@@ -128,6 +129,7 @@ fn main() -> anyhow::Result<()> {
                 density,
                 reloads,
                 uploads,
+                at_rest,
             }
         });
 

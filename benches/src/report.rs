@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cold_start::ColdStarts;
 use crate::density::Density;
+use crate::idle::AtRest;
 use crate::machine::{self, BACKTRACE_VARIABLE, Machine};
 use crate::plan::{CLIENT_CPU, Plan, SERVER_CPU};
 use crate::reload::Reloads;
@@ -31,6 +32,8 @@ pub struct Report {
     pub reloads: Reloads,
     /// Section 5.
     pub uploads: Uploads,
+    /// Section 6.
+    pub at_rest: AtRest,
 }
 
 impl Report {
@@ -44,6 +47,7 @@ impl Report {
             self.density.render(),
             self.reloads.render(),
             self.uploads.render(),
+            self.at_rest.render(),
         ] {
             out.push_str(&section);
             out.push_str(&self.environment_note());

@@ -32,6 +32,15 @@ const FRESH_RATIO: f64 = 0.3;
 /// Instance reuse, over native hyper.
 const REUSE_RATIO: f64 = 0.5;
 
+/// A host at rest: its CPU time, as a share of one CPU.
+const AT_REST_CPU: f64 = 0.002;
+
+/// A host at rest: context switches of all its threads per second.
+const AT_REST_WAKEUPS: f64 = 50.0;
+
+/// First byte after a quiet spell, over native hyper's.
+const WAKE_RATIO: f64 = 2.0;
+
 /// One target and how the run fared.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -143,6 +152,32 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
             verdict: ratio.map(|r| at_least(r, goal)),
         });
     }
+
+    let host = report.at_rest.functions.first();
+    let percent = |share: f64| format!("{:.2}%", share * 100.0);
+    let cpu = host.map(|h| h.cpu_share);
+    targets.push(Target {
+        what: "host CPU at rest".to_owned(),
+        goal: format!("≤ {}", percent(AT_REST_CPU)),
+        measured: cpu.map_or_else(not_measured, percent),
+        verdict: cpu.map(|c| at_most(c, AT_REST_CPU, percent)),
+    });
+    let per_second = |n: f64| format!("{n:.1}/s");
+    let wakeups = host.map(|h| h.wakeups_per_second);
+    targets.push(Target {
+        what: "host wake-ups at rest (context switches, all threads)".to_owned(),
+        goal: format!("≤ {}", per_second(AT_REST_WAKEUPS)),
+        measured: wakeups.map_or_else(not_measured, per_second),
+        verdict: wakeups.map(|w| at_most(w, AT_REST_WAKEUPS, per_second)),
+    });
+    let ratio = report.at_rest.wake_ratio();
+    let times = |r: f64| format!("{r:.2}×");
+    targets.push(Target {
+        what: "first byte after quiet, p50, over native hyper".to_owned(),
+        goal: format!("≤ {}", times(WAKE_RATIO)),
+        measured: ratio.map_or_else(not_measured, times),
+        verdict: ratio.map(|r| at_most(r, WAKE_RATIO, times)),
+    });
     targets
 }
 
@@ -213,7 +248,7 @@ fn at_least(measured: f64, goal: f64) -> Verdict {
 
 /// The section, as markdown.
 pub fn render(targets: &[Target], densities: &[usize]) -> String {
-    let mut out = String::from("## 6. Targets\n\n");
+    let mut out = String::from("## 7. Targets\n\n");
     if !densities.contains(&READY_FUNCTIONS) {
         out.push_str(&format!(
             "This run did not register {} functions (`--quick`).\n\n",

@@ -1,0 +1,213 @@
+//! Section 6: at rest. Most functions of an aggregated deployment see
+//! sporadic traffic, so what a host costs with no request, and how fast it
+//! answers the first request after a quiet spell, matter as much as its
+//! throughput. The host (default flags, the Rust hello) and native hyper run
+//! side by side on the server CPU, each having answered one request. Then,
+//! round after round, both stay quiet for [`QUIET`], during which the
+//! harness reads each one's CPU time and context switches (all threads,
+//! from `/proc`), and then each gets one request on a new connection, timed
+//! to its first byte; the order alternates between rounds.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::client;
+use crate::manifest::{Function, Manifest};
+use crate::plan::{Plan, SERVER_CPU};
+use crate::report::{Table, format_latency_or_dash};
+use crate::section::Section;
+use crate::servers::{HELLO_BODY, Paths, Server};
+use crate::stats::Sample;
+
+/// How long both servers stay quiet before each round's requests.
+pub const QUIET: Duration = Duration::from_secs(3);
+
+/// One server at rest.
+#[derive(Debug, Clone)]
+pub struct ServerAtRest {
+    /// Which server.
+    pub name: &'static str,
+    /// Its CPU time over all quiet spells, as a share of one CPU.
+    pub cpu_share: f64,
+    /// Context switches of all its threads per second of quiet.
+    pub wakeups_per_second: f64,
+    /// Time to first byte of each first request after a quiet spell.
+    pub first_byte: Sample,
+}
+
+/// Section 6's results: the host, then native hyper.
+pub type AtRest = Section<ServerAtRest>;
+
+/// Runs the section.
+pub async fn measure_section(paths: &Paths, plan: &Plan) -> AtRest {
+    Section::run("at rest", measure(paths, plan)).await
+}
+
+/// What is counted of one server over the quiet spells.
+struct Tally {
+    name: &'static str,
+    cpu: Duration,
+    switches: u64,
+    quiet: Duration,
+    first_bytes: Vec<Duration>,
+}
+
+async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>> {
+    let rounds = if plan.quick { 3 } else { 10 };
+    let manifest_path = paths.work.join("at-rest.toml");
+    Manifest {
+        function: vec![Function::new("hello", &paths.hello_wasm, "/...")],
+    }
+    .write(&manifest_path)?;
+    let data = Paths::fresh_dir(&paths.work, "at-rest-data")?;
+    let mut host = Server::host(paths, &manifest_path, &data).await?;
+    host.wait_ready().await?;
+    let native = Server::native(paths).await?;
+    let servers = [(&host, "host (fresh instance)"), (&native, "native hyper")];
+    let mut tallies: Vec<Tally> = servers
+        .iter()
+        .map(|(_, name)| Tally {
+            name,
+            cpu: Duration::ZERO,
+            switches: 0,
+            quiet: Duration::ZERO,
+            first_bytes: Vec::new(),
+        })
+        .collect();
+    for (server, _) in servers {
+        client::get(server.addr, "/").await?.expect(HELLO_BODY)?;
+    }
+    for round in 0..rounds {
+        let before: Vec<(Duration, u64)> = servers
+            .iter()
+            .map(|(server, _)| {
+                Ok((
+                    server.process.cpu_time()?,
+                    context_switches(server.process.pid())?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        tokio::time::sleep(QUIET).await;
+        for ((server, _), (tally, (cpu, switches))) in
+            servers.iter().zip(tallies.iter_mut().zip(before))
+        {
+            tally.cpu += server.process.cpu_time()?.saturating_sub(cpu);
+            tally.switches += context_switches(server.process.pid())?.saturating_sub(switches);
+            tally.quiet += QUIET;
+        }
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let answer = client::get(servers[i].0.addr, "/").await?;
+            answer.expect(HELLO_BODY)?;
+            tallies[i].first_bytes.push(answer.first_byte);
+        }
+    }
+    Ok(tallies
+        .into_iter()
+        .map(|tally| ServerAtRest {
+            name: tally.name,
+            cpu_share: tally.cpu.as_secs_f64() / tally.quiet.as_secs_f64(),
+            wakeups_per_second: tally.switches as f64 / tally.quiet.as_secs_f64(),
+            first_byte: Sample::new(tally.first_bytes),
+        })
+        .collect())
+}
+
+/// Voluntary and involuntary context switches of every thread of `pid`.
+fn context_switches(pid: u32) -> anyhow::Result<u64> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
+        // A thread may end between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter_map(|line| {
+                let value = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))?;
+                value.trim().parse::<u64>().ok()
+            })
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
+impl AtRest {
+    /// The host's first-byte p50 after quiet over native hyper's.
+    pub fn wake_ratio(&self) -> Option<f64> {
+        let [host, native] = self.functions.as_slice() else {
+            return None;
+        };
+        let host = host.first_byte.p50()?.as_secs_f64();
+        let native = native.first_byte.p50()?.as_secs_f64();
+        (native > 0.0).then(|| host / native)
+    }
+
+    /// The section, as markdown.
+    pub fn render(&self) -> String {
+        let mut out = String::from("## 6. At rest\n\n");
+        let _ = writeln!(
+            out,
+            "The host (default flags, the Rust hello) and native hyper, side by side on CPU \
+             {SERVER_CPU}, each having answered one request. In each round both stay quiet for \
+             {} s, while the harness reads their CPU time and context switches (all threads), \
+             then each answers one request on a new connection, timed to its first byte (the \
+             order alternates).\n",
+            QUIET.as_secs()
+        );
+        if let Some(failure) = self.failure_line() {
+            let _ = writeln!(out, "{failure}");
+            return out;
+        }
+        let mut table = Table::new(&[
+            "server",
+            "CPU at rest",
+            "wake-ups/s",
+            "requests after quiet",
+            "first byte p50",
+            "first byte max",
+        ]);
+        for server in &self.functions {
+            table.row(vec![
+                server.name.to_owned(),
+                format!("{:.2}%", server.cpu_share * 100.0),
+                format!("{:.1}", server.wakeups_per_second),
+                server.first_byte.len().to_string(),
+                format_latency_or_dash(server.first_byte.p50()),
+                format_latency_or_dash(server.first_byte.max()),
+            ]);
+        }
+        out.push_str(&table.render());
+        if let Some(ratio) = self.wake_ratio() {
+            let _ = writeln!(
+                out,
+                "\nFirst byte after quiet, p50: the host takes {ratio:.2}× native hyper's.\n"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_context_switches_of_every_thread() {
+        let before = context_switches(std::process::id()).unwrap();
+        // A thread that sleeps switches out at least once, and is counted.
+        std::thread::spawn(|| std::thread::sleep(Duration::from_millis(5)))
+            .join()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(context_switches(std::process::id()).unwrap() > before);
+    }
+}
