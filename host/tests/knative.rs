@@ -45,8 +45,8 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// `host run <manifest>` with `PORT` set and no `--listen`, as Knative
-/// starts it.
+/// `host run <manifest>` with `PORT` set and no `--listen`, and stdin at
+/// its end from the start, as Knative starts it.
 fn run_with_port(manifest: &Path, data_dir: &Path, port: &str, args: &[&str]) -> Command {
     let mut command = Command::new(common::host_binary());
     command
@@ -55,7 +55,8 @@ fn run_with_port(manifest: &Path, data_dir: &Path, port: &str, args: &[&str]) ->
         .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(args)
-        .env("PORT", port);
+        .env("PORT", port)
+        .stdin(std::process::Stdio::null());
     command
 }
 
