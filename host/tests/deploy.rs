@@ -585,7 +585,7 @@ async fn concurrent_deploys_of_one_function_end_in_one_consistent_state() {
         digests.push(uploaded["component"].as_str().unwrap().to_owned());
     }
     let api = &api;
-    let deploys = (0..8).map(|n| {
+    let deploys = (0..16).map(|n| {
         let definition = format!("component = {:?}\nroutes = [\"/f\"]\n", digests[n % 2]);
         async move { api.deploy("f", &definition).await }
     });
@@ -598,7 +598,7 @@ async fn concurrent_deploys_of_one_function_end_in_one_consistent_state() {
         })
         .collect();
     names.sort();
-    let expected: Vec<String> = (1..=8).map(|n| format!("f-{n:05}")).collect();
+    let expected: Vec<String> = (1..=16).map(|n| format!("f-{n:05}")).collect();
     assert_eq!(names, expected, "each deploy got its own revision");
     let (_, revisions) = api.revisions("f").await;
     let split = revisions["traffic"]["split"].as_object().unwrap();

@@ -254,13 +254,16 @@ impl Deployments {
     }
 
     /// Applies `operation` to a copy of the state, through the registry's
-    /// change path, writing the state before the change is published.
+    /// change path, writing the state before the change is published. The
+    /// state in memory is replaced there too, inside the serialised path,
+    /// so that the next change starts from this one.
     async fn edit(
         &self,
         name: &FunctionName,
         operation: impl FnOnce(&mut DeployState) -> Result<Option<RevisionName>, StateError>,
     ) -> Result<Done, DeployError> {
-        let (applied, (state, revision, pruned)) = self
+        let mut released: HashSet<Digest> = HashSet::new();
+        let (applied, (_, revision, pruned)) = self
             .registry
             .change(
                 Publish::WhenCompiled,
@@ -279,13 +282,18 @@ impl Deployments {
                         DeployError::Change(ChangeError::Commit(format!(
                             "cannot write the deployed state: {e}"
                         )))
-                    })
+                    })?;
+                    let mut current = self.lock_state();
+                    let after: HashSet<Digest> = state.components().collect();
+                    released = current
+                        .components()
+                        .filter(|c| !after.contains(c))
+                        .collect();
+                    *current = state.clone();
+                    Ok(())
                 },
             )
             .await?;
-        let before: HashSet<Digest> = self.lock_state().components().collect();
-        let after: HashSet<Digest> = state.components().collect();
-        *self.lock_state() = state;
         if !pruned.is_empty() {
             let pruned: Vec<String> = pruned.iter().map(ToString::to_string).collect();
             tracing::info!(revisions = ?pruned, "old revisions without traffic removed");
@@ -293,7 +301,7 @@ impl Deployments {
         // Components no revision uses any more go at once. (A deploy that
         // uploaded the same bytes a moment before finds them gone and is
         // refused, 400; uploading again fixes it.)
-        for released in before.difference(&after) {
+        for released in &released {
             self.blobs.remove(released);
         }
         Ok(Done { applied, revision })
