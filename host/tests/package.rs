@@ -6,15 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
 
-use common::{example, http1, manifest, write};
+use common::{Host, example, http1, manifest, write};
 
 /// How long a packaged host may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -101,164 +98,58 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
 
 /// The image's entrypoint, running as a container runtime would start it:
 /// in a mount namespace where `rootfs` is read-only with a `tmpfs` at
-/// `/tmp` and procfs at `/proc`, chrooted into it, as uid and gid 2020, with only the image's
-/// environment. It listens on loopback only: `--listen 127.0.0.1:0` is
-/// appended to the entrypoint, as a pod's `args` would be.
-struct Container {
-    /// `unshare`, whose only child is the host; it exits with the host's
-    /// status.
-    unshare: Child,
-    host_pid: u32,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
+/// `/tmp` and procfs at `/proc`, chrooted into it, as uid and gid 2020, with
+/// only the image's environment and `env` over it. It listens on loopback
+/// only: `--listen` and `--admin-listen` are appended to the entrypoint, as
+/// a pod's `args` would be. Every program in the chain execs the next, so
+/// the host keeps the PID that [`Host`] signals.
+fn start_container(rootfs: &Path, config: &serde_json::Value, env: &[&str]) -> Host {
+    let mut image_env = strings(&config["config"]["Env"]);
+    image_env.extend(env.iter().map(|var| var.to_string()));
+    let entrypoint = strings(&config["config"]["Entrypoint"]);
+    let chroot = tool("sh", &["-c", "command -v chroot"]);
+    // Like a container runtime, create the mount point for /proc (the
+    // runtime maps artifacts through /proc/self/fd).
+    std::fs::create_dir_all(rootfs.join("proc")).unwrap();
+    let script = "mount --make-rprivate / && mount --bind \"$0\" \"$0\" \
+                  && mount -o remount,ro,bind \"$0\" \
+                  && mount -t tmpfs -o mode=1777 tmpfs \"$0/tmp\" \
+                  && mount -t proc proc \"$0/proc\" && exec env -i \"$@\"";
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "sh", "-c", script])
+        .arg(rootfs)
+        .args(&image_env)
+        .args([chroot.trim(), "--userspec=2020:2020"])
+        .arg(rootfs)
+        .args(&entrypoint)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    let host = Host::launch(command, &rootfs.join("tmp")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        host.wait_for_log("ready: every component is compiled", START_TIMEOUT),
+        "the functions did not compile:\n{}",
+        host.log()
+    );
+    host
 }
 
-impl Container {
-    /// Starts the image's entrypoint with its environment, and `env` over
-    /// it.
-    fn start(rootfs: &Path, config: &serde_json::Value, env: &[&str]) -> Container {
-        let mut image_env = strings(&config["config"]["Env"]);
-        image_env.extend(env.iter().map(|var| var.to_string()));
-        let env = image_env;
-        let entrypoint = strings(&config["config"]["Entrypoint"]);
-        let chroot = tool("sh", &["-c", "command -v chroot"]);
-        // Like a container runtime, create the mount point for /proc (the
-        // runtime maps artifacts through /proc/self/fd).
-        std::fs::create_dir_all(rootfs.join("proc")).unwrap();
-        let script = "mount --bind \"$0\" \"$0\" && mount -o remount,ro,bind \"$0\" \
-                      && mount -t tmpfs -o mode=1777 tmpfs \"$0/tmp\" \
-                      && mount -t proc proc \"$0/proc\" && exec env -i \"$@\"";
-        let mut unshare = Command::new("unshare")
-            .args(["--mount", "--fork", "sh", "-c", script])
-            .arg(rootfs)
-            .args(&env)
-            .args([chroot.trim(), "--userspec=2020:2020"])
-            .arg(rootfs)
-            .args(&entrypoint)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run unshare");
-
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (pipe, sink) = (unshare.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut buf = [0; 8192];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let stdout = unshare.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
-                break addr;
-            }
-            if let Some(status) = unshare.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "the packaged host exited with {status}:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "the packaged host did not start");
-        };
-        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
-        let host_pid = std::fs::read_to_string(children)
-            .unwrap()
-            .trim()
-            .parse()
-            .expect("unshare has one child: the host");
-        let container = Container {
-            unshare,
-            host_pid,
-            addr,
-            stderr,
-        };
-        assert!(
-            container.wait_for_log("ready: every component is compiled"),
-            "the functions did not compile:\n{}",
-            container.log()
-        );
-        container
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_for_log(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// The log lines that contain every one of `needles`.
-    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Sends SIGTERM to the host (by its PID) and waits for it to exit.
-    fn stop(mut self) -> ExitStatus {
-        signal(self.host_pid, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.unshare.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the host did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// The host's log lines that contain every one of `needles`.
+fn lines_with(host: &Host, needles: &[&str]) -> Vec<String> {
+    host.log()
+        .lines()
+        .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+        .map(str::to_owned)
+        .collect()
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
-        if self.unshare.try_wait().unwrap().is_none() {
-            signal(self.host_pid, "KILL");
-            let _ = self.unshare.kill();
-            let _ = self.unshare.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status();
+/// Sends SIGTERM to the host and waits for it to exit.
+fn stop(mut host: Host) -> ExitStatus {
+    host.signal("TERM");
+    host.wait_exit(Duration::from_secs(30))
 }
 
 /// GET /hello and POST /echo, answered by the packaged host.
-async fn check_serves(container: &Container) {
+async fn check_serves(container: &Host) {
     let client = http1();
     let hello = client.get(container.url("/hello")).send().await.unwrap();
     assert_eq!(hello.status(), 200);
@@ -367,18 +258,21 @@ async fn the_image_is_read_by_oci_tools_and_serves_as_any_user_from_a_read_only_
     assert_eq!(artifacts(&rootfs).len(), 2, "{:?}", artifacts(&rootfs));
 
     // Run, served, and the precompiled artifacts used: nothing compiled.
-    let container = Container::start(&rootfs, &image, &[]);
+    let container = start_container(&rootfs, &image, &[]);
     check_serves(&container).await;
     for function in ["function=hello", "function=echo"] {
-        let loaded = container.lines_with(&["loaded from the precompiled artifacts", function]);
+        let loaded = lines_with(
+            &container,
+            &["loaded from the precompiled artifacts", function],
+        );
         assert_eq!(loaded.len(), 1, "{function}:\n{}", container.log());
     }
     assert!(
-        container.lines_with(&["component compiled"]).is_empty(),
+        lines_with(&container, &["component compiled"]).is_empty(),
         "{}",
         container.log()
     );
-    let status = container.stop();
+    let status = stop(container);
     assert!(status.success(), "the host exited with {status}");
 }
 
@@ -404,38 +298,39 @@ async fn portable_artifacts_serve_a_portable_host_and_a_native_host_logs_and_com
 
     // As the image says: the host compiles for the portable CPU too, and
     // uses the artifacts.
-    let container = Container::start(&rootfs, &image, &[]);
+    let container = start_container(&rootfs, &image, &[]);
     check_serves(&container).await;
     for function in ["function=hello", "function=echo"] {
-        let loaded = container.lines_with(&["loaded from the precompiled artifacts", function]);
+        let loaded = lines_with(
+            &container,
+            &["loaded from the precompiled artifacts", function],
+        );
         assert_eq!(loaded.len(), 1, "{function}:\n{}", container.log());
     }
     assert!(
-        container.lines_with(&[OTHER_CPU]).is_empty(),
+        lines_with(&container, &[OTHER_CPU]).is_empty(),
         "{}",
         container.log()
     );
-    let status = container.stop();
+    let status = stop(container);
     assert!(status.success(), "the host exited with {status}");
 
     // A host compiling for this CPU (with features beyond the baseline)
     // cannot use them: it says so, for each function, and compiles.
-    let container = Container::start(&rootfs, &image, &["SHOAL_CPU=native"]);
+    let container = start_container(&rootfs, &image, &["SHOAL_CPU=native"]);
     check_serves(&container).await;
     for function in ["function=hello", "function=echo"] {
-        let warned = container.lines_with(&["WARN", OTHER_CPU, function]);
+        let warned = lines_with(&container, &["WARN", OTHER_CPU, function]);
         assert_eq!(warned.len(), 1, "{function}:\n{}", container.log());
-        let compiled = container.lines_with(&["component compiled", function]);
+        let compiled = lines_with(&container, &["component compiled", function]);
         assert_eq!(compiled.len(), 1, "{function}:\n{}", container.log());
     }
     assert!(
-        container
-            .lines_with(&["loaded from the precompiled artifacts"])
-            .is_empty(),
+        lines_with(&container, &["loaded from the precompiled artifacts"]).is_empty(),
         "{}",
         container.log()
     );
-    let status = container.stop();
+    let status = stop(container);
     assert!(status.success(), "the host exited with {status}");
 }
 
