@@ -20,18 +20,6 @@ fn run(host: &Host, args: &[&str]) -> Output {
         .expect("cannot run the host binary")
 }
 
-/// Its standard output, after checking it succeeded.
-fn ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 async fn body(host: &Host, path: &str) -> String {
     let response = http1().get(host.url(path)).send().await.unwrap();
     response.text().await.unwrap()
@@ -52,7 +40,7 @@ async fn deploy_split_roll_back_and_delete_from_the_command_line() {
     let args = ["--admin-token-file", path(&token)];
     let host = Host::start_with(&manifest, &dir.path().join("data"), &args, &[]).unwrap();
 
-    let out = ok(&run(
+    let out = common::succeeded(&run(
         &host,
         &[
             "deploy",
@@ -75,7 +63,7 @@ async fn deploy_split_roll_back_and_delete_from_the_command_line() {
         "env.toml",
         "routes = [\"/elsewhere\"]\nenv = { FROM = \"file\" }\ntimeout = \"5s\"\n",
     );
-    let out = ok(&run(
+    let out = common::succeeded(&run(
         &host,
         &[
             "deploy",
@@ -91,7 +79,7 @@ async fn deploy_split_roll_back_and_delete_from_the_command_line() {
     assert!(out.starts_with("deployed env-00002"), "{out}");
     assert_eq!(body(&host, "/env").await, "1\n");
 
-    let out = ok(&run(&host, &["functions"]));
+    let out = common::succeeded(&run(&host, &["functions"]));
     let line = out
         .lines()
         .find(|l| l.starts_with("env "))
@@ -106,7 +94,7 @@ async fn deploy_split_roll_back_and_delete_from_the_command_line() {
         "{out}"
     );
 
-    let out = ok(&run(
+    let out = common::succeeded(&run(
         &host,
         &[
             "traffic",
@@ -125,7 +113,7 @@ async fn deploy_split_roll_back_and_delete_from_the_command_line() {
         .await
         .unwrap();
     assert_eq!(pinned.text().await.unwrap(), "1\n");
-    let out = ok(&run(&host, &["revisions", "env"]));
+    let out = common::succeeded(&run(&host, &["revisions", "env"]));
     let first = out.lines().find(|l| l.starts_with("env-00001")).unwrap();
     let second = out.lines().find(|l| l.starts_with("env-00002")).unwrap();
     assert!(first.contains("100%"), "{out}");
@@ -165,13 +153,13 @@ async fn deploy_split_roll_back_and_delete_from_the_command_line() {
     assert_eq!(wrong_token.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong_token.stderr).contains("401 Unauthorized"));
 
-    let out = ok(&run(&host, &["rollback", "env", "env-00002"]));
+    let out = common::succeeded(&run(&host, &["rollback", "env", "env-00002"]));
     assert_eq!(out.trim(), "function env: all traffic to env-00002");
     assert_eq!(body(&host, "/env").await, "1\n");
-    let out = ok(&run(&host, &["rollback", "env"]));
+    let out = common::succeeded(&run(&host, &["rollback", "env"]));
     assert_eq!(out.trim(), "function env: all traffic to env-00001");
 
-    let out = ok(&run(&host, &["delete", "env"]));
+    let out = common::succeeded(&run(&host, &["delete", "env"]));
     assert_eq!(out.trim(), "function env deleted");
     assert_eq!(
         http1().get(host.url("/env")).send().await.unwrap().status(),

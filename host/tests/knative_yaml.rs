@@ -21,18 +21,6 @@ fn knative(args: &[&str]) -> Output {
         .expect("cannot run the host binary")
 }
 
-/// Its standard output, after checking it succeeded.
-fn ok(output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 /// Its standard error, after checking it failed with `code`.
 fn refused(output: &Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -161,7 +149,7 @@ fn rules(virtual_service: &Value) -> Vec<(String, String, String, String)> {
 fn three_functions_become_one_cluster_local_service_and_a_virtual_service() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = write(dir.path(), "shoal.toml", THREE);
-    let yaml = ok(&knative(&[
+    let yaml = common::succeeded(&knative(&[
         path(&manifest),
         "--image",
         "registry.example/shop:1",
@@ -284,7 +272,7 @@ fn three_functions_become_one_cluster_local_service_and_a_virtual_service() {
 fn the_schema_check_refuses_a_broken_object() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = write(dir.path(), "shoal.toml", THREE);
-    let objects = documents(&ok(&knative(&[
+    let objects = documents(&common::succeeded(&knative(&[
         path(&manifest),
         "--image",
         "img:1",
@@ -365,7 +353,7 @@ fn without_a_gateway_prefix_only_the_service_is_written_named_after_the_folder()
     std::fs::create_dir(&folder).unwrap();
     let manifest = write(&folder, "shoal.toml", THREE);
     let out: PathBuf = dir.path().join("shop.yaml");
-    let stdout = ok(&knative(&[
+    let stdout = common::succeeded(&knative(&[
         path(&manifest),
         "--image",
         "img:1",
@@ -415,7 +403,7 @@ fn without_a_gateway_prefix_only_the_service_is_written_named_after_the_folder()
 fn extra_routes_hosts_and_gateways_are_sent_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = write(dir.path(), "shoal.toml", THREE);
-    let objects = documents(&ok(&knative(&[
+    let objects = documents(&common::succeeded(&knative(&[
         path(&manifest),
         "--image",
         "img:1",
@@ -529,7 +517,7 @@ fn bad_input_is_refused_with_the_reason() {
             "boolean",
         ),
     ] {
-        ok(&with(good));
+        common::succeeded(&with(good));
         let stderr = refused(&with(bad), 2);
         assert!(stderr.contains(reason), "{bad:?}: {stderr}");
     }
@@ -543,7 +531,7 @@ fn bad_input_is_refused_with_the_reason() {
     let unnamed = write(&folder, "shoal.toml", THREE);
     let stderr = refused(&knative(&[path(&unnamed), "--image", "img:1"]), 1);
     assert!(stderr.contains("give one with --name"), "{stderr}");
-    ok(&knative(&[
+    common::succeeded(&knative(&[
         path(&unnamed),
         "--image",
         "img:1",
@@ -587,7 +575,7 @@ fn the_readme_example_is_the_real_output() {
     let folder = dir.path().join("shop");
     std::fs::create_dir(&folder).unwrap();
     let manifest = write(&folder, "shoal.toml", manifest);
-    let yaml = ok(&knative(&[
+    let yaml = common::succeeded(&knative(&[
         path(&manifest),
         "--image",
         "registry.example.com/shop:1.0",

@@ -44,24 +44,13 @@ fn package(manifest: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> 
         .expect("cannot run the host binary")
 }
 
-/// Checks that `output` is a success and returns its stdout.
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Runs a tool and returns its stdout, failing the test if it fails.
 fn tool(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} (scripts/setup installs it): {e}"));
-    ok(&output)
+    common::succeeded(&output)
 }
 
 /// The image configuration, as skopeo reads it from the layout.
@@ -183,7 +172,7 @@ async fn the_image_is_read_by_oci_tools_and_serves_as_any_user_from_a_read_only_
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("image");
     let archive = dir.path().join("image.tar");
-    let printed = ok(&package(
+    let printed = common::succeeded(&package(
         &two_functions(dir.path()),
         &layout,
         &["--tar", archive.to_str().unwrap()],
@@ -284,7 +273,7 @@ async fn portable_artifacts_serve_a_portable_host_and_a_native_host_logs_and_com
     }
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("image");
-    ok(&package(
+    common::succeeded(&package(
         &two_functions(dir.path()),
         &layout,
         &["--cpu", "portable"],
@@ -339,8 +328,8 @@ fn packaging_twice_gives_the_same_digests_and_source_date_epoch_sets_the_time() 
     let dir = tempfile::tempdir().unwrap();
     let manifest = two_functions(dir.path());
     let layout = |name: &str| dir.path().join(name);
-    let first = ok(&package(&manifest, &layout("first"), &[], &[]));
-    let second = ok(&package(&manifest, &layout("second"), &[], &[]));
+    let first = common::succeeded(&package(&manifest, &layout("first"), &[], &[]));
+    let second = common::succeeded(&package(&manifest, &layout("second"), &[], &[]));
     assert_eq!(first, second);
     for file in ["index.json", "oci-layout"] {
         assert_eq!(
@@ -360,7 +349,7 @@ fn packaging_twice_gives_the_same_digests_and_source_date_epoch_sets_the_time() 
     assert_eq!(blobs("first"), blobs("second"));
 
     // Another time: another image, dated then.
-    let dated = ok(&package(
+    let dated = common::succeeded(&package(
         &manifest,
         &layout("dated"),
         &[],

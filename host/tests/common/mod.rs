@@ -513,6 +513,19 @@ pub fn manifest(dir: &Path, functions: &[Decl<'_>]) -> PathBuf {
     write(dir, "shoal.toml", text)
 }
 
+/// A command's standard output, after checking it succeeded (the failure
+/// shows its status, stdout and stderr).
+pub fn succeeded(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// An HTTP/1.1 client.
 pub fn http1() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().unwrap()
