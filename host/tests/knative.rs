@@ -388,23 +388,30 @@ fn in_mount_namespace(script: &str) -> Command {
     command
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_host_runs_as_any_uid_from_slash_on_a_read_only_root_writing_only_its_data_dir() {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    if !rustix::process::getuid().is_root() {
-        eprintln!("skipped: needs root for unshare and setpriv");
-        return;
-    }
+/// A folder another user can read, with a manifest of hello in it and a
+/// `tmp` folder anyone may write (what Kubernetes mounts on `/tmp`).
+fn for_another_user() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let manifest = manifest(
         dir.path(),
         &[("hello", &example("hello"), &["/hello"], &[])],
     );
-    // The only writable place: what Kubernetes mounts on /tmp.
     let scratch = dir.path().join("tmp");
     std::fs::create_dir(&scratch).unwrap();
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    (dir, manifest, scratch)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_runs_as_any_uid_from_slash_on_a_read_only_root_writing_only_its_data_dir() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: needs root for unshare and setpriv");
+        return;
+    }
+    let (_dir, manifest, scratch) = for_another_user();
     let port = free_port();
     let script = format!(
         "set -e; mount --make-rprivate /; mount --bind {scratch} {scratch}; \
@@ -461,20 +468,11 @@ async fn the_host_runs_as_any_uid_from_slash_on_a_read_only_root_writing_only_it
 
 #[test]
 fn a_data_dir_someone_else_made_in_the_temporary_folder_is_refused() {
-    use std::os::unix::fs::PermissionsExt as _;
     if !rustix::process::getuid().is_root() {
         eprintln!("skipped: needs root to run as another user");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = manifest(
-        dir.path(),
-        &[("hello", &example("hello"), &["/hello"], &[])],
-    );
-    let scratch = dir.path().join("tmp");
-    std::fs::create_dir(&scratch).unwrap();
-    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (_dir, manifest, scratch) = for_another_user();
     // Another user (root here) got there first.
     std::fs::create_dir(scratch.join("shoal-2020")).unwrap();
     let output = Command::new("setpriv")
