@@ -263,17 +263,6 @@ async fn clients_that_give_up_in_the_host_queue_give_their_places_back() {
     assert_eq!(running.await.unwrap().unwrap().status(), 200);
 }
 
-/// `component` with a custom section appended: the same program, other bytes.
-fn variant(dir: &Path, component: &Path, n: usize) -> PathBuf {
-    let mut bytes = std::fs::read(component).unwrap();
-    let name = b"shoal-test-variant";
-    let payload = n.to_le_bytes();
-    bytes.extend([0, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
-    bytes.extend(name);
-    bytes.extend(payload);
-    write(dir, &format!("variant-{n}.wasm"), bytes)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hosts_compiling_into_one_data_dir_both_serve() {
     const FUNCTIONS: usize = 6;
@@ -281,7 +270,7 @@ async fn two_hosts_compiling_into_one_data_dir_both_serve() {
         let dir = tempfile::tempdir().unwrap();
         let mut text = String::new();
         for n in 0..FUNCTIONS {
-            let component = variant(dir.path(), &example("hello"), round * 10 + n);
+            let component = common::variant(dir.path(), &example("hello"), round * 10 + n);
             text.push_str(&format!(
                 "[[function]]\nname = \"f{n}\"\ncomponent = {component:?}\nroutes = [\"/f{n}\"]\n\n"
             ));

@@ -177,22 +177,6 @@ fn a_port_of_knatives_or_istios_is_refused_with_its_owner() {
     assert!(stderr.contains("Knative's queue-proxy"), "{stderr}");
 }
 
-/// `component` with a custom section appended: the same code under another
-/// digest, so that each copy compiles on its own.
-fn distinct_copy(component: &Path, dir: &Path, n: usize) -> PathBuf {
-    let mut bytes = std::fs::read(component).unwrap();
-    let name = b"shoal-test-copy";
-    let payload = n.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    assert!(size < 128, "one LEB128 byte");
-    bytes.extend([0, size as u8, name.len() as u8]);
-    bytes.extend(name);
-    bytes.extend(payload);
-    let path = dir.join(format!("hello-{n}.wasm"));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
 /// A probe as queue-proxy sends it.
 fn probe(url: String) -> reqwest::RequestBuilder {
     http1().get(url).header("K-Kubelet-Probe", "queue")
@@ -203,7 +187,7 @@ async fn probes_are_answered_by_the_host_503_until_every_component_compiled_neve
     const COPIES: usize = 16;
     let dir = tempfile::tempdir().unwrap();
     let copies: Vec<PathBuf> = (0..COPIES)
-        .map(|n| distinct_copy(&example("hello"), dir.path(), n))
+        .map(|n| common::variant(dir.path(), &example("hello"), n))
         .collect();
     let routes: Vec<String> = (0..COPIES).map(|n| format!("/f{n}")).collect();
     let mut functions: Vec<(String, &Path, Vec<&str>)> = copies

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Host, example, http1, write};
@@ -137,27 +136,13 @@ async fn min_instances_keeps_a_function_warm() {
     assert_eq!(kept["cold_starts"], 1, "warmed once, at start");
 }
 
-/// `component` with a custom section appended: the same program, a
-/// different file, so it gets a compile job and an artifact of its own.
-fn variant(dir: &Path, component: &Path, n: usize) -> PathBuf {
-    let mut bytes = std::fs::read(component).unwrap();
-    let name = b"shoal-test-variant";
-    let payload = n.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    assert!(size < 128 && name.len() < 128, "one-byte LEB128 sizes");
-    bytes.extend([0, size as u8, name.len() as u8]);
-    bytes.extend(name);
-    bytes.extend(payload);
-    write(dir, &format!("variant-{n}.wasm"), bytes)
-}
-
 #[tokio::test]
 async fn a_request_for_a_function_still_compiling_goes_first_and_succeeds() {
     const FUNCTIONS: usize = 24;
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
     for n in 0..FUNCTIONS {
-        let component = variant(dir.path(), &example("echo"), n);
+        let component = common::variant(dir.path(), &example("echo"), n);
         text.push_str(&format!(
             "[[function]]\nname = \"f{n}\"\ncomponent = {component:?}\nroutes = [\"/f{n}\"]\n\n"
         ));

@@ -513,6 +513,21 @@ pub fn manifest(dir: &Path, functions: &[Decl<'_>]) -> PathBuf {
     write(dir, "shoal.toml", text)
 }
 
+/// `component` with a custom section appended, written as `variant-N.wasm`
+/// in `dir`: the same program under another digest, so that it gets a
+/// compile job and an artifact of its own.
+pub fn variant(dir: &Path, component: &Path, n: usize) -> PathBuf {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"shoal-test-variant";
+    let payload = n.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128 && name.len() < 128, "one-byte LEB128 sizes");
+    bytes.extend([0, size as u8, name.len() as u8]);
+    bytes.extend(name);
+    bytes.extend(payload);
+    write(dir, &format!("variant-{n}.wasm"), bytes)
+}
+
 /// A command's standard output, after checking it succeeded (the failure
 /// shows its status, stdout and stderr).
 pub fn succeeded(output: &std::process::Output) -> String {
