@@ -8,9 +8,12 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | the request has no `Host` (HTTP/1.1), or more than one, or an invalid one |
+//! | 400 | the request has no `Host` (HTTP/1.1), or more than one, or an invalid one; at the events path, no valid CloudEvent |
 //! | 404 | no route |
-//! | 413 | the request body is larger than the function's `max_body` |
+//! | 405 | at the events path, a method other than `POST`; with `Allow` |
+//! | 413 | the request body is larger than the function's `max_body` (or a structured event larger than the host reads) |
+//! | 415 | at the events path, a batch or a structured format other than JSON |
+//! | 422 | at the events path, an event no trigger matches |
 //! | 500 | the function trapped, hit its memory limit or the host's memory budget, or cannot be started |
 //! | 502 | the function answered with an error code, not at all, or with a status outside 200-599 |
 //! | 503 | overloaded: the function's (or the host's) queue is full or waited too long, or no instance is free; with `Retry-After` |
@@ -23,8 +26,11 @@ use shoal_runtime::{ErrorCode, GuestFailure, HandleError};
 
 use crate::admission::{RETRY_AFTER_SECONDS, Refusal};
 use crate::body::HostBody;
+use crate::events::{self, cloudevent::EventError};
 use crate::registry::entry::FunctionError;
-use crate::telemetry::metrics::{FailureKind, FunctionMetrics, Metrics, RejectReason};
+use crate::telemetry::metrics::{
+    EventRefusal, FailureKind, FunctionMetrics, Metrics, RejectReason,
+};
 
 /// Why a request was not served as asked.
 #[derive(Debug)]
@@ -51,6 +57,14 @@ pub enum Failure<'a> {
     BadStatus(u16),
     /// The host could not hand the request to the guest (the cause).
     Setup(String),
+    /// At the events path: the request holds no valid event.
+    BadEvent(&'a EventError),
+    /// At the events path: not a `POST`.
+    EventMethod,
+    /// At the events path: a structured event larger than the host reads.
+    EventTooLarge(u64),
+    /// At the events path: no trigger matches the event (of this type).
+    NoTrigger(&'a str),
 }
 
 impl<'a> Failure<'a> {
@@ -80,6 +94,13 @@ impl<'a> Failure<'a> {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::GuestError(_) | Self::NoResponse | Self::BadStatus(_) => StatusCode::BAD_GATEWAY,
+            Self::BadEvent(error) if error.is_unsupported_format() => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::BadEvent(_) => StatusCode::BAD_REQUEST,
+            Self::EventMethod => StatusCode::METHOD_NOT_ALLOWED,
+            Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoTrigger(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -91,15 +112,30 @@ impl<'a> Failure<'a> {
         function: Option<(&str, &FunctionMetrics)>,
         request_id: &str,
     ) {
-        if let Self::NoRoute(_) = self {
-            metrics.unrouted();
+        match self {
+            Self::NoRoute(_) => metrics.unrouted(),
+            Self::BadEvent(_) => metrics.event_refused(EventRefusal::Invalid),
+            Self::EventMethod => metrics.event_refused(EventRefusal::Method),
+            Self::EventTooLarge(_) => metrics.event_refused(EventRefusal::TooLarge),
+            Self::NoTrigger(_) => metrics.event_refused(EventRefusal::Unmatched),
+            _ => {}
         }
         if let Some((_, counters)) = function {
             self.count(counters);
         }
         let name = function.map_or("", |(name, _)| name);
         match self {
-            Self::BadHost(_) | Self::NoRoute(_) => {}
+            Self::BadHost(_) | Self::NoRoute(_) | Self::EventMethod => {}
+            Self::BadEvent(error) => tracing::warn!(
+                request_id = %request_id, %error, "refused an invalid event"
+            ),
+            Self::EventTooLarge(max) => tracing::warn!(
+                request_id = %request_id, max, "refused a structured event too large to read"
+            ),
+            Self::NoTrigger(ty) => tracing::warn!(
+                request_id = %request_id, event_type = %ty,
+                "refused an event that no function's trigger matches"
+            ),
             Self::BodyTooLarge(max_body) => tracing::warn!(
                 function = %name, request_id = %request_id, max_body,
                 "request body too large"
@@ -172,7 +208,11 @@ impl<'a> Failure<'a> {
             | Self::GuestError(_)
             | Self::NoResponse
             | Self::BadStatus(_)
-            | Self::Setup(_) => return None,
+            | Self::Setup(_)
+            | Self::BadEvent(_)
+            | Self::EventMethod
+            | Self::EventTooLarge(_)
+            | Self::NoTrigger(_) => return None,
         })
     }
 
@@ -228,6 +268,15 @@ impl<'a> Failure<'a> {
                 "function `{function}` answered with status {status}, which is not a final response"
             ),
             Self::Setup(_) => format!("the host could not start function `{function}`"),
+            Self::BadEvent(error) => error.to_string(),
+            Self::EventMethod => "events are delivered by POST".to_owned(),
+            Self::EventTooLarge(max) => format!(
+                "the structured event is larger than the host reads ({}); send large data in binary mode",
+                human_size(*max)
+            ),
+            Self::NoTrigger(ty) => {
+                format!("no function takes this event (type `{ty}`): no trigger matches it")
+            }
         }
     }
 
@@ -255,6 +304,9 @@ impl<'a> Failure<'a> {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if let Self::EventMethod = self {
+            headers.insert(header::ALLOW, events::allow());
         }
         response
     }

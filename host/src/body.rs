@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use shoal_runtime::{BodyError, GuestBody};
 
 use crate::admission::Admitted;
@@ -100,6 +100,45 @@ fn body_broke_off(in_flight: &InFlight, error: BodyError) -> BoxError {
         tracing::error!(error = %format!("{error:#}"), "the response body broke off");
     });
     error.into()
+}
+
+/// A request body on its way to a guest: streamed as it arrives, or read
+/// already (a structured event's data).
+pub enum RequestBody {
+    /// As the client sends it.
+    Streamed(Incoming),
+    /// Complete; taken once.
+    Read(Option<Bytes>),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(body) => body.is_end_stream(),
+            Self::Read(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(body) => body.size_hint(),
+            Self::Read(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Self::Read(None) => SizeHint::with_exact(0),
+        }
+    }
 }
 
 /// A request body on its way to a guest, counted into its function's

@@ -17,7 +17,8 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::answer::Failure;
-use crate::body::{CountedBody, HostBody, InFlight};
+use crate::body::{CountedBody, HostBody, InFlight, RequestBody};
+use crate::events::Recent;
 use crate::probes;
 use crate::registry::Registry;
 use crate::registry::entry::FunctionEntry;
@@ -37,6 +38,8 @@ pub struct Functions {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     ids: RequestIds,
+    /// The events delivered lately, to report duplicates.
+    recent: Recent,
 }
 
 impl Functions {
@@ -46,7 +49,23 @@ impl Functions {
             registry,
             metrics,
             ids: RequestIds::default(),
+            recent: Recent::default(),
         })
+    }
+
+    /// The registry it serves.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The host's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The events delivered lately.
+    pub(crate) fn recent(&self) -> &Recent {
+        &self.recent
     }
 }
 
@@ -75,6 +94,12 @@ impl Handler for Functions {
             Some(problem) => Err(Failure::BadHost(problem)),
             None => {
                 let table = self.registry.table();
+                if table.events_path() == Some(request.uri().path()) {
+                    drop(table);
+                    let mut response = self.event(request, &id, record).instrument(span).await;
+                    response.headers_mut().insert(request_id::HEADER, id);
+                    return response;
+                }
                 match table.route(request.uri().path()) {
                     Some((route, function)) => {
                         let entry = function.choose(request.headers());
@@ -90,6 +115,7 @@ impl Handler for Functions {
                 let revision = entry
                     .revision()
                     .and_then(|r| HeaderValue::try_from(r.to_string()).ok());
+                let request = request.map(RequestBody::Streamed);
                 let mut response = self
                     .call(entry, request, &id, record)
                     .instrument(span)
@@ -112,10 +138,10 @@ impl Handler for Functions {
 impl Functions {
     /// Runs `request` on `entry`'s function, once admitted. The record is
     /// written when the response body is done.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         entry: Arc<FunctionEntry>,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         id: &HeaderValue,
         mut record: RequestRecord,
     ) -> Response<HostBody> {
@@ -195,7 +221,7 @@ fn is_authority(host: &HeaderValue) -> bool {
 }
 
 /// The declared length of a request's body, if it has one.
-fn content_length(request: &Request<Incoming>) -> Option<u64> {
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
     request
         .headers()
         .get(header::CONTENT_LENGTH)?

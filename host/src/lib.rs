@@ -15,6 +15,9 @@
 //!    the response back ([`body`]);
 //! 5. a failure becomes a clear answer with the request id ([`answer`]).
 //!
+//! CloudEvents sent to the events path take the same path, routed by their
+//! attributes instead of the URL ([`events`]).
+//!
 //! Functions change while requests flow through one serialised path,
 //! [`registry::Registry::apply`]: `host run` feeds it the manifest at start,
 //! on SIGHUP, and with `--watch` whenever the manifest or a component
@@ -28,6 +31,7 @@ pub mod body;
 pub mod cli;
 pub mod deploy;
 pub mod dispatch;
+pub mod events;
 pub mod knative;
 pub mod manifest;
 pub mod package;

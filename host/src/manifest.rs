@@ -6,6 +6,7 @@
 //! name = "hello"                 # [a-z0-9-_], at most 63 characters
 //! component = "hello.wasm"       # relative to this file
 //! routes = ["/hello", "/api/hello/..."]
+//! events = [{ type = "com.example.order.*", source = "/shop" }]  # CloudEvents it takes
 //! env = { GREETING = "hi" }      # the only variables the guest sees
 //! idle_timeout = "5m"            # scale to zero after this long unused
 //! min_instances = 0              # 1 keeps it warm
@@ -41,6 +42,7 @@ use shoal_runtime::{
 use crate::admission::{
     DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, GateLimits,
 };
+use crate::events::Trigger;
 use crate::router::{RoutePattern, Router};
 
 /// The longest function name: a DNS label, so names can become Kubernetes
@@ -63,6 +65,8 @@ pub struct FunctionDecl {
     pub component: PathBuf,
     /// Where it is served.
     pub routes: Vec<RoutePattern>,
+    /// The CloudEvents it takes, at the host's events path.
+    pub events: Vec<Trigger>,
     /// The only environment variables the guest sees.
     pub env: BTreeMap<EnvName, String>,
     /// How long it stays warm without requests; `None` takes the host's
@@ -88,6 +92,7 @@ impl FunctionDecl {
             name,
             component,
             routes,
+            events: Vec::new(),
             env: BTreeMap::new(),
             idle_timeout: None,
             min_instances: 0,
@@ -173,20 +178,18 @@ impl Manifest {
         // Build the route table once here so that a conflict is reported
         // with its position; the registry builds the one it serves from.
         let routes = raw.function.iter().enumerate().flat_map(|(index, decl)| {
-            decl.routes
-                .get_ref()
+            decl.routes()
                 .iter()
                 .map(move |route| (route.get_ref().clone(), index))
         });
         if let Err(conflict) = Router::new(routes) {
             let second = &raw.function[conflict.second];
             let span = second
-                .routes
-                .get_ref()
+                .routes()
                 .iter()
                 .filter(|route| *route.get_ref() == conflict.pattern)
                 .nth(usize::from(conflict.first == conflict.second))
-                .map_or(second.routes.span(), Spanned::span);
+                .map_or(second.component.span(), Spanned::span);
             let first = &functions[conflict.first].name;
             let message = if conflict.first == conflict.second {
                 format!(
@@ -236,16 +239,23 @@ pub fn parse_definition(
     Ok(raw.to_decl(name.clone(), component))
 }
 
-/// Refuses a function without routes.
+/// Refuses a function that nothing reaches: no routes, no events.
 fn check_routes<N>(
     raw: &RawFunction<N>,
     name: &FunctionName,
     invalid: &impl Fn(Range<usize>, String) -> ManifestError,
 ) -> Result<(), ManifestError> {
-    if raw.routes.get_ref().is_empty() {
+    if raw.routes().is_empty() && raw.events.is_empty() {
+        let span = raw
+            .routes
+            .as_ref()
+            .map_or(raw.component.span(), Spanned::span);
         return Err(invalid(
-            raw.routes.span(),
-            format!("field `routes`: function `{name}` has no routes"),
+            span,
+            format!(
+                "field `routes`: function `{name}` has no routes and no events; \
+                 add `routes = [\"/{name}\"]` or `events = [{{ type = \"...\" }}]`"
+            ),
         ));
     }
     Ok(())
@@ -264,7 +274,9 @@ struct RawManifest {
 struct RawFunction<N> {
     name: N,
     component: Spanned<String>,
-    routes: Spanned<Vec<Spanned<RoutePattern>>>,
+    routes: Option<Spanned<Vec<Spanned<RoutePattern>>>>,
+    #[serde(default)]
+    events: Vec<Trigger>,
     #[serde(default)]
     env: BTreeMap<EnvName, String>,
     idle_timeout: Option<HumanDuration>,
@@ -282,17 +294,18 @@ struct RawFunction<N> {
 }
 
 impl<N> RawFunction<N> {
+    /// Its routes, as written.
+    fn routes(&self) -> &[Spanned<RoutePattern>] {
+        self.routes.as_ref().map_or(&[], |routes| routes.get_ref())
+    }
+
     /// The declaration of function `name`, served from `component`.
     fn to_decl(&self, name: FunctionName, component: PathBuf) -> FunctionDecl {
         FunctionDecl {
             name,
             component,
-            routes: self
-                .routes
-                .get_ref()
-                .iter()
-                .map(|r| r.get_ref().clone())
-                .collect(),
+            routes: self.routes().iter().map(|r| r.get_ref().clone()).collect(),
+            events: self.events.clone(),
             env: self.env.clone(),
             idle_timeout: self.idle_timeout.map(|t| t.0),
             min_instances: self.min_instances,

@@ -23,13 +23,20 @@
 //! arrives and [`Response::with_reader`] streams a response body from any
 //! [`std::io::Read`], so neither has to fit in memory. [`outbound`] calls
 //! other services.
+//!
+//! A function triggered by events gets each one as a CloudEvents 1.0
+//! request: [`Request::event`] reads it as an [`Event`] (binary or
+//! structured mode), and [`Response::event`] replies with another event, or
+//! [`Response::accepted`] with none.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod event;
 pub mod outbound;
 mod request;
 mod response;
 
+pub use event::{Event, EventError};
 pub use request::{BodyReader, Request};
 pub use response::{IntoResponse, Response};
 

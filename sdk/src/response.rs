@@ -36,6 +36,12 @@ impl Response {
         Self::new(200)
     }
 
+    /// `202 Accepted` with an empty body: the request is taken and there is
+    /// nothing to answer, such as an event handled with no event in reply.
+    pub fn accepted() -> Self {
+        Self::new(202)
+    }
+
     /// `200 OK` with a `text/plain` body.
     pub fn text(text: impl Into<String>) -> Self {
         Self::ok()

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{error, json};
 use crate::body::HostBody;
 use crate::deploy::Deployments;
+use crate::events::Trigger;
 use crate::manifest::FunctionName;
 use crate::registry::entry::{FunctionEntry, LifeState};
 use crate::registry::function::{Function, Source};
@@ -21,6 +22,8 @@ pub(super) struct FunctionView {
     name: String,
     source: Source,
     routes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    events: Vec<Trigger>,
     #[serde(flatten)]
     primary: RevisionView,
     /// A deployed function's revisions that serve requests.
@@ -72,6 +75,7 @@ impl FunctionView {
             name: function.name().to_string(),
             source: function.source(),
             routes: function.routes().iter().map(ToString::to_string).collect(),
+            events: function.events().to_vec(),
             primary: RevisionView::of(function.primary()),
             revisions,
         }

@@ -16,6 +16,7 @@ use crate::admission::GateLimits;
 use crate::deploy::Deployments;
 use crate::deploy::state::DEFAULT_KEEP_REVISIONS;
 use crate::dispatch::Functions;
+use crate::events;
 use crate::manifest::{FunctionDecl, FunctionName, Manifest};
 use crate::registry::entry::FunctionError;
 use crate::registry::{ChangeError, Desired, Publish, Registry};
@@ -73,6 +74,13 @@ pub struct RunArgs {
     /// for it on another machine are used here).
     #[arg(long, env = "SHOAL_CPU", value_enum, default_value = "native")]
     cpu: super::package::Cpu,
+
+    /// Where CloudEvents are delivered, for the functions that declare
+    /// `events`: an exact path, which events take from the routes while any
+    /// function has triggers.
+    #[arg(long, env = "SHOAL_EVENTS_PATH", value_name = "PATH",
+          default_value = events::DEFAULT_EVENTS_PATH, value_parser = events_path)]
+    events_path: String,
 
     /// How long a function stays warm without requests before it scales to
     /// zero, unless its manifest sets `idle_timeout`.
@@ -266,7 +274,13 @@ impl RunArgs {
             token,
         } = start;
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::new(runtime, metrics.clone(), host_gate, self.idle_timeout);
+        let registry = Registry::new(
+            runtime,
+            metrics.clone(),
+            host_gate,
+            self.idle_timeout,
+            &self.events_path,
+        );
         let background = registry.start();
         let deployments = Arc::new(
             Deployments::open(
@@ -565,6 +579,13 @@ fn parse_memory_budget(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(size.as_u64())
+}
+
+fn events_path(text: &str) -> Result<String, String> {
+    match RoutePattern::try_from(text.to_owned())? {
+        RoutePattern::Exact(path) => Ok(path),
+        RoutePattern::Prefix(_) => Err("must be an exact path, not a wildcard".to_owned()),
+    }
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

@@ -28,6 +28,7 @@ use super::Clock;
 use super::compiler::{CompileJob, Compiler, JobState};
 use crate::admission::{Gate, GateLimits};
 use crate::deploy::state::RevisionName;
+use crate::events::Trigger;
 use crate::manifest::{EnvName, FunctionDecl, FunctionName};
 use crate::router::RoutePattern;
 use crate::telemetry::metrics::{FunctionMetrics, Metrics};
@@ -53,6 +54,8 @@ pub struct FunctionDef {
     pub revision: Option<RevisionName>,
     /// Where it is served.
     pub routes: Vec<RoutePattern>,
+    /// The events it takes.
+    pub events: Vec<Trigger>,
     /// Its component, by content.
     pub component: Digest,
     /// The only environment variables the guest sees.
@@ -82,6 +85,7 @@ impl FunctionDef {
             name: decl.name.clone(),
             revision,
             routes: decl.routes.clone(),
+            events: decl.events.clone(),
             component,
             env: decl.env.clone(),
             policy: ScalePolicy {

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::entry::FunctionEntry;
 use super::table::Routed;
 use crate::deploy::state::RevisionName;
+use crate::events::Trigger;
 use crate::manifest::FunctionName;
 use crate::router::RoutePattern;
 
@@ -31,6 +32,7 @@ pub enum Source {
 pub struct Function {
     name: FunctionName,
     routes: Vec<RoutePattern>,
+    events: Vec<Trigger>,
     source: Source,
     revisions: Vec<Arc<FunctionEntry>>,
     choice: Choice,
@@ -64,6 +66,7 @@ impl Function {
     pub fn single(name: FunctionName, source: Source, revision: Arc<FunctionEntry>) -> Self {
         Self {
             routes: revision.def().routes.clone(),
+            events: revision.def().events.clone(),
             name,
             source,
             revisions: vec![revision],
@@ -72,8 +75,8 @@ impl Function {
     }
 
     /// A function served by `revisions`, each with its share. Its routes
-    /// are those of the revision with the largest share (the newest among
-    /// equals): rolling back moves them back too.
+    /// and events are those of the revision with the largest share (the
+    /// newest among equals): rolling back moves them back too.
     pub fn split(
         name: FunctionName,
         source: Source,
@@ -84,15 +87,16 @@ impl Function {
             .enumerate()
             .max_by_key(|(index, (_, share))| (share.percent, *index))
             .map_or(0, |(index, _)| index);
-        let routes = revisions
+        let (routes, events) = revisions
             .get(primary)
-            .map(|(entry, _)| entry.def().routes.clone())
+            .map(|(entry, _)| (entry.def().routes.clone(), entry.def().events.clone()))
             .unwrap_or_default();
         let shares: Vec<&Share> = revisions.iter().map(|(_, share)| share).collect();
         let choice = Choice::new(&shares);
         Self {
             name,
             routes,
+            events,
             source,
             revisions: revisions.into_iter().map(|(entry, _)| entry).collect(),
             choice,
@@ -147,6 +151,7 @@ impl Function {
     /// Whether it would serve exactly as `other` does.
     pub fn same_as(&self, other: &Function) -> bool {
         self.routes == other.routes
+            && self.events == other.events
             && self.source == other.source
             && self.revisions.len() == other.revisions.len()
             && self
@@ -221,6 +226,10 @@ impl Routed for Function {
 
     fn routes(&self) -> &[RoutePattern] {
         &self.routes
+    }
+
+    fn events(&self) -> &[Trigger] {
+        &self.events
     }
 }
 

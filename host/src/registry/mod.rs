@@ -228,12 +228,13 @@ impl Registry {
         metrics: Arc<Metrics>,
         host_gate: GateLimits,
         default_idle_timeout: Duration,
+        events_path: &str,
     ) -> Arc<Self> {
         Arc::new(Self {
             compiler: Compiler::new(runtime.clone()),
             runtime,
             gate: Gate::new(host_gate),
-            table: ArcSwap::from_pointee(Table::empty()),
+            table: ArcSwap::from_pointee(Table::with_events_path(events_path)),
             sources: tokio::sync::Mutex::new(Sources::default()),
             metrics,
             default_idle_timeout,

@@ -1,5 +1,5 @@
-//! One version of the registry: every function, in order, and the routes
-//! to them.
+//! One version of the registry: every function, in order, the routes to
+//! them, and the event triggers that lead to them.
 //!
 //! A table never changes once built. A change (functions put in, replaced
 //! or taken out) builds a whole new table beside the current one and checks
@@ -10,15 +10,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::events::{DEFAULT_EVENTS_PATH, Trigger, TriggerConflict, Triggers};
 use crate::manifest::FunctionName;
 use crate::router::{RouteMatch, RoutePattern, Router};
 
-/// What a table holds: anything with a name and routes.
+/// What a table holds: anything with a name, routes and event triggers.
 pub trait Routed {
     /// Its unique name.
     fn name(&self) -> &FunctionName;
     /// Where it is served.
     fn routes(&self) -> &[RoutePattern];
+    /// The events it takes.
+    fn events(&self) -> &[Trigger] {
+        &[]
+    }
 }
 
 /// One change to a table.
@@ -51,6 +56,38 @@ pub enum TableError {
         /// The function.
         function: FunctionName,
     },
+    /// Two functions declare the same event trigger.
+    #[error(
+        "event trigger {{ {trigger} }} of function `{second}` is already taken by function `{first}`"
+    )]
+    TriggerConflict {
+        /// The trigger both declare.
+        trigger: Box<Trigger>,
+        /// The function that has it.
+        first: FunctionName,
+        /// The function that declares it too.
+        second: FunctionName,
+    },
+    /// One function lists the same trigger twice.
+    #[error("function `{function}` lists event trigger {{ {trigger} }} twice")]
+    TriggerTwice {
+        /// The trigger.
+        trigger: Box<Trigger>,
+        /// The function.
+        function: FunctionName,
+    },
+    /// A function's exact route is the events path, which events take
+    /// while any function has triggers.
+    #[error(
+        "route `{path}` of function `{function}` is the events path, where events are \
+         delivered (--events-path); choose another route or another events path"
+    )]
+    EventsPathTaken {
+        /// The events path.
+        path: String,
+        /// The function routed there.
+        function: FunctionName,
+    },
     /// A removal names no function of the table.
     #[error("there is no function `{0}`")]
     NoSuchFunction(FunctionName),
@@ -62,16 +99,27 @@ pub struct Table<F> {
     functions: Vec<Arc<F>>,
     by_name: HashMap<FunctionName, usize>,
     router: Router<Arc<F>>,
+    triggers: Triggers<Arc<F>>,
+    events_path: Arc<str>,
 }
 
 impl<F: Routed> Table<F> {
-    /// The table before anything is registered.
+    /// The table before anything is registered, with events delivered at
+    /// the default path.
     pub fn empty() -> Self {
+        Self::with_events_path(DEFAULT_EVENTS_PATH)
+    }
+
+    /// The table before anything is registered, with events delivered at
+    /// `events_path`.
+    pub fn with_events_path(events_path: &str) -> Self {
         Self {
             generation: 0,
             functions: Vec::new(),
             by_name: HashMap::new(),
             router: Router::new([]).unwrap_or_else(|_| unreachable!("no routes, no conflict")),
+            triggers: Triggers::new([]).unwrap_or_else(|_| unreachable!("no triggers")),
+            events_path: events_path.into(),
         }
     }
 
@@ -120,11 +168,46 @@ impl<F: Routed> Table<F> {
                 }
             }
         })?;
+        let triggers = functions.iter().flat_map(|f| {
+            f.events()
+                .iter()
+                .map(move |trigger| (trigger.clone(), f.clone()))
+        });
+        let triggers = Triggers::new(triggers).map_err(
+            |TriggerConflict {
+                 trigger,
+                 first,
+                 second,
+             }| {
+                if first.name() == second.name() {
+                    TableError::TriggerTwice {
+                        trigger: Box::new(trigger),
+                        function: first.name().clone(),
+                    }
+                } else {
+                    TableError::TriggerConflict {
+                        trigger: Box::new(trigger),
+                        first: first.name().clone(),
+                        second: second.name().clone(),
+                    }
+                }
+            },
+        )?;
+        if !triggers.is_empty()
+            && let Some((RouteMatch::Exact(_), function)) = router.find(&self.events_path)
+        {
+            return Err(TableError::EventsPathTaken {
+                path: self.events_path.to_string(),
+                function: function.name().clone(),
+            });
+        }
         Ok(Self {
             generation: self.generation + 1,
             functions,
             by_name,
             router,
+            triggers,
+            events_path: self.events_path.clone(),
         })
     }
 
@@ -136,6 +219,22 @@ impl<F: Routed> Table<F> {
     /// The function serving `path`, if any, and the route that matched.
     pub fn route<'p>(&self, path: &'p str) -> Option<(RouteMatch<'p>, &Arc<F>)> {
         self.router.find(path)
+    }
+
+    /// Where events are delivered, if any function takes events.
+    pub fn events_path(&self) -> Option<&str> {
+        (!self.triggers.is_empty()).then_some(&*self.events_path)
+    }
+
+    /// The function an event with these attributes goes to, and the
+    /// trigger that chose it.
+    pub fn event(
+        &self,
+        ty: &str,
+        source: &str,
+        subject: Option<&str>,
+    ) -> Option<(&Trigger, &Arc<F>)> {
+        self.triggers.find(ty, source, subject)
     }
 
     /// Every function, in the order they were added.
@@ -152,11 +251,13 @@ impl<F: Routed> Table<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Filter;
 
     #[derive(Debug, PartialEq)]
     struct Fake {
         name: FunctionName,
         routes: Vec<RoutePattern>,
+        events: Vec<Trigger>,
         version: u32,
     }
 
@@ -168,14 +269,35 @@ mod tests {
         fn routes(&self) -> &[RoutePattern] {
             &self.routes
         }
+
+        fn events(&self) -> &[Trigger] {
+            &self.events
+        }
     }
 
     fn fake(name: &str, routes: &[&str], version: u32) -> Change<Fake> {
+        with_events(name, routes, &[], version)
+    }
+
+    /// A function taking events of each type in `types`.
+    fn with_events(name: &str, routes: &[&str], types: &[&str], version: u32) -> Change<Fake> {
         Change::Put(Arc::new(Fake {
             name: FunctionName::try_from(name.to_owned()).unwrap(),
             routes: routes
                 .iter()
                 .map(|r| RoutePattern::try_from((*r).to_owned()).unwrap())
+                .collect(),
+            events: types
+                .iter()
+                .map(|ty| Trigger {
+                    ty: match ty.strip_suffix('*') {
+                        Some("") => Filter::Any,
+                        Some(prefix) => Filter::Prefix(prefix.to_owned()),
+                        None => Filter::Exact((*ty).to_owned()),
+                    },
+                    source: Filter::Any,
+                    subject: Filter::Any,
+                })
                 .collect(),
             version,
         }))
@@ -263,5 +385,67 @@ mod tests {
             .unwrap();
         assert_eq!(served(&table, "/one"), Some(("b".into(), 2)));
         assert_eq!(served(&table, "/two"), Some(("a".into(), 2)));
+    }
+
+    #[test]
+    fn events_go_by_trigger_and_take_the_events_path_only_while_a_function_has_triggers() {
+        let routes_only = Table::with_events_path("/events")
+            .change([fake("site", &["/events", "/..."], 1)])
+            .unwrap();
+        assert_eq!(
+            routes_only.events_path(),
+            None,
+            "no triggers, no events path"
+        );
+
+        // Once a function has triggers, an exact route at the events path
+        // is refused; a wildcard above it is not.
+        let refused = routes_only
+            .change([with_events("orders", &[], &["order.created"], 1)])
+            .err()
+            .unwrap();
+        assert_eq!(
+            refused,
+            TableError::EventsPathTaken {
+                path: "/events".into(),
+                function: name("site"),
+            }
+        );
+        let table = routes_only
+            .change([
+                fake("site", &["/..."], 2),
+                with_events("orders", &[], &["order.created"], 1),
+                with_events("audit", &["/audit"], &["*"], 1),
+            ])
+            .unwrap();
+        assert_eq!(table.events_path(), Some("/events"));
+        let to = |ty: &str| table.event(ty, "/s", None).map(|(_, f)| f.name.to_string());
+        assert_eq!(to("order.created").as_deref(), Some("orders"));
+        assert_eq!(to("user.deleted").as_deref(), Some("audit"));
+        assert_eq!(served(&table, "/events/x"), Some(("site".into(), 2)));
+
+        // The same trigger in two functions, or twice in one.
+        let taken = table
+            .change([with_events("other", &[], &["order.created"], 1)])
+            .err()
+            .unwrap();
+        assert_eq!(
+            taken.to_string(),
+            "event trigger { type = \"order.created\" } of function `other` is already \
+             taken by function `orders`"
+        );
+        let twice = table
+            .change([with_events("orders", &[], &["a", "a"], 2)])
+            .err()
+            .unwrap();
+        assert!(matches!(twice, TableError::TriggerTwice { .. }), "{twice}");
+        // Taking the triggers away frees the path.
+        let after = table
+            .change([
+                Change::Remove(name("orders")),
+                Change::Remove(name("audit")),
+            ])
+            .unwrap();
+        assert_eq!(after.events_path(), None);
     }
 }

@@ -9,6 +9,7 @@
 //! lifecycle) are handed over as a snapshot ([`Gauges`]) when scraped; a
 //! function taken out of the registry has its series removed ([`Metrics::forget`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,68 @@ impl FailureKind {
     }
 }
 
+/// How an event delivered to a function ended, for `shoal_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Processed, no reply sent (202).
+    Accepted,
+    /// Processed, and its reply sent (200).
+    Replied,
+    /// Refused for good (a 4xx other than 429): not retried.
+    Refused,
+    /// Failed or refused for now (5xx, 429): the broker retries.
+    Failed,
+}
+
+impl EventOutcome {
+    /// The outcome an event answered `status` had.
+    pub fn of(status: http::StatusCode) -> Self {
+        match status.as_u16() {
+            200 => Self::Replied,
+            201..=299 => Self::Accepted,
+            429 => Self::Failed,
+            400..=499 => Self::Refused,
+            _ => Self::Failed,
+        }
+    }
+
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Replied => "replied",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Why a request at the events path reached no function, for
+/// `shoal_events_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRefusal {
+    /// No valid event (400), or a format the host does not take (415).
+    Invalid,
+    /// Not a `POST` (405).
+    Method,
+    /// A structured event too large to read (413).
+    TooLarge,
+    /// No trigger matches it (422).
+    Unmatched,
+}
+
+impl EventRefusal {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Method => "method",
+            Self::TooLarge => "too_large",
+            Self::Unmatched => "unmatched",
+        }
+    }
+}
+
 /// The status classes of `shoal_requests_total`, by index: `cancelled` for a
 /// request whose client went away before any answer, then `1xx` to `5xx`.
 const CLASSES: [&str; 6] = ["cancelled", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -184,6 +247,9 @@ pub struct Metrics {
     memory_budget: IntGauge,
     memory_in_use: IntGauge,
     host_waiting: IntGauge,
+    events: IntCounterVec,
+    event_duplicates: IntCounterVec,
+    events_refused: IntCounterVec,
 }
 
 /// One function's counters, resolved once; cloning is one reference count.
@@ -352,6 +418,23 @@ impl Metrics {
                 "Changes to the set of functions (reloads): applied, unchanged, refused.",
                 &["result"],
             ),
+            events: counter(
+                "shoal_events_total",
+                "CloudEvents delivered to a function, by the type its trigger names and outcome \
+                 (accepted, replied, refused, failed).",
+                &["function", "revision", "type", "outcome"],
+            ),
+            event_duplicates: counter(
+                "shoal_event_duplicates_total",
+                "CloudEvents delivered again (a source and id seen among the last 65,536 events).",
+                &["function", "revision", "type"],
+            ),
+            events_refused: counter(
+                "shoal_events_refused_total",
+                "Requests at the events path that reached no function: invalid, method, \
+                 too_large, unmatched.",
+                &["reason"],
+            ),
             registry,
         }
     }
@@ -405,6 +488,45 @@ impl Metrics {
         for vec in [&self.in_flight, &self.waiting] {
             let _ = vec.remove_label_values(&labels);
         }
+        // Event series have more labels (type, outcome): find theirs.
+        for vec in [&self.events, &self.event_duplicates] {
+            for family in prometheus::core::Collector::collect(vec) {
+                for metric in family.get_metric() {
+                    let series: HashMap<&str, &str> = metric
+                        .get_label()
+                        .iter()
+                        .map(|pair| (pair.name(), pair.value()))
+                        .collect();
+                    if series.get("function") == Some(&name)
+                        && series.get("revision") == Some(&revision)
+                    {
+                        let _ = vec.remove(&series);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts an event delivered to `revision` of function `name` by a
+    /// trigger on type `ty`, with its `outcome`.
+    pub fn event(&self, name: &str, revision: &str, ty: &str, outcome: EventOutcome) {
+        self.events
+            .with_label_values(&[name, revision, ty, outcome.label()])
+            .inc();
+    }
+
+    /// Counts an event delivered again.
+    pub fn event_duplicate(&self, name: &str, revision: &str, ty: &str) {
+        self.event_duplicates
+            .with_label_values(&[name, revision, ty])
+            .inc();
+    }
+
+    /// Counts a request at the events path that reached no function.
+    pub fn event_refused(&self, reason: EventRefusal) {
+        self.events_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// Counts a request that matched no route.
