@@ -28,6 +28,7 @@ pub mod admin;
 pub mod admission;
 pub mod answer;
 pub mod body;
+pub mod build;
 pub mod cli;
 pub mod deploy;
 pub mod dispatch;

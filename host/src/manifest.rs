@@ -18,6 +18,8 @@
 //! queue_timeout = "5s"           # longest wait; past it, 503
 //! max_body = "32MiB"             # request body; past it, 413
 //! allowed_outbound_hosts = ["https://api.example.com"]  # deny by default
+//! build = { command = "cargo build --release --target wasm32-wasip2",
+//!           workdir = "hello", watch = ["src/**/*.rs"] }    # host run --build
 //! ```
 //!
 //! Parsing produces types that cannot hold a bad value ([`FunctionName`],
@@ -42,6 +44,7 @@ use shoal_runtime::{
 use crate::admission::{
     DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, GateLimits,
 };
+use crate::build::{self, BuildSpec};
 use crate::events::Trigger;
 use crate::router::{RoutePattern, Router};
 
@@ -83,6 +86,8 @@ pub struct FunctionDecl {
     pub gate: GateLimits,
     /// The origins it may call; none unless listed.
     pub outbound: OutboundPolicy,
+    /// How to build its component from its sources, if the manifest says.
+    pub build: Option<BuildSpec>,
 }
 
 impl FunctionDecl {
@@ -100,6 +105,7 @@ impl FunctionDecl {
             limits: Limits::default(),
             gate: GateLimits::default(),
             outbound: OutboundPolicy::default(),
+            build: None,
         }
     }
 }
@@ -172,7 +178,11 @@ impl Manifest {
             names.insert(decl.name.get_ref(), decl.name.span().start);
             check_routes(decl, decl.name.get_ref(), &invalid)?;
             let component = base.join(decl.component.get_ref());
-            functions.push(decl.to_decl(decl.name.get_ref().clone(), component));
+            let mut function = decl.to_decl(decl.name.get_ref().clone(), component);
+            if let Some(build) = &decl.build {
+                function.build = Some(build.resolve(base, &invalid)?);
+            }
+            functions.push(function);
         }
 
         // Build the route table once here so that a conflict is reported
@@ -234,6 +244,13 @@ pub fn parse_definition(
         ));
     }
     check_routes(&raw, name, &invalid)?;
+    if let Some(build) = &raw.build {
+        return Err(invalid(
+            build.command.span(),
+            "field `build`: a deployed function is built before its component is uploaded"
+                .to_owned(),
+        ));
+    }
     let component = resolve_component(raw.component.get_ref())
         .map_err(|why| invalid(raw.component.span(), format!("field `component`: {why}")))?;
     Ok(raw.to_decl(name.clone(), component))
@@ -291,6 +308,42 @@ struct RawFunction<N> {
     max_body: Option<ByteSize>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<AllowedHost>,
+    build: Option<RawBuild>,
+}
+
+/// A function's `build`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    command: Spanned<String>,
+    workdir: Option<String>,
+    #[serde(default)]
+    watch: Vec<Spanned<String>>,
+}
+
+impl RawBuild {
+    /// The build, its folder resolved against the manifest's `base`.
+    fn resolve(
+        &self,
+        base: &Path,
+        invalid: &impl Fn(Range<usize>, String) -> ManifestError,
+    ) -> Result<BuildSpec, ManifestError> {
+        if self.command.get_ref().trim().is_empty() {
+            return Err(invalid(
+                self.command.span(),
+                "field `build.command`: the command is empty".to_owned(),
+            ));
+        }
+        for glob in &self.watch {
+            build::check_glob(glob.get_ref())
+                .map_err(|why| invalid(glob.span(), format!("field `build.watch`: {why}")))?;
+        }
+        Ok(BuildSpec {
+            command: self.command.get_ref().clone(),
+            workdir: base.join(self.workdir.as_deref().unwrap_or("")),
+            watch: self.watch.iter().map(|g| g.get_ref().clone()).collect(),
+        })
+    }
 }
 
 impl<N> RawFunction<N> {
@@ -328,6 +381,7 @@ impl<N> RawFunction<N> {
                     .map(|rule| rule.0.clone())
                     .collect(),
             ),
+            build: None,
         }
     }
 }
@@ -616,5 +670,40 @@ env = { GREETING = "hi" }
         );
         assert_eq!(FunctionName::from_stem("-x").as_str(), "f-x");
         assert!(FunctionName::try_from(FunctionName::from_stem(&"é".repeat(100)).0).is_ok());
+    }
+
+    #[test]
+    fn a_build_runs_in_its_folder_and_a_deployed_function_has_none() {
+        let manifest = parse(
+            "[[function]]\nname = \"a\"\ncomponent = \"a/out.wasm\"\nroutes = [\"/a\"]\n\
+             build = { command = \"make\", workdir = \"a\", watch = [\"src/**/*.c\"] }\n\
+             [[function]]\nname = \"b\"\ncomponent = \"b.wasm\"\nroutes = [\"/b\"]\n\
+             build = { command = \"make b\" }\n",
+        )
+        .unwrap();
+        let build = manifest.functions[0].build.as_ref().unwrap();
+        assert_eq!(build.workdir, Path::new("dir/a"));
+        assert_eq!(build.watch, ["src/**/*.c"]);
+        let build = manifest.functions[1].build.as_ref().unwrap();
+        assert_eq!(build.workdir, Path::new("dir/"));
+        assert!(build.watch.is_empty());
+        assert!(
+            parse("[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a\"]\nbuild = { command = \" \" }\n")
+                .unwrap_err()
+                .contains("field `build.command`: the command is empty")
+        );
+
+        let name = FunctionName::try_from("a".to_owned()).unwrap();
+        let error = parse_definition(
+            "component = \"sha256:00\"\nroutes = [\"/a\"]\nbuild = { command = \"make\" }\n",
+            &name,
+            |_| Ok(PathBuf::from("a.wasm")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("field `build`: a deployed function is built"),
+            "{error}"
+        );
     }
 }

@@ -43,6 +43,11 @@ pub struct FileWatcher {
 pub struct Changes(Notify);
 
 impl Changes {
+    /// Raises the signal: something changed.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
     /// Waits for a change, then for the burst it starts to go quiet.
     pub async fn settled(&self) {
         self.0.notified().await;

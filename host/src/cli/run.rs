@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, Admin, MetricsOnly, Token};
 use crate::admission::GateLimits;
+use crate::build::{self, SourceWatcher};
 use crate::deploy::Deployments;
 use crate::deploy::state::DEFAULT_KEEP_REVISIONS;
 use crate::dispatch::Functions;
@@ -125,8 +126,15 @@ pub struct RunArgs {
 
     /// Watch the manifest and every component it names, and apply changes
     /// while serving (SIGHUP reloads the manifest too, with or without it).
+    /// With `--build`, a change to a function's sources (its `build.watch`
+    /// globs) rebuilds that function, and the new component is applied.
     #[arg(long)]
     watch: bool,
+
+    /// Run every function's `build` command first (in manifest order), and
+    /// stop with the command's output if one fails.
+    #[arg(long)]
+    build: bool,
 
     /// A file holding the admin API's bearer token (at least 16
     /// characters). Without it (or `SHOAL_ADMIN_TOKEN`), the write API is
@@ -173,6 +181,13 @@ impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let started = Instant::now();
         let manifest = load_target(&self.target)?;
+        if self.build {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(build::build_all(&manifest.functions))?;
+        }
         let listen = match self.listen {
             Some(addr) => addr,
             None => default_listen_addr()?,
@@ -371,11 +386,23 @@ impl RunArgs {
         } else {
             None
         };
+        let sources = if self.watch && self.build {
+            let mut sources =
+                SourceWatcher::new().context("cannot watch the functions' sources (--watch)")?;
+            sources.watch(&manifest.functions);
+            Some(sources)
+        } else {
+            None
+        };
         let reloader = tokio::spawn(keep_up_to_date(
             self.target.clone(),
+            manifest.functions.clone(),
             registry.clone(),
             metrics.clone(),
-            watcher,
+            Watchers {
+                files: watcher,
+                sources,
+            },
             reloads,
         ));
         let stopped = |mut rx: watch::Receiver<Option<Stop>>| async move {
@@ -441,22 +468,43 @@ impl RunArgs {
     }
 }
 
+/// What `--watch` watches: the manifest and the components (to reload),
+/// and with `--build` the functions' sources (to rebuild).
+struct Watchers {
+    files: Option<FileWatcher>,
+    sources: Option<SourceWatcher>,
+}
+
 /// Applies the manifest again on SIGHUP and, with `--watch`, whenever the
-/// manifest or a component it names changes. A change that fails is logged
-/// and leaves the functions serving as they were.
+/// manifest or a component it names changes; with `--watch --build`,
+/// rebuilds a function whose sources changed (its new component then
+/// reloads it). A change that fails is logged and leaves the functions
+/// serving as they were. `functions` are those of the manifest applied.
 async fn keep_up_to_date(
     target: PathBuf,
+    mut functions: Vec<FunctionDecl>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    mut watcher: Option<FileWatcher>,
+    watchers: Watchers,
     mut sighup: ReloadSignal,
 ) {
+    let Watchers {
+        files: mut watcher,
+        sources: mut source_watcher,
+    } = watchers;
     let changes = watcher.as_ref().map(FileWatcher::changes);
+    let source_changes = source_watcher.as_ref().map(SourceWatcher::changes);
     loop {
         let why = tokio::select! {
             () = sighup.recv() => "SIGHUP",
             () = async { changes.as_ref().expect("guarded").settled().await },
                 if changes.is_some() => "a watched file changed",
+            () = async { source_changes.as_ref().expect("guarded").settled().await },
+                if source_changes.is_some() => {
+                let changed = source_watcher.as_ref().expect("guarded").take_changed();
+                build::rebuild(&functions, &changed).await;
+                continue;
+            }
         };
         let manifest = match load_target(&target) {
             Ok(manifest) => manifest,
@@ -471,6 +519,10 @@ async fn keep_up_to_date(
         if let Some(watcher) = &mut watcher {
             watcher.watch(watched_files(&target, &manifest));
         }
+        if let Some(sources) = &mut source_watcher {
+            sources.watch(&manifest.functions);
+        }
+        functions.clone_from(&manifest.functions);
         match registry
             .apply_manifest(&manifest.functions, Publish::WhenCompiled)
             .await
