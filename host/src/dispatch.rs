@@ -40,17 +40,26 @@ pub struct Functions {
     ids: RequestIds,
     /// The events delivered lately, to report duplicates.
     recent: Recent,
+    /// Whether batches of events are taken (`--events-batch`).
+    events_batch: bool,
 }
 
 impl Functions {
-    /// A handler for the functions of `registry`, counting into `metrics`.
-    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// A handler for the functions of `registry`, counting into `metrics`;
+    /// `events_batch` takes batches of events.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, events_batch: bool) -> Arc<Self> {
         Arc::new(Self {
             registry,
             metrics,
             ids: RequestIds::default(),
             recent: Recent::default(),
+            events_batch,
         })
+    }
+
+    /// Whether batches of events are taken.
+    pub(crate) fn events_batch(&self) -> bool {
+        self.events_batch
     }
 
     /// The registry it serves.

@@ -702,3 +702,76 @@ async fn deployed_revisions_take_events_and_a_trigger_already_taken_is_refused()
     assert_eq!(order.status(), 202);
     assert!(order.headers().get("x-shoal-revision").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_events_batch_each_event_of_a_batch_goes_to_its_function_until_one_is_refused() {
+    let (host, _dir) = sink(&["--events-batch"]);
+    let batch = |events: Vec<Value>| {
+        http1()
+            .post(host.url("/"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::Array(events).to_string())
+            .send()
+    };
+    let event = |id: &str, ty: &str| {
+        serde_json::json!({
+            "specversion": "1.0", "id": id, "source": "/tests/batch", "type": ty,
+            "data": serde_json::from_str::<Value>(ORDER).unwrap(),
+        })
+    };
+    let order = "com.example.order.created";
+    let accepted = |metrics: &HashMap<String, f64>| {
+        (
+            events(metrics, "orders", order, "accepted"),
+            events(metrics, "mirror", "com.example.*", "accepted"),
+        )
+    };
+
+    // Two events, two functions: both accepted (the mirror's reply, not
+    // asked for, dropped).
+    let response = batch(vec![
+        event("b-1", order),
+        event("b-2", "com.example.user.created"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(accepted(&host.metrics().await), (1.0, 1.0));
+
+    // The second matches no trigger: its 422 is the batch's, and the third
+    // is not delivered.
+    let response = batch(vec![
+        event("b-3", order),
+        event("b-4", "org.other"),
+        event("b-5", order),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(accepted(&host.metrics().await), (2.0, 1.0));
+    assert!(host.log().contains("batch stopped at event 2 of 3"));
+
+    // An invalid event refuses the whole batch before any is delivered.
+    let mut broken = event("b-6", order);
+    broken.as_object_mut().unwrap().remove("source");
+    let response = batch(vec![event("b-7", order), broken]).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("event 2 of the batch: the event has no `source` attribute"),
+        "{text}"
+    );
+    assert_eq!(accepted(&host.metrics().await), (2.0, 1.0));
+
+    // The broker sends the refused batch again: the event delivered before
+    // is a duplicate.
+    let response = batch(vec![event("b-3", order)]).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let metrics = host.metrics().await;
+    assert_eq!(
+        metrics[&format!(
+            "shoal_event_duplicates_total{{function=\"orders\",revision=\"\",type=\"{order}\"}}"
+        )],
+        1.0
+    );
+}

@@ -83,6 +83,13 @@ pub struct RunArgs {
           default_value = events::DEFAULT_EVENTS_PATH, value_parser = events_path)]
     events_path: String,
 
+    /// Take batches of events (`application/cloudevents-batch+json`): each
+    /// event goes to its function in turn, and the first that is not
+    /// accepted ends the batch with its answer. Off: batches are refused
+    /// with 415.
+    #[arg(long)]
+    events_batch: bool,
+
     /// How long a function stays warm without requests before it scales to
     /// zero, unless its manifest sets `idle_timeout`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
@@ -435,7 +442,7 @@ impl RunArgs {
 
         tokio::join!(
             server::serve(
-                Functions::new(registry.clone(), metrics.clone()),
+                Functions::new(registry.clone(), metrics.clone(), self.events_batch),
                 public,
                 public_limits,
                 stopped(stop_rx.clone()),

@@ -39,6 +39,9 @@ pub enum Mode {
     Binary,
     /// As one JSON document (`application/cloudevents+json`).
     Structured,
+    /// As a JSON array of structured events
+    /// (`application/cloudevents-batch+json`).
+    Batch,
 }
 
 /// The attributes an event is routed and told apart by.
@@ -94,11 +97,20 @@ pub enum EventError {
     /// The body could not be read (the client went away, say).
     #[error("the event's body could not be read: {0}")]
     Unreadable(String),
-    /// A batch, which the host does not take.
+    /// A batch, which the host takes only with `--events-batch`.
     #[error(
-        "batched events ({BATCH}) are not taken here: send each event in binary or structured mode"
+        "batched events ({BATCH}) are not taken here: send each event in binary or structured \
+         mode (or start the host with --events-batch)"
     )]
     Batch,
+    /// An event of a batch is invalid.
+    #[error("event {index} of the batch: {error}")]
+    InBatch {
+        /// Its place in the batch, from 1.
+        index: usize,
+        /// What is wrong with it.
+        error: Box<EventError>,
+    },
     /// A structured format other than JSON.
     #[error("the event format `{0}` is not supported: send application/cloudevents+json")]
     Format(String),
@@ -108,12 +120,16 @@ impl EventError {
     /// Whether the request is well formed but in a format the host does
     /// not take (415), rather than a broken event (400).
     pub fn is_unsupported_format(&self) -> bool {
-        matches!(self, Self::Batch | Self::Format(_))
+        match self {
+            Self::Batch | Self::Format(_) => true,
+            Self::InBatch { error, .. } => error.is_unsupported_format(),
+            _ => false,
+        }
     }
 }
 
-/// The content mode of a request with `headers`; refused for a batch or a
-/// structured format other than JSON.
+/// The content mode of a request with `headers`; refused for a structured
+/// format other than JSON.
 pub fn mode(headers: &HeaderMap) -> Result<Mode, EventError> {
     let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
         return Ok(Mode::Binary);
@@ -129,7 +145,7 @@ pub fn mode(headers: &HeaderMap) -> Result<Mode, EventError> {
     if media == STRUCTURED {
         Ok(Mode::Structured)
     } else if media == BATCH {
-        Err(EventError::Batch)
+        Ok(Mode::Batch)
     } else if media.starts_with("application/cloudevents") {
         Err(EventError::Format(media))
     } else {
@@ -167,6 +183,27 @@ pub struct Converted {
 pub fn structured(body: &[u8]) -> Result<Converted, EventError> {
     let raw: BTreeMap<String, Box<RawValue>> =
         serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+    from_members(raw)
+}
+
+/// Reads a batch of structured events from `body`: a JSON array.
+pub fn batch(body: &[u8]) -> Result<Vec<Converted>, EventError> {
+    let events: Vec<BTreeMap<String, Box<RawValue>>> = serde_json::from_slice(body)
+        .map_err(|e| EventError::Json(format!("a batch is a JSON array of events: {e}")))?;
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            from_members(raw).map_err(|error| EventError::InBatch {
+                index: index + 1,
+                error: Box::new(error),
+            })
+        })
+        .collect()
+}
+
+/// A structured event from its JSON object's members.
+fn from_members(raw: BTreeMap<String, Box<RawValue>>) -> Result<Converted, EventError> {
     // `data` is kept as written (its bytes become the body); every other
     // member is read as a value.
     let mut members = serde_json::Map::new();
@@ -450,10 +487,7 @@ mod tests {
             with(b"Application/CloudEvents+JSON; charset=utf-8"),
             Ok(Mode::Structured)
         );
-        assert_eq!(
-            with(b"application/cloudevents-batch+json"),
-            Err(EventError::Batch)
-        );
+        assert_eq!(with(b"application/cloudevents-batch+json"), Ok(Mode::Batch));
         assert!(
             with(b"application/cloudevents+avro")
                 .unwrap_err()
@@ -525,6 +559,34 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_batch_is_an_array_of_structured_events_and_names_the_bad_one() {
+        let events = batch(
+            br#"[{"specversion":"1.0","id":"1","source":"s","type":"a","data":{"n":1}},
+                 {"specversion":"1.0","id":"2","source":"s","type":"b"}]"#,
+        )
+        .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].attributes.ty, "b");
+        assert_eq!(&events[0].data[..], br#"{"n":1}"#);
+        assert!(batch(b"[]").unwrap().is_empty());
+        let error =
+            batch(br#"[{"specversion":"1.0","id":"1","source":"s","type":"a"}, {"id":"2"}]"#)
+                .err()
+                .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "event 2 of the batch: the event has no `specversion` attribute (binary mode: header `ce-specversion`)"
+        );
+        assert!(
+            batch(br#"{"id":"1"}"#)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("JSON array")
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! 1. must be a `POST` (`OPTIONS` is answered with `Allow: POST`, and the
 //!    CloudEvents webhook handshake; any other method 405);
 //! 2. must hold one CloudEvents 1.0 event, binary or structured
-//!    ([`cloudevent`]); the function receives it in binary mode, whichever
-//!    way it came, so any `wasi:http` function can handle events;
+//!    ([`cloudevent`]) (with `--events-batch`, or a batch: its events are
+//!    delivered one after the other, until one is not accepted); the
+//!    function receives it in binary mode, whichever way it came, so any
+//!    `wasi:http` function can handle events;
 //! 3. goes to the function of the most specific trigger it meets, and on
 //!    through the same gates, limits and fresh instance as any request.
 //!
@@ -23,7 +25,7 @@
 //! | 400 | the request holds no valid event (the body names what is wrong) | dead letter, no retry |
 //! | 405 | not a `POST` | no retry |
 //! | 413 | a structured event larger than the host reads ([`MAX_STRUCTURED`]) | no retry |
-//! | 415 | a batch, or a structured format other than JSON | no retry |
+//! | 415 | a batch without `--events-batch`, or a structured format other than JSON | no retry |
 //! | 422 | no trigger matches the event | dead letter, no retry |
 //! | 429, 5xx | the function's own answer, or the host's (overloaded: 503 with `Retry-After`; trapped, timed out: 500, 504) | retries with backoff |
 //! | other 4xx | the function's own answer | dead letter, no retry |
@@ -43,7 +45,9 @@ pub mod recent;
 pub mod trigger;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -73,7 +77,8 @@ const ALLOW: &str = "POST";
 
 impl Functions {
     /// Delivers the event in `request` (at the events path) to its
-    /// function, and answers as the module's doc says.
+    /// function, or with `--events-batch` each event of a batch to its
+    /// own, and answers as the module's doc says.
     pub(crate) async fn event(
         &self,
         request: Request<Incoming>,
@@ -89,10 +94,92 @@ impl Functions {
             Method::OPTIONS => return record.answered(options(request.headers())),
             _ => return refuse(Failure::EventMethod, record),
         }
-        let (attributes, request) = match read(request).await {
-            Ok(read) => read,
-            Err(failure) => return refuse(failure.as_failure(), record),
+        let (mut parts, body) = request.into_parts();
+        let mode = match cloudevent::mode(&parts.headers) {
+            Ok(Mode::Batch) if !self.events_batch() => Err(EventError::Batch),
+            mode => mode,
         };
+        let (attributes, request) = match mode {
+            Err(error) => return refuse(Failure::BadEvent(&error), record),
+            Ok(Mode::Binary) => match cloudevent::binary(&parts.headers) {
+                Ok(attributes) => (
+                    attributes,
+                    Request::from_parts(parts, RequestBody::Streamed(body)),
+                ),
+                Err(error) => return refuse(Failure::BadEvent(&error), record),
+            },
+            Ok(Mode::Structured) => {
+                let event = match read_whole(body)
+                    .await
+                    .and_then(|bytes| cloudevent::structured(&bytes).map_err(Unread::Invalid))
+                {
+                    Ok(event) => event,
+                    Err(unread) => return refuse(unread.as_failure(), record),
+                };
+                strip_content(&mut parts.headers);
+                (event.attributes.clone(), binary_request(&parts, event))
+            }
+            Ok(Mode::Batch) => {
+                let events = match read_whole(body)
+                    .await
+                    .and_then(|bytes| cloudevent::batch(&bytes).map_err(Unread::Invalid))
+                {
+                    Ok(events) => events,
+                    Err(unread) => return refuse(unread.as_failure(), record),
+                };
+                strip_content(&mut parts.headers);
+                return self.batch(&parts, events, id, record).await;
+            }
+        };
+        let wants_reply = prefers_reply(request.headers());
+        self.deliver(attributes, request, wants_reply, id, record)
+            .await
+    }
+
+    /// Delivers the events of a batch one after the other, each as if sent
+    /// alone without asking for a reply; the first that is not accepted
+    /// ends the batch, with its answer, so that the broker sends the batch
+    /// again (the events delivered already are then duplicates). 202 when
+    /// every one was accepted.
+    async fn batch(
+        &self,
+        parts: &http::request::Parts,
+        events: Vec<cloudevent::Converted>,
+        id: &HeaderValue,
+        mut record: RequestRecord,
+    ) -> Response<HostBody> {
+        let count = events.len();
+        for (index, event) in events.into_iter().enumerate() {
+            let attributes = event.attributes.clone();
+            let request = binary_request(parts, event);
+            let one = RequestRecord::new(record.span().clone(), Instant::now());
+            let response = self.deliver(attributes, request, false, id, one).await;
+            if !response.status().is_success() {
+                record.span().in_scope(|| {
+                    tracing::warn!(
+                        status = response.status().as_u16(),
+                        "batch stopped at event {} of {count}: its answer is the batch's",
+                        index + 1
+                    );
+                });
+                record.status(response.status().as_u16());
+                return response;
+            }
+        }
+        record.answered(accepted())
+    }
+
+    /// Delivers one event, read as `attributes`, to the function of its
+    /// trigger.
+    async fn deliver(
+        &self,
+        attributes: Attributes,
+        request: Request<RequestBody>,
+        wants_reply: bool,
+        id: &HeaderValue,
+        mut record: RequestRecord,
+    ) -> Response<HostBody> {
+        let id_text = id.to_str().unwrap_or_default();
         let span = record.span().clone();
         span.record("event_type", attributes.ty.as_str());
         span.record("event_id", attributes.id.as_str());
@@ -105,7 +192,8 @@ impl Functions {
                 &attributes.source,
                 attributes.subject.as_deref(),
             ) else {
-                return refuse(Failure::NoTrigger(&attributes.ty), record);
+                let failure = Failure::NoTrigger(&attributes.ty);
+                return record.answered(failure.answer(self.metrics(), None, id_text));
             };
             let entry = function.choose(request.headers()).clone();
             record.routed(&entry, RouteMatch::Exact(request.uri().path()));
@@ -126,7 +214,6 @@ impl Functions {
                 );
             });
         }
-        let wants_reply = prefers_reply(request.headers());
         let response = self.call(entry.clone(), request, id, record).await;
         let mut response = settle(response, wants_reply, &entry, self.metrics(), id_text).await;
         let outcome = EventOutcome::of(response.status());
@@ -155,46 +242,54 @@ impl Unread {
     }
 }
 
-/// The event's attributes, and the binary-mode request its function
-/// receives.
-async fn read(request: Request<Incoming>) -> Result<(Attributes, Request<RequestBody>), Unread> {
-    let (mut parts, body) = request.into_parts();
-    match cloudevent::mode(&parts.headers).map_err(Unread::Invalid)? {
-        Mode::Binary => {
-            let attributes = cloudevent::binary(&parts.headers).map_err(Unread::Invalid)?;
-            Ok((
-                attributes,
-                Request::from_parts(parts, RequestBody::Streamed(body)),
-            ))
-        }
-        Mode::Structured => {
-            let bytes = Limited::new(body, MAX_STRUCTURED as usize)
-                .collect()
-                .await
-                .map_err(|error| {
-                    if error.is::<http_body_util::LengthLimitError>() {
-                        Unread::TooLarge
-                    } else {
-                        Unread::Invalid(EventError::Unreadable(error.to_string()))
-                    }
-                })?
-                .to_bytes();
-            let event = cloudevent::structured(&bytes).map_err(Unread::Invalid)?;
-            for name in [
-                header::CONTENT_TYPE,
-                header::CONTENT_LENGTH,
-                header::TRANSFER_ENCODING,
-            ] {
-                parts.headers.remove(name);
+/// A structured event's or a batch's whole body, up to [`MAX_STRUCTURED`].
+async fn read_whole(body: Incoming) -> Result<Bytes, Unread> {
+    Limited::new(body, MAX_STRUCTURED as usize)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                Unread::TooLarge
+            } else {
+                Unread::Invalid(EventError::Unreadable(error.to_string()))
             }
-            parts.headers.extend(event.headers);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(event.data.len()));
-            let body = RequestBody::Read(Some(event.data));
-            Ok((event.attributes, Request::from_parts(parts, body)))
-        }
+        })
+}
+
+/// Takes out the headers that described a structured body.
+fn strip_content(headers: &mut HeaderMap) {
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
     }
+}
+
+/// The binary-mode request of `event`, with the other headers of `parts`
+/// (whose body headers are taken out).
+fn binary_request(
+    parts: &http::request::Parts,
+    event: cloudevent::Converted,
+) -> Request<RequestBody> {
+    let mut request = Request::new(RequestBody::Read(Some(event.data.clone())));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    let headers = request.headers_mut();
+    headers.clone_from(&parts.headers);
+    headers.extend(event.headers);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(event.data.len()));
+    request
+}
+
+/// `202 Accepted`, empty.
+fn accepted() -> Response<HostBody> {
+    let mut response = Response::new(HostBody::Full(None));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
 }
 
 /// The answer to the function's `response`: a reply passes when wanted;
@@ -248,9 +343,7 @@ async fn settle(
         }
         in_flight.record.status(StatusCode::ACCEPTED.as_u16());
     }
-    let mut accepted = Response::new(HostBody::Full(None));
-    *accepted.status_mut() = StatusCode::ACCEPTED;
-    accepted
+    accepted()
 }
 
 /// Whether the request asks for a reply event (`Prefer: reply`, RFC 7240).
