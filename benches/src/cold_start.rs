@@ -1,5 +1,5 @@
-//! Section 2: cold starts. One host serves the Rust and the JavaScript
-//! hello, each with an idle timeout of [`COLD_IDLE_TIMEOUT`]. For each
+//! Section 2: cold starts. One host serves the hello of every language
+//! (Rust, JavaScript, Python, C, C++, Go), each with an idle timeout of [`COLD_IDLE_TIMEOUT`]. For each
 //! function, on one keep-alive connection opened beforehand, the harness
 //! repeats: wait (polling the admin API) until the function has scaled to
 //! zero; send one request and time it from writing its first byte to
@@ -11,7 +11,7 @@
 //! requests, else the section says the measurement is invalid.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,48 +24,73 @@ use crate::report::{Table, format_latency, format_latency_or_dash};
 use crate::servers::{HELLO_BODY, Paths, Server};
 use crate::stats::Sample;
 
-/// A function of this section.
+/// A function of this section: the hello of each language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
-    /// The Rust hello (`hello.wasm`).
+    /// The Rust hello (`hello.wasm`, the SDK).
     Rust,
     /// The JavaScript hello (`hello-js.wasm`, componentize-js).
     JavaScript,
+    /// The Python hello (`hello-py.wasm`, componentize-py).
+    Python,
+    /// The C hello (`hello-c.wasm`, clang and wasi-libc).
+    C,
+    /// The C++ hello (`hello-cpp.wasm`, clang and libc++).
+    Cpp,
+    /// The Go hello (`hello-go.wasm`, wasip1 and the preview1 adapter).
+    Go,
 }
 
 impl Language {
-    /// Both, in the report's order.
-    pub const ALL: [Language; 2] = [Language::Rust, Language::JavaScript];
+    /// Every one, in the report's order.
+    pub const ALL: [Language; 6] = [
+        Language::Rust,
+        Language::JavaScript,
+        Language::Python,
+        Language::C,
+        Language::Cpp,
+        Language::Go,
+    ];
+
+    /// The two whose rebuilds sections 4 and 5 time: the smallest
+    /// component and one of the largest.
+    pub const REBUILT: [Language; 2] = [Language::Rust, Language::JavaScript];
+
+    /// Its short name, as `scripts/build-polyglot` names the component.
+    fn tag(&self) -> &'static str {
+        match self {
+            Language::Rust => "rs",
+            Language::JavaScript => "js",
+            Language::Python => "py",
+            Language::C => "c",
+            Language::Cpp => "cpp",
+            Language::Go => "go",
+        }
+    }
 
     /// The function's name in the manifest.
-    pub fn function(&self) -> &'static str {
-        match self {
-            Language::Rust => "hello-rs",
-            Language::JavaScript => "hello-js",
-        }
+    pub fn function(&self) -> String {
+        format!("hello-{}", self.tag())
     }
 
     /// Where it is served.
-    pub fn route(&self) -> &'static str {
-        match self {
-            Language::Rust => "/rs",
-            Language::JavaScript => "/js",
-        }
+    pub fn route(&self) -> String {
+        format!("/{}", self.tag())
     }
 
     /// What the function answers at its route.
-    pub fn body(&self) -> &'static str {
+    pub fn body(&self) -> String {
         match self {
-            Language::Rust => HELLO_BODY,
-            Language::JavaScript => "hello from js /js",
+            Language::Rust => HELLO_BODY.to_owned(),
+            _ => format!("hello from {} /{}", self.tag(), self.tag()),
         }
     }
 
     /// Its component file.
-    pub fn component<'a>(&self, paths: &'a Paths) -> &'a Path {
+    pub fn component(&self, paths: &Paths) -> PathBuf {
         match self {
-            Language::Rust => &paths.hello_wasm,
-            Language::JavaScript => &paths.hello_js_wasm,
+            Language::Rust => paths.hello_wasm.clone(),
+            _ => paths.polyglot.join(format!("hello-{}.wasm", self.tag())),
         }
     }
 
@@ -74,6 +99,10 @@ impl Language {
         match self {
             Language::Rust => "Rust hello",
             Language::JavaScript => "JS hello",
+            Language::Python => "Python hello",
+            Language::C => "C hello",
+            Language::Cpp => "C++ hello",
+            Language::Go => "Go hello",
         }
     }
 }
@@ -146,7 +175,7 @@ impl ColdStarts {
         let mut out = String::from("## 2. Cold start\n\n");
         let _ = writeln!(
             out,
-            "One `host` (CPU {SERVER_CPU}) serves both functions with `idle_timeout = \
+            "One `host` (CPU {SERVER_CPU}) serves the hello of each language with `idle_timeout = \
              \"{COLD_IDLE_TIMEOUT}\"`. For each, on one keep-alive connection opened beforehand, \
              the client (CPU {CLIENT_CPU}) waits until the admin API shows the function \
              `compiled` (scaled to zero), then times one request from writing its first byte \
@@ -242,7 +271,7 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdS
         function: Language::ALL
             .iter()
             .map(|l| {
-                Function::new(l.function(), l.component(paths), l.route())
+                Function::new(l.function(), &l.component(paths), l.route())
                     .idle_timeout(COLD_IDLE_TIMEOUT)
             })
             .collect(),
@@ -262,7 +291,7 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdS
         let (cold, warm, reconnects) = time_cold_starts(&server, &mut admin, language, plan)
             .await
             .with_context(|| format!("timing the cold starts of {}", language.function()))?;
-        let component = language.component(paths).to_owned();
+        let component = language.component(paths);
         results.push(FunctionColdStarts {
             language,
             component_bytes: std::fs::metadata(&component)?.len(),
@@ -270,14 +299,14 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdS
             cold: Sample::new(cold),
             warm: Sample::new(warm),
             logged: Sample::new(Vec::new()),
-            counted: admin.function(language.function()).await?.cold_starts,
+            counted: admin.function(&language.function()).await?.cold_starts,
             reconnects,
         });
     }
     // The log lines of the last cold start may still be in the pipe.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for result in &mut results {
-        result.logged = Sample::new(server.logged_cold_starts(result.language.function()));
+        result.logged = Sample::new(server.logged_cold_starts(&result.language.function()));
     }
     Ok(results)
 }
@@ -295,17 +324,17 @@ async fn time_cold_starts(
     let (mut cold, mut warm, mut reconnects) = (Vec::new(), Vec::new(), 0);
     for _ in 0..plan.cold_starts {
         admin
-            .wait_scaled_to_zero(COLD_START_POLL, |f| f.name == name)
+            .wait_scaled_to_zero(COLD_START_POLL, |f| f.name == *name)
             .await?;
         if connection.is_closed() {
             connection = Connection::open(server.addr).await?;
             reconnects += 1;
         }
-        let answer = connection.get(route).await?;
-        answer.expect(body)?;
+        let answer = connection.get(&route).await?;
+        answer.expect(&body)?;
         cold.push(answer.first_byte);
-        let answer = connection.get(route).await?;
-        answer.expect(body)?;
+        let answer = connection.get(&route).await?;
+        answer.expect(&body)?;
         warm.push(answer.first_byte);
     }
     Ok((cold, warm, reconnects))

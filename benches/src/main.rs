@@ -65,13 +65,10 @@ struct Args {
     )]
     hello_wasm: PathBuf,
 
-    /// The JavaScript hello component.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "target/polyglot/hello-js.wasm"
-    )]
-    hello_js_wasm: PathBuf,
+    /// The folder of the other languages' hello components
+    /// (`hello-js.wasm`, `hello-py.wasm`, ...; `scripts/build-polyglot`).
+    #[arg(long, value_name = "DIR", default_value = "target/polyglot")]
+    polyglot: PathBuf,
 
     /// Scratch folder for manifests and the hosts' data folders, which are
     /// emptied at the start of each run.
@@ -95,7 +92,7 @@ impl Args {
             hello_server: existing(&self.hello_server)?,
             wasmtime: existing(&self.wasmtime)?,
             hello_wasm: existing(&self.hello_wasm)?,
-            hello_js_wasm: existing(&self.hello_js_wasm)?,
+            polyglot: existing(&self.polyglot)?,
             data: Paths::fresh_dir(&work, DATA_DIR)?,
             work,
         })

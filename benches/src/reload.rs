@@ -109,13 +109,13 @@ impl Reloads {
 async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionReloads>> {
     let dir = Paths::fresh_dir(&paths.work, "reload")?;
     let watched = |language: Language| dir.join(format!("{}.wasm", language.function()));
-    for language in Language::ALL {
+    for language in Language::REBUILT {
         std::fs::copy(language.component(paths), watched(language))
             .with_context(|| format!("cannot copy {}", language.label()))?;
     }
     let manifest = dir.join("reload.toml");
     Manifest {
-        function: Language::ALL
+        function: Language::REBUILT
             .iter()
             .map(|&l| Function::new(l.function(), &watched(l), l.route()))
             .collect(),
@@ -127,10 +127,10 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionReloa
     let mut admin = Admin::new(server.admin()?);
 
     let mut results = Vec::new();
-    for language in Language::ALL {
+    for language in Language::REBUILT {
         let rounds = match language {
             Language::Rust => plan.reloads_rust,
-            Language::JavaScript => plan.reloads_js,
+            _ => plan.reloads_js,
         };
         eprintln!("    {} ({rounds} reloads)", language.label());
         let original = std::fs::read(language.component(paths))?;
@@ -143,14 +143,14 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionReloa
             std::fs::write(&next, &build)?;
             let start = Instant::now();
             std::fs::rename(&next, watched(language))?;
-            wait_for_component(&mut admin, language.function(), &digest).await?;
+            wait_for_component(&mut admin, &language.function(), &digest).await?;
             applied.push(start.elapsed());
             if connection.is_closed() {
                 connection = Connection::open(server.addr).await?;
             }
-            let answer = connection.get(language.route()).await?;
+            let answer = connection.get(&language.route()).await?;
             answered.push(start.elapsed());
-            answer.expect(language.body())?;
+            answer.expect(&language.body())?;
         }
         results.push(FunctionReloads {
             language,

@@ -45,8 +45,9 @@ pub struct Paths {
     pub wasmtime: PathBuf,
     /// The Rust hello component.
     pub hello_wasm: PathBuf,
-    /// The JavaScript hello component.
-    pub hello_js_wasm: PathBuf,
+    /// The folder of the other languages' hello components
+    /// (`hello-js.wasm`, `hello-py.wasm`, ...).
+    pub polyglot: PathBuf,
     /// A scratch folder for manifests and data folders.
     pub work: PathBuf,
     /// The data folder of the hosts of sections 1 and 2 (see
