@@ -101,21 +101,45 @@ pub async fn build(function: &FunctionName, spec: &BuildSpec) -> Result<Duration
         ended,
         output: last_lines(&String::from_utf8_lossy(output)),
     };
-    let output = tokio::process::Command::new("sh")
+    // In a process group of its own, so that a build stopped half-way
+    // (the host stopped while building) takes its children with it.
+    let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&spec.command)
         .current_dir(&spec.workdir)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
-        .output()
+        .spawn()
+        .map_err(|error| fail(Err(error), b""))?;
+    let mut group = Group(child.id());
+    let output = child
+        .wait_with_output()
         .await
         .map_err(|error| fail(Err(error), b""))?;
+    group.0 = None;
     if !output.status.success() {
         let mut all = output.stdout;
         all.extend_from_slice(&output.stderr);
         return Err(fail(Ok(output.status), &all));
     }
     Ok(started.elapsed())
+}
+
+/// A build's process group, stopped when dropped unless it finished.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = self
+            .0
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+        }
+    }
 }
 
 /// Builds every function of `functions` that has a build, in order; stops

@@ -146,3 +146,58 @@ async fn with_watch_a_changed_source_rebuilds_and_reloads_that_function_only() {
         .unwrap();
     assert_eq!(still.text().await.unwrap(), "still");
 }
+
+#[test]
+fn a_host_stopped_while_building_stops_the_build_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        r#"[[function]]
+name = "slow"
+component = "slow.wasm"
+routes = ["/slow"]
+build = { command = "sleep 120 & echo $! > sleep.pid; wait" }
+"#,
+    );
+    let mut command = std::process::Command::new(common::host_binary());
+    common::run_on_free_ports(&mut command, &manifest, dir.path()).arg("--build");
+    let mut host = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("sleep.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the build never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleep_pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = host.wait().unwrap();
+    assert_eq!(exit.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(host.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("stopped (SIGTERM) while building"),
+        "{stderr}"
+    );
+    // The build's own child went with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = || Path::new(&format!("/proc/{sleep_pid}")).exists();
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(),
+        "the build's `sleep` ({sleep_pid}) outlived the host"
+    );
+}

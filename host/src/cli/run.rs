@@ -193,7 +193,14 @@ impl RunArgs {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(build::build_all(&manifest.functions))?;
+                .block_on(async {
+                    let mut terminate = signal(SignalKind::terminate())?;
+                    tokio::select! {
+                        built = build::build_all(&manifest.functions) => Ok(built?),
+                        _ = terminate.recv() => bail!("stopped (SIGTERM) while building"),
+                        _ = tokio::signal::ctrl_c() => bail!("stopped (SIGINT) while building"),
+                    }
+                })?;
         }
         let listen = match self.listen {
             Some(addr) => addr,
