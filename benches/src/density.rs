@@ -2,8 +2,9 @@
 //! at its own route `/f<i>`, with a warm artifact cache (a first start of the
 //! host fills it). For each N: the time from spawning the host to its
 //! `listening on` and `ready:` lines and its resident memory once ready;
-//! then one request to every function, a wait until the admin API shows all
-//! of them scaled to zero, and the resident memory again. What one more
+//! then one request to each of the first [`CALLED_AT_MOST`] functions, a
+//! wait until the admin API shows all of them scaled to zero, the resident
+//! memory again, and the size and time of a `/metrics` scrape. What one more
 //! registered, scaled-to-zero function costs is (RSS_N − RSS_1) / (N − 1).
 
 use std::fmt::Write as _;
@@ -19,6 +20,13 @@ use crate::plan::{DENSITY_IDLE_TIMEOUT, DENSITY_POLL, Plan, SERVER_CPU};
 use crate::report::{Table, format_count, format_kib, format_latency, format_latency_or_dash};
 use crate::servers::{HELLO_BODY, Paths, Server};
 use crate::stats::Sample;
+
+/// The most functions called at one count: a host of 100,000 functions
+/// sees a tenth of them called.
+pub const CALLED_AT_MOST: usize = 10_000;
+
+/// Scrapes of `/metrics` timed at each count.
+const SCRAPES: usize = 5;
 
 /// The data folder of this section, emptied at its start so that the first
 /// start really fills the artifact cache (apart from the other sections').
@@ -42,8 +50,14 @@ pub struct DensityPoint {
     /// `VmRSS` after one request to every function, every function scaled
     /// to zero again.
     pub rss_after_kib: u64,
-    /// How long the requests to every function took.
+    /// Functions called (one request each).
+    pub called: usize,
+    /// How long the requests to them took.
     pub traffic: Duration,
+    /// `/metrics` once every function is scaled to zero: its size in bytes.
+    pub metrics_bytes: usize,
+    /// The time to read the whole of it, one per scrape.
+    pub metrics_time: Sample,
     /// Cold starts the admin API counted after the traffic.
     pub cold_starts: u64,
 }
@@ -108,10 +122,12 @@ impl Density {
              cache{}. Times run from spawning the process to reading its line; medians over \
              the starts shown (the host's own figure is the `elapsed_ms` of its `ready:` \
              line). RSS is `VmRSS`: once ready and listening (median over the starts), then, in the \
-             last start, after one request to every \
-             function (all answered 200 `Hello, world!`) and a wait until the admin API \
+             last start, after one request to each of the first {CALLED_AT_MOST} functions (all \
+             answered 200 `Hello, world!`) and a wait until the admin API \
              showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
-             (N − 1).\n",
+             (N − 1). Then `/metrics` is read {SCRAPES} times on the admin port, each on a new \
+             connection: its size, and the median time from sending the request to the end of \
+             the body.\n",
             match self.cache_fill {
                 Some(fill) => format!(
                     " (filled by a first start, which took {} to `ready:`)",
@@ -128,10 +144,13 @@ impl Density {
             "host-logged ready",
             "RSS ready",
             "per function",
-            "requests to all",
+            "called",
+            "requests to those",
             "cold starts counted",
             "RSS after, scaled to zero",
             "per function",
+            "`/metrics` size",
+            "`/metrics` time",
         ]);
         for p in &self.points {
             let per = |after| {
@@ -146,10 +165,13 @@ impl Density {
                 format_latency_or_dash(p.ready_logged.p50()),
                 format_kib(p.rss_ready_kib as f64),
                 per(false),
+                format_count(p.called as u64),
                 format_latency(p.traffic),
                 format_count(p.cold_starts),
                 format_kib(p.rss_after_kib as f64),
                 per(true),
+                format_kib(p.metrics_bytes as f64 / 1024.0),
+                format_latency_or_dash(p.metrics_time.p50()),
             ]);
         }
         out.push_str(&table.render());
@@ -228,9 +250,10 @@ async fn measure_point(
     rss_ready.sort_unstable();
     let rss_ready_kib = rss_ready[rss_ready.len() / 2];
 
+    let called = functions.min(CALLED_AT_MOST);
     let started = Instant::now();
     let mut connection = Connection::open(server.addr).await?;
-    for i in 0..functions {
+    for i in 0..called {
         let path = format!("/f{i}");
         let answer = connection.get(&path).await?;
         answer
@@ -248,12 +271,30 @@ async fn measure_point(
         "the admin API lists {} functions, not {functions}",
         listing.len()
     );
-    if let Some(f) = listing.iter().find(|f| f.cold_starts != 1) {
+    let expected = |name: &str| {
+        let index: usize = name.trim_start_matches('f').parse().unwrap_or(usize::MAX);
+        u64::from(index < called)
+    };
+    if let Some(f) = listing.iter().find(|f| f.cold_starts != expected(&f.name)) {
         bail!(
-            "function {} had {} cold starts for its one request",
+            "function {} had {} cold starts, not {}",
             f.name,
-            f.cold_starts
+            f.cold_starts,
+            expected(&f.name)
         );
+    }
+    let admin_addr = server.admin()?;
+    let (mut metrics_bytes, mut metrics_time) = (0, Vec::new());
+    for _ in 0..SCRAPES {
+        let started = Instant::now();
+        let answer = crate::client::get(admin_addr, "/metrics").await?;
+        metrics_time.push(started.elapsed());
+        ensure!(
+            answer.status == 200,
+            "GET /metrics answered {}",
+            answer.status
+        );
+        metrics_bytes = answer.body.len();
     }
     Ok(DensityPoint {
         functions,
@@ -262,7 +303,10 @@ async fn measure_point(
         ready_logged: Sample::new(ready_logged),
         rss_ready_kib,
         rss_after_kib,
+        called,
         traffic,
         cold_starts: listing.iter().map(|f| f.cold_starts).sum(),
+        metrics_bytes,
+        metrics_time: Sample::new(metrics_time),
     })
 }

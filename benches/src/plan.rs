@@ -84,7 +84,7 @@ pub const FULL: Plan = Plan {
     warmup: Duration::from_secs(3),
     duration: Duration::from_secs(10),
     cold_starts: 500,
-    densities: &[1, 100, 1_000, 10_000],
+    densities: &[1, 100, 1_000, 10_000, 100_000],
     starts_per_density: 3,
     reloads_rust: 20,
     reloads_js: 5,

@@ -15,13 +15,20 @@ const COLD_START_RUST: Duration = Duration::from_millis(1);
 const COLD_START_JS: Duration = Duration::from_millis(10);
 
 /// Resident memory per registered, scaled-to-zero function, in KiB.
-const RSS_PER_FUNCTION_KIB: f64 = 50.0;
+const RSS_PER_FUNCTION_KIB: f64 = 10.0;
 
-/// The function count the start-up target is set at.
-const READY_FUNCTIONS: usize = 10_000;
+/// The function count the start-up and `/metrics` targets are set at.
+const READY_FUNCTIONS: usize = 100_000;
 
 /// Spawn to `ready:` with [`READY_FUNCTIONS`] functions.
 const READY_TIME: Duration = Duration::from_secs(1);
+
+/// `/metrics` with [`READY_FUNCTIONS`] registered, 10,000 of them called
+/// and all scaled to zero: its size, in KiB.
+const METRICS_KIB: f64 = 5.0 * 1024.0;
+
+/// The same scrape: its time.
+const METRICS_TIME: Duration = Duration::from_millis(100);
 
 /// The concurrency the throughput targets are set at.
 const THROUGHPUT_CONNECTIONS: usize = 16;
@@ -76,15 +83,24 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
     }
 
     let largest = report.density.points.iter().map(|p| p.functions).max();
+    // After traffic, at the largest count where every function was called.
+    let all_called = report
+        .density
+        .points
+        .iter()
+        .map(|p| p.functions)
+        .filter(|&n| n <= crate::density::CALLED_AT_MOST)
+        .max();
     for (after_traffic, when) in [(false, "once ready"), (true, "after traffic")] {
-        let what = match largest {
+        let count = if after_traffic { all_called } else { largest };
+        let what = match count {
             Some(n) => format!(
                 "RSS per scaled-to-zero function ({when}, N = {})",
                 format_count(n as u64)
             ),
             None => format!("RSS per scaled-to-zero function ({when})"),
         };
-        let per = largest.and_then(|n| report.density.per_function_kib(n, after_traffic));
+        let per = count.and_then(|n| report.density.per_function_kib(n, after_traffic));
         targets.push(Target {
             what,
             goal: format!("≤ {}", format_kib(RSS_PER_FUNCTION_KIB)),
@@ -106,6 +122,31 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         measured: ready.map_or_else(not_measured, format_latency),
         verdict: ready.map(|d| {
             at_most(d.as_secs_f64(), READY_TIME.as_secs_f64(), |s| {
+                format_latency(Duration::from_secs_f64(s))
+            })
+        }),
+    });
+
+    let scrape = report.density.point(READY_FUNCTIONS);
+    let at = format!(
+        "{} functions, {} called",
+        format_count(READY_FUNCTIONS as u64),
+        format_count(crate::density::CALLED_AT_MOST as u64)
+    );
+    let size = scrape.map(|p| p.metrics_bytes as f64 / 1024.0);
+    targets.push(Target {
+        what: format!("`/metrics` size, {at}"),
+        goal: format!("≤ {}", format_kib(METRICS_KIB)),
+        measured: size.map_or_else(not_measured, format_kib),
+        verdict: size.map(|kib| at_most(kib, METRICS_KIB, format_kib)),
+    });
+    let time = scrape.and_then(|p| p.metrics_time.p50());
+    targets.push(Target {
+        what: format!("`/metrics` time, {at}"),
+        goal: format!("≤ {}", format_latency(METRICS_TIME)),
+        measured: time.map_or_else(not_measured, format_latency),
+        verdict: time.map(|d| {
+            at_most(d.as_secs_f64(), METRICS_TIME.as_secs_f64(), |s| {
                 format_latency(Duration::from_secs_f64(s))
             })
         }),

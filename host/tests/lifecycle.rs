@@ -75,9 +75,34 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
     }
     assert_eq!(host.function("hello").await["cold_starts"], 1);
 
+    let series = |metrics: &std::collections::HashMap<String, f64>, name: &str| {
+        metrics
+            .get(&format!("{name}{{function=\"hello\",revision=\"\"}}"))
+            .copied()
+    };
+    let warm = host.metrics().await;
+    assert_eq!(
+        series(&warm, "shoal_request_duration_seconds_count"),
+        Some(6.0)
+    );
+    assert_eq!(series(&warm, "shoal_instances_in_flight"), Some(0.0));
+
     // Idle: back to compiled, then cold-started again by the next request.
     wait_for_state(&host, "hello", "compiled", Duration::from_secs(5)).await;
     assert!(host.wait_for_log("scaled to zero function=hello", Duration::from_secs(1)));
+    // At rest, it keeps its counters and loses its histograms and gauges.
+    let at_rest = host.metrics().await;
+    assert_eq!(series(&at_rest, "shoal_cold_starts_total"), Some(1.0));
+    assert_eq!(
+        series(&at_rest, "shoal_request_duration_seconds_count"),
+        None
+    );
+    assert_eq!(
+        series(&at_rest, "shoal_cold_start_duration_seconds_count"),
+        None
+    );
+    assert_eq!(series(&at_rest, "shoal_instances_in_flight"), None);
+    assert_eq!(at_rest["shoal_host_request_duration_seconds_count"], 6.0);
     assert_eq!(
         host.get("/hello").await,
         (200, "Hello, world!\n".to_owned())
@@ -87,6 +112,12 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
         (function["state"].as_str(), function["cold_starts"].as_u64()),
         (Some("warm"), Some(2))
     );
+    let again = host.metrics().await;
+    assert_eq!(
+        series(&again, "shoal_request_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(series(&again, "shoal_cold_starts_total"), Some(2.0));
 
     // The log line follows the count; give the log a moment to catch up.
     let is_cold_start = |l: &str| l.contains("cold start") && l.contains("function=hello");

@@ -403,6 +403,9 @@ impl FunctionEntry {
             return false;
         };
         if self.warm.swap(None).is_some() {
+            if let Some(metrics) = self.metrics.get() {
+                metrics.cool_down();
+            }
             tracing::info!(function = %self.def.name, idle_ms, "scaled to zero");
             return true;
         }

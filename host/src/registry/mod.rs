@@ -506,18 +506,21 @@ impl Registry {
         for function in table.functions() {
             for entry in function.revisions() {
                 states[entry.state() as usize].1 += 1;
-                // A revision that never had a request has no series.
-                if entry.has_metrics() {
+                // Gauges are shown for the revisions that are warm or have
+                // requests: a host of many functions, most at rest, shows
+                // a few.
+                let (in_flight, waiting) = (entry.in_flight(), entry.gate().waiting() as u64);
+                if entry.has_metrics() && (entry.is_warm() || in_flight > 0 || waiting > 0) {
                     functions.push(FunctionGauges {
                         name: entry.name().to_string(),
                         revision: entry.revision_label().to_owned(),
-                        in_flight: entry.in_flight(),
-                        waiting: entry.gate().waiting() as u64,
+                        in_flight,
+                        waiting,
                     });
                 }
             }
             let dropped = function.primary().output().dropped();
-            if function.primary().has_metrics() {
+            if dropped > 0 {
                 guest_output_dropped.push((function.name().to_string(), dropped));
             }
         }

@@ -10,8 +10,10 @@
 //! function taken out of the registry has its series removed ([`Metrics::forget`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -230,15 +232,8 @@ impl ChangeOutcome {
 /// The host's metrics.
 pub struct Metrics {
     registry: PromRegistry,
-    requests: IntCounterVec,
+    per_function: Arc<PerFunction>,
     unrouted: IntCounter,
-    duration: HistogramVec,
-    cold_starts: IntCounterVec,
-    cold_start_duration: HistogramVec,
-    rejections: IntCounterVec,
-    failures: [IntCounterVec; 4],
-    request_bytes: IntCounterVec,
-    response_bytes: IntCounterVec,
     in_flight: IntGaugeVec,
     waiting: IntGaugeVec,
     functions: IntGaugeVec,
@@ -252,20 +247,51 @@ pub struct Metrics {
     events_refused: IntCounterVec,
 }
 
-/// One function's counters, resolved once; cloning is one reference count.
+/// One function revision's counters; cloning is one reference count.
+///
+/// Its series are made on first use, so a function shows only what
+/// happened to it (a GET-only function has no request-bytes series, one
+/// never refused has no rejection series), and its histograms exist only
+/// while it is warm (see [`FunctionMetrics::cool_down`]).
 #[derive(Clone)]
 pub struct FunctionMetrics(Arc<Counters>);
 
 struct Counters {
+    name: String,
+    revision: String,
+    series: Arc<PerFunction>,
     /// Responses by status class, as [`CLASSES`].
-    responses: [IntCounter; 6],
+    responses: [OnceLock<IntCounter>; 6],
+    cold_starts: OnceLock<IntCounter>,
+    rejections: [OnceLock<IntCounter>; 4],
+    failures: [OnceLock<IntCounter>; 4],
+    request_bytes: OnceLock<IntCounter>,
+    response_bytes: OnceLock<IntCounter>,
+    /// The histograms, while the function is warm.
+    warm: ArcSwapOption<WarmSeries>,
+}
+
+/// A warm function's histograms.
+struct WarmSeries {
     duration: Histogram,
-    cold_starts: IntCounter,
     cold_start_duration: Histogram,
-    rejections: [IntCounter; 4],
-    failures: [IntCounter; 4],
-    request_bytes: IntCounter,
-    response_bytes: IntCounter,
+}
+
+/// The metrics with a series per function revision.
+struct PerFunction {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    cold_starts: IntCounterVec,
+    cold_start_duration: HistogramVec,
+    rejections: IntCounterVec,
+    failures: [IntCounterVec; 4],
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    /// Every request's duration, whichever function: the histogram that
+    /// stays when functions scale to zero.
+    all_durations: Histogram,
+    /// Every cold start's duration, whichever function.
+    all_cold_starts: Histogram,
 }
 
 impl Metrics {
@@ -353,16 +379,24 @@ impl Metrics {
             ))
             .expect("registered once");
 
-        Self {
+        let plain_histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let metric = Histogram::with_opts(opts).expect("a valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("registered once");
+            metric
+        };
+        let per_function = Arc::new(PerFunction {
             requests: counter(
                 "shoal_requests_total",
                 "Requests answered, by function and status class (2xx, 4xx, 5xx...).",
                 &["function", "revision", "class"],
             ),
-            unrouted,
             duration: histogram(
                 "shoal_request_duration_seconds",
-                "Time from a request's arrival to the end of its response body.",
+                "Time from a request's arrival to the end of its response body, per function \
+                 while it is warm (its series go when it scales to zero).",
                 &DURATION_BUCKETS,
             ),
             cold_starts: counter(
@@ -372,7 +406,8 @@ impl Metrics {
             ),
             cold_start_duration: histogram(
                 "shoal_cold_start_duration_seconds",
-                "Time to warm a function: map its artifact and link it (and wait for its compile).",
+                "Time to warm a function: map its artifact and link it (and wait for its \
+                 compile), per function while it is warm.",
                 &COLD_START_BUCKETS,
             ),
             rejections: counter(
@@ -394,6 +429,21 @@ impl Metrics {
                 "Response body bytes sent.",
                 &["function", "revision"],
             ),
+            all_durations: plain_histogram(
+                "shoal_host_request_duration_seconds",
+                "Time from a request's arrival to the end of its response body, every function.",
+                &DURATION_BUCKETS,
+            ),
+            all_cold_starts: plain_histogram(
+                "shoal_host_cold_start_duration_seconds",
+                "Time to warm a function, every function.",
+                &COLD_START_BUCKETS,
+            ),
+        });
+
+        Self {
+            per_function,
+            unrouted,
             in_flight: gauge(
                 "shoal_instances_in_flight",
                 "Requests running now (each in its own instance).",
@@ -440,26 +490,19 @@ impl Metrics {
     }
 
     /// The counters of `revision` (empty for a manifest function) of
-    /// function `name`.
+    /// function `name`; they make their series as they are first used.
     pub fn function(&self, name: &str, revision: &str) -> FunctionMetrics {
-        let labels = [name, revision];
-        let class = |class: &str| self.requests.with_label_values(&[name, revision, class]);
-        let rejection = |reason: RejectReason| {
-            self.rejections
-                .with_label_values(&[name, revision, reason.label()])
-        };
         FunctionMetrics(Arc::new(Counters {
-            responses: CLASSES.map(class),
-            duration: self.duration.with_label_values(&labels),
-            cold_starts: self.cold_starts.with_label_values(&labels),
-            cold_start_duration: self.cold_start_duration.with_label_values(&labels),
-            rejections: RejectReason::ALL.map(rejection),
-            failures: self
-                .failures
-                .clone()
-                .map(|counter| counter.with_label_values(&labels)),
-            request_bytes: self.request_bytes.with_label_values(&labels),
-            response_bytes: self.response_bytes.with_label_values(&labels),
+            name: name.to_owned(),
+            revision: revision.to_owned(),
+            series: self.per_function.clone(),
+            responses: Default::default(),
+            cold_starts: OnceLock::new(),
+            rejections: Default::default(),
+            failures: Default::default(),
+            request_bytes: OnceLock::new(),
+            response_bytes: OnceLock::new(),
+            warm: ArcSwapOption::empty(),
         }))
     }
 
@@ -468,21 +511,28 @@ impl Metrics {
     /// unseen.
     pub fn forget(&self, name: &str, revision: &str) {
         let labels = [name, revision];
+        let series = &self.per_function;
         for class in CLASSES {
-            let _ = self.requests.remove_label_values(&[name, revision, class]);
+            let _ = series
+                .requests
+                .remove_label_values(&[name, revision, class]);
         }
         for reason in RejectReason::ALL {
-            let _ = self
+            let _ = series
                 .rejections
                 .remove_label_values(&[name, revision, reason.label()]);
         }
-        for vec in [&self.cold_starts, &self.request_bytes, &self.response_bytes]
-            .into_iter()
-            .chain(&self.failures)
+        for vec in [
+            &series.cold_starts,
+            &series.request_bytes,
+            &series.response_bytes,
+        ]
+        .into_iter()
+        .chain(&series.failures)
         {
             let _ = vec.remove_label_values(&labels);
         }
-        for vec in [&self.duration, &self.cold_start_duration] {
+        for vec in [&series.duration, &series.cold_start_duration] {
             let _ = vec.remove_label_values(&labels);
         }
         for vec in [&self.in_flight, &self.waiting] {
@@ -541,6 +591,10 @@ impl Metrics {
 
     /// Every metric in Prometheus' text format, with `gauges` read now.
     pub fn render(&self, gauges: &Gauges) -> String {
+        // Only the functions in the snapshot have gauge series: one that
+        // scaled to zero, or went, loses them.
+        self.in_flight.reset();
+        self.waiting.reset();
         for function in &gauges.functions {
             let labels = [function.name.as_str(), function.revision.as_str()];
             self.in_flight
@@ -623,36 +677,109 @@ impl FunctionMetrics {
     /// any answer), `elapsed` after the request arrived.
     pub fn response(&self, status: Option<u16>, elapsed: Duration) {
         let class = status.map_or(0, |status| usize::from(status / 100).clamp(1, 5));
-        self.0.responses[class].inc();
-        self.0.duration.observe(elapsed.as_secs_f64());
+        let counters = &*self.0;
+        counters.responses[class]
+            .get_or_init(|| counters.labelled(&counters.series.requests, CLASSES[class]))
+            .inc();
+        let seconds = elapsed.as_secs_f64();
+        counters.series.all_durations.observe(seconds);
+        if let Some(warm) = &*counters.warm.load() {
+            warm.duration.observe(seconds);
+        }
     }
 
-    /// Counts a cold start that took `elapsed`.
+    /// Counts a cold start that took `elapsed`; the function is warm from
+    /// now on, and has its histograms again.
     pub fn cold_start(&self, elapsed: Duration) {
-        self.0.cold_starts.inc();
-        self.0.cold_start_duration.observe(elapsed.as_secs_f64());
+        let counters = &*self.0;
+        counters
+            .cold_starts
+            .get_or_init(|| counters.own(&counters.series.cold_starts))
+            .inc();
+        let seconds = elapsed.as_secs_f64();
+        counters.series.all_cold_starts.observe(seconds);
+        let labels = [counters.name.as_str(), counters.revision.as_str()];
+        let warm = counters.warm.load_full().unwrap_or_else(|| {
+            let warm = Arc::new(WarmSeries {
+                duration: counters.series.duration.with_label_values(&labels),
+                cold_start_duration: counters
+                    .series
+                    .cold_start_duration
+                    .with_label_values(&labels),
+            });
+            counters.warm.store(Some(warm.clone()));
+            warm
+        });
+        warm.cold_start_duration.observe(seconds);
+    }
+
+    /// The function scaled to zero: its histograms go (a host of many
+    /// functions, most of them at rest, would otherwise carry dozens of
+    /// series for each); its counters stay. The host-wide histograms keep
+    /// counting every request.
+    pub fn cool_down(&self) {
+        let counters = &*self.0;
+        if counters.warm.swap(None).is_some() {
+            let labels = [counters.name.as_str(), counters.revision.as_str()];
+            let _ = counters.series.duration.remove_label_values(&labels);
+            let _ = counters
+                .series
+                .cold_start_duration
+                .remove_label_values(&labels);
+        }
     }
 
     /// Counts a request refused before it ran.
     pub fn rejected(&self, reason: RejectReason) {
         let at = RejectReason::ALL.iter().position(|r| *r == reason);
-        self.0.rejections[at.expect("ALL holds every reason")].inc();
+        let counters = &*self.0;
+        counters.rejections[at.expect("ALL holds every reason")]
+            .get_or_init(|| counters.labelled(&counters.series.rejections, reason.label()))
+            .inc();
     }
 
     /// Counts a failed request.
     pub fn failed(&self, kind: FailureKind) {
         let at = FailureKind::ALL.iter().position(|k| *k == kind);
-        self.0.failures[at.expect("ALL holds every kind")].inc();
+        let at = at.expect("ALL holds every kind");
+        let counters = &*self.0;
+        counters.failures[at]
+            .get_or_init(|| counters.own(&counters.series.failures[at]))
+            .inc();
     }
 
     /// Counts request body bytes.
     pub fn request_bytes(&self, bytes: u64) {
-        self.0.request_bytes.inc_by(bytes);
+        if bytes > 0 {
+            let counters = &*self.0;
+            counters
+                .request_bytes
+                .get_or_init(|| counters.own(&counters.series.request_bytes))
+                .inc_by(bytes);
+        }
     }
 
     /// Counts response body bytes.
     pub fn response_bytes(&self, bytes: u64) {
-        self.0.response_bytes.inc_by(bytes);
+        if bytes > 0 {
+            let counters = &*self.0;
+            counters
+                .response_bytes
+                .get_or_init(|| counters.own(&counters.series.response_bytes))
+                .inc_by(bytes);
+        }
+    }
+}
+
+impl Counters {
+    /// This function revision's series of `vec`.
+    fn own(&self, vec: &IntCounterVec) -> IntCounter {
+        vec.with_label_values(&[self.name.as_str(), self.revision.as_str()])
+    }
+
+    /// This function revision's series of `vec` with one more label.
+    fn labelled(&self, vec: &IntCounterVec, value: &str) -> IntCounter {
+        vec.with_label_values(&[self.name.as_str(), self.revision.as_str(), value])
     }
 }
 
@@ -678,5 +805,62 @@ mod tests {
             text.contains(r#"shoal_guest_output_dropped_bytes_total{function="f"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_function_at_rest_keeps_a_few_counters_and_no_histograms() {
+        let metrics = Metrics::new();
+        let base = metrics.render(&Gauges::default()).len();
+        let ms = Duration::from_millis;
+        let functions: Vec<_> = (0..100)
+            .map(|i| metrics.function(&format!("fn-{i:05}"), ""))
+            .collect();
+        for function in &functions {
+            function.cold_start(ms(1));
+            function.response(Some(200), ms(2));
+            function.request_bytes(0);
+            function.response_bytes(14);
+        }
+        let warm = metrics.render(&Gauges::default());
+        assert!(
+            warm.contains(
+                r#"shoal_request_duration_seconds_count{function="fn-00042",revision=""} 1"#
+            ),
+            "a warm function has its histograms"
+        );
+        for function in &functions {
+            function.cool_down();
+        }
+        let text = metrics.render(&Gauges::default());
+        let per_function = (text.len() - base) / functions.len();
+        assert!(
+            per_function <= 300,
+            "{per_function} bytes per function at rest:\n{text}"
+        );
+        assert!(
+            !text.contains(r#"shoal_request_duration_seconds_count{"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("shoal_request_bytes_total{"),
+            "no body, no series"
+        );
+        assert!(
+            text.contains("shoal_host_request_duration_seconds_count 100"),
+            "{text}"
+        );
+
+        // Warm again: the histograms come back, the counters go on.
+        functions[0].cold_start(ms(1));
+        functions[0].response(Some(503), ms(1));
+        let text = metrics.render(&Gauges::default());
+        assert!(text.contains(r#"shoal_cold_starts_total{function="fn-00000",revision=""} 2"#));
+        assert!(text.contains(
+            r#"shoal_request_duration_seconds_count{function="fn-00000",revision=""} 1"#
+        ));
+        assert!(
+            text.contains(r#"shoal_requests_total{class="5xx",function="fn-00000",revision=""} 1"#)
+        );
+        assert!(!text.contains(r#"class="4xx""#), "only the classes seen");
     }
 }
