@@ -14,14 +14,15 @@
 
 FROM rust:1-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends umoci \
+    && apt-get install -y --no-install-recommends umoci python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN rustup target add wasm32-wasip2 \
     && cargo build --release --locked -p shoal-host \
     && cargo build --release --locked --target wasm32-wasip2 \
-        --manifest-path examples/Cargo.toml --target-dir target/examples
+        --manifest-path examples/Cargo.toml --target-dir target/examples \
+    && scripts/build-polyglot api-js api-py api-c api-go
 ARG MANIFEST=examples/shoal.toml
 # `host package` compiles the components for this machine's CPU (a node
 # with another CPU logs that and compiles them itself at start), or for

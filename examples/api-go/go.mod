@@ -1,0 +1,3 @@
+module shoal.dev/examples/api-go
+
+go 1.27
