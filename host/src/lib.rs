@@ -35,6 +35,7 @@ pub mod dispatch;
 pub mod events;
 pub mod knative;
 pub mod manifest;
+pub mod new;
 pub mod package;
 pub mod probes;
 pub mod registry;

@@ -9,6 +9,7 @@ pub mod delete;
 pub mod deploy;
 pub mod functions;
 pub mod knative;
+pub mod new;
 pub mod package;
 pub mod revisions;
 pub mod rollback;
@@ -56,6 +57,8 @@ pub enum Command {
     Package(package::PackageArgs),
     /// Write the Knative Service (and Istio VirtualService) for a manifest.
     Knative(knative::KnativeArgs),
+    /// Write a new function project (Rust, JavaScript, Python, C or Go).
+    New(new::NewArgs),
 }
 
 impl Cli {
@@ -76,6 +79,7 @@ impl Cli {
             Command::Delete(args) => args.execute(),
             Command::Package(args) => args.execute(),
             Command::Knative(args) => args.execute(),
+            Command::New(args) => args.execute(),
         };
         crate::telemetry::traces::shutdown();
         drop(log_writer);
