@@ -96,7 +96,7 @@ pub const QUICK: Plan = Plan {
     warmup: Duration::from_secs(1),
     duration: Duration::from_secs(2),
     cold_starts: 30,
-    densities: &[1, 100, 1_000],
+    densities: &[1, 100, 1_000, 100_000],
     starts_per_density: 1,
     reloads_rust: 3,
     reloads_js: 1,
