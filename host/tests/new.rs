@@ -35,7 +35,7 @@ fn toolchains_path() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
     PATH.get_or_init(|| {
         let status = Command::new(repo().join("scripts/build-polyglot"))
-            .args(["js", "py", "c", "go"])
+            .args(["--tools-only", "js", "py", "c", "go"])
             .status()
             .expect("cannot run scripts/build-polyglot");
         assert!(status.success(), "scripts/build-polyglot failed");
