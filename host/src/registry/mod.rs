@@ -505,12 +505,16 @@ impl Registry {
         let mut guest_output_dropped = Vec::new();
         for function in table.functions() {
             for entry in function.revisions() {
-                states[entry.state() as usize].1 += 1;
+                let state = entry.state();
+                states[state as usize].1 += 1;
                 // Gauges are shown for the revisions that are warm or have
                 // requests: a host of many functions, most at rest, shows
                 // a few.
+                if !entry.has_metrics() {
+                    continue;
+                }
                 let (in_flight, waiting) = (entry.in_flight(), entry.gate().waiting() as u64);
-                if entry.has_metrics() && (entry.is_warm() || in_flight > 0 || waiting > 0) {
+                if state == LifeState::Warm || in_flight > 0 || waiting > 0 {
                     functions.push(FunctionGauges {
                         name: entry.name().to_string(),
                         revision: entry.revision_label().to_owned(),
