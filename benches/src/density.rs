@@ -28,6 +28,10 @@ pub const CALLED_AT_MOST: usize = 10_000;
 /// Scrapes of `/metrics` timed at each count.
 const SCRAPES: usize = 5;
 
+/// The quiet spell over which the host's CPU is read once every function
+/// has scaled to zero.
+pub const QUIET: Duration = Duration::from_secs(3);
+
 /// The data folder of this section, emptied at its start so that the first
 /// start really fills the artifact cache (apart from the other sections').
 const DATA_DIR: &str = "density-data";
@@ -60,6 +64,9 @@ pub struct DensityPoint {
     pub metrics_time: Sample,
     /// Cold starts the admin API counted after the traffic.
     pub cold_starts: u64,
+    /// The host's CPU time over [`QUIET`] once every function had scaled
+    /// to zero, as a share of one core.
+    pub rest_cpu: f64,
 }
 
 /// Section 3's results.
@@ -125,9 +132,11 @@ impl Density {
              last start, after one request to each of the first {CALLED_AT_MOST} functions (all \
              answered 200 `Hello, world!`) and a wait until the admin API \
              showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
-             (N − 1). Then `/metrics` is read {SCRAPES} times on the admin port, each on a new \
+             (N − 1). \"CPU at rest\" is the host's CPU time (all its threads) over the {} \
+             of quiet that follow, as a share of one core. Then `/metrics` is read {SCRAPES} times on the admin port, each on a new \
              connection: its size, and the median time from sending the request to the end of \
              the body.\n",
+            format_latency(QUIET),
             match self.cache_fill {
                 Some(fill) => format!(
                     " (filled by a first start, which took {} to `ready:`)",
@@ -149,6 +158,7 @@ impl Density {
             "cold starts counted",
             "RSS after, scaled to zero",
             "per function",
+            "CPU at rest",
             "`/metrics` size",
             "`/metrics` time",
         ]);
@@ -170,6 +180,7 @@ impl Density {
                 format_count(p.cold_starts),
                 format_kib(p.rss_after_kib as f64),
                 per(true),
+                format!("{:.2}%", p.rest_cpu * 100.0),
                 format_kib(p.metrics_bytes as f64 / 1024.0),
                 format_latency_or_dash(p.metrics_time.p50()),
             ]);
@@ -266,6 +277,9 @@ async fn measure_point(
     let mut admin = Admin::new(server.admin()?);
     let listing = admin.wait_scaled_to_zero(DENSITY_POLL, |_| true).await?;
     let rss_after_kib = server.process.rss_kib()?;
+    let before = server.process.cpu_time()?;
+    tokio::time::sleep(QUIET).await;
+    let rest_cpu = (server.process.cpu_time()? - before).as_secs_f64() / QUIET.as_secs_f64();
     ensure!(
         listing.len() == functions,
         "the admin API lists {} functions, not {functions}",
@@ -308,5 +322,6 @@ async fn measure_point(
         cold_starts: listing.iter().map(|f| f.cold_starts).sum(),
         metrics_bytes,
         metrics_time: Sample::new(metrics_time),
+        rest_cpu,
     })
 }

@@ -140,6 +140,14 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         measured: size.map_or_else(not_measured, format_kib),
         verdict: size.map(|kib| at_most(kib, METRICS_KIB, format_kib)),
     });
+    let percent = |share: f64| format!("{:.2}%", share * 100.0);
+    let rest = scrape.map(|p| p.rest_cpu);
+    targets.push(Target {
+        what: format!("host CPU at rest, {at}, all scaled to zero"),
+        goal: format!("≤ {}", percent(AT_REST_CPU)),
+        measured: rest.map_or_else(not_measured, percent),
+        verdict: rest.map(|c| at_most(c, AT_REST_CPU, percent)),
+    });
     let time = scrape.and_then(|p| p.metrics_time.p50());
     targets.push(Target {
         what: format!("`/metrics` time, {at}"),
@@ -195,7 +203,6 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
     }
 
     let host = report.at_rest.functions.first();
-    let percent = |share: f64| format!("{:.2}%", share * 100.0);
     let cpu = host.map(|h| h.cpu_share);
     targets.push(Target {
         what: "host CPU at rest".to_owned(),

@@ -16,8 +16,8 @@ use super::compiler::JobState;
 use super::entry::FunctionEntry;
 
 /// The shortest and longest pause between two sweeps for idle functions.
-/// A sweep reads two atomics per warm function, so even 100,000 functions
-/// cost little.
+/// A sweep reads a few atomics per warm function, and none of a function at
+/// rest.
 const MIN_SWEEP: Duration = Duration::from_millis(10);
 const MAX_SWEEP: Duration = Duration::from_secs(1);
 
@@ -73,25 +73,23 @@ pub(super) fn prewarm(registry: &Arc<Registry>, entry: Arc<FunctionEntry>) {
     });
 }
 
-/// Sweeps the table serving for idle warm functions, until the registry
-/// is gone.
+/// Sweeps the warm functions for idle ones, until the registry is gone;
+/// sleeps while none is warm.
 async fn scale_idle_to_zero(registry: Weak<Registry>) {
     loop {
-        let pause = {
+        let (warm, shortest) = {
             let Some(registry) = registry.upgrade() else {
                 return;
             };
-            let table = registry.table();
-            let mut shortest = MAX_SWEEP * 4;
-            for entry in table.functions().iter().flat_map(|f| f.revisions()) {
-                entry.scale_to_zero_if_idle(registry.clock());
-                shortest = shortest.min(entry.policy().idle_timeout);
-            }
+            let shortest = registry.warm.sweep(registry.clock());
+            (registry.warm.clone(), shortest)
+        };
+        match shortest {
             // A quarter of the shortest idle timeout, so that a function
             // scales to zero within 25% of its timeout.
-            (shortest / 4).clamp(MIN_SWEEP, MAX_SWEEP)
-        };
-        tokio::time::sleep(pause).await;
+            Some(timeout) => tokio::time::sleep((timeout / 4).clamp(MIN_SWEEP, MAX_SWEEP)).await,
+            None => warm.wait_for_one().await,
+        }
     }
 }
 
@@ -100,12 +98,17 @@ async fn scale_idle_to_zero(registry: Weak<Registry>) {
 async fn report_progress(registry: Weak<Registry>) {
     let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
     ticks.tick().await;
+    // The last table whose every component was compiled: not walked again.
+    let mut compiled = None;
     loop {
         ticks.tick().await;
         let Some(registry) = registry.upgrade() else {
             return;
         };
         let table = registry.table();
+        if compiled == Some(table.generation()) {
+            continue;
+        }
         let mut jobs: Vec<_> = table
             .functions()
             .iter()
@@ -127,7 +130,9 @@ async fn report_progress(registry: Weak<Registry>) {
                 JobState::Queued => {}
             }
         }
-        if done < jobs.len() {
+        if done == jobs.len() {
+            compiled = Some(table.generation());
+        } else {
             tracing::info!(
                 done,
                 total = jobs.len(),

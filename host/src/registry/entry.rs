@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -174,6 +174,62 @@ pub struct FunctionEntry {
     /// first request: a function never called holds no series.
     all_metrics: Arc<Metrics>,
     metrics: OnceLock<FunctionMetrics>,
+    /// Where it goes when it warms, for the sweep that scales it to zero.
+    warm_set: Arc<WarmSet>,
+}
+
+/// The functions warm now: the sweep that scales idle functions to zero
+/// walks these, not every function registered, and sleeps while there are
+/// none, so a host of 100,000 functions at rest does no work.
+#[derive(Default)]
+pub(super) struct WarmSet {
+    entries: Mutex<Vec<Weak<FunctionEntry>>>,
+    added: tokio::sync::Notify,
+}
+
+impl WarmSet {
+    /// `entry` has warmed.
+    fn add(&self, entry: &Arc<FunctionEntry>) {
+        self.lock().push(Arc::downgrade(entry));
+        self.added.notify_one();
+    }
+
+    /// Scales the idle ones to zero, and forgets them and those gone from
+    /// the registry. Returns the shortest idle timeout of those still warm,
+    /// `None` if none is.
+    pub(super) fn sweep(&self, clock: &Clock) -> Option<Duration> {
+        let mut entries = std::mem::take(&mut *self.lock());
+        entries.sort_by_key(Weak::as_ptr);
+        entries.dedup_by(|a, b| a.ptr_eq(b));
+        let mut shortest = None::<Duration>;
+        entries.retain(|entry| {
+            let Some(entry) = entry.upgrade() else {
+                return false;
+            };
+            if !entry.is_warm() || entry.policy().min_instances > 0 {
+                return false;
+            }
+            if entry.scale_to_zero_if_idle(clock) {
+                return false;
+            }
+            let timeout = entry.policy().idle_timeout;
+            shortest = Some(shortest.map_or(timeout, |s| s.min(timeout)));
+            true
+        });
+        // Those that warmed during the sweep were added meanwhile.
+        self.lock().append(&mut entries);
+        shortest
+    }
+
+    /// Waits until a function warms (at once if one did since the last
+    /// call).
+    pub(super) async fn wait_for_one(&self) {
+        self.added.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<FunctionEntry>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A function whose component was refused, or could not be warmed.
@@ -194,6 +250,7 @@ impl FunctionEntry {
         job: Arc<CompileJob>,
         output: Arc<OutputLimits>,
         metrics: Arc<Metrics>,
+        warm_set: Arc<WarmSet>,
     ) -> Self {
         Self {
             gate: Gate::new(def.gate),
@@ -208,6 +265,7 @@ impl FunctionEntry {
             cold_starts: AtomicU64::new(0),
             all_metrics: metrics,
             metrics: OnceLock::new(),
+            warm_set,
         }
     }
 
@@ -339,7 +397,7 @@ impl FunctionEntry {
     }
 
     async fn cold_start(
-        &self,
+        self: &Arc<Self>,
         runtime: &Runtime,
         compiler: &Compiler,
     ) -> Result<Arc<Function>, FunctionError> {
@@ -364,6 +422,7 @@ impl FunctionEntry {
             .map_err(|e| unavailable(Arc::new(e)))?;
         let function = Arc::new(function);
         self.warm.store(Some(function.clone()));
+        self.warm_set.add(self);
         let count = self.cold_starts.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics().cold_start(start.elapsed());
         tracing::info!(

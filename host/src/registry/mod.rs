@@ -50,7 +50,7 @@ use arc_swap::ArcSwap;
 use shoal_runtime::{ComponentSource, LoadError, Runtime};
 
 use self::compiler::{Compiler, JobState};
-use self::entry::{FunctionDef, FunctionEntry, FunctionError, Lease, LifeState};
+use self::entry::{FunctionDef, FunctionEntry, FunctionError, Lease, LifeState, WarmSet};
 use self::function::{Function, Share, Source};
 use self::table::{Change, Routed, Table, TableError};
 use crate::admission::{Gate, GateLimits};
@@ -216,6 +216,8 @@ pub struct Registry {
     /// that changes happen one at a time.
     sources: tokio::sync::Mutex<Sources>,
     metrics: Arc<Metrics>,
+    /// The functions warm now.
+    warm: Arc<WarmSet>,
     default_idle_timeout: Duration,
     clock: Clock,
 }
@@ -237,6 +239,7 @@ impl Registry {
             table: ArcSwap::from_pointee(Table::with_events_path(events_path)),
             sources: tokio::sync::Mutex::new(Sources::default()),
             metrics,
+            warm: Arc::default(),
             default_idle_timeout,
             clock: Clock(Instant::now()),
         })
@@ -353,8 +356,13 @@ impl Registry {
                         let output =
                             old.map_or_else(Arc::default, |old| old.primary().output().clone());
                         let job = self.compiler.job(source, Some(&desired.name));
-                        let entry =
-                            Arc::new(FunctionEntry::new(def, job, output, self.metrics.clone()));
+                        let entry = Arc::new(FunctionEntry::new(
+                            def,
+                            job,
+                            output,
+                            self.metrics.clone(),
+                            self.warm.clone(),
+                        ));
                         let replaces_warm = old.is_some_and(|old| old.primary().is_warm());
                         fresh.push((entry.clone(), replaces_warm));
                         entry
