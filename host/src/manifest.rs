@@ -151,8 +151,7 @@ impl Manifest {
     /// anchors relative component paths.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ManifestError> {
         let invalid = |span: Range<usize>, message: String| invalid(file, text, span, message);
-        let raw: RawManifest = toml::from_str(text)
-            .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().to_owned()))?;
+        let raw = RawManifest::parse(text).map_err(|(span, message)| invalid(span, message))?;
 
         if raw.function.is_empty() {
             return Err(invalid(
@@ -285,6 +284,110 @@ struct RawManifest {
     function: Vec<RawFunction<Spanned<FunctionName>>>,
 }
 
+/// Manifests at least this large are parsed in parts, in parallel.
+const PARSE_IN_PARTS: usize = 1 << 20;
+
+impl RawManifest {
+    /// Parses manifest text; an error is its span in `text` and message.
+    ///
+    /// A large manifest (thousands of functions) is cut before some of its
+    /// `[[function]]` lines into parts of about [`PARSE_IN_PARTS`], which
+    /// are parsed on as many threads as there are CPUs, their spans moved
+    /// back to where they are in `text`. It is cut only where that is
+    /// certain to mean the same TOML: nothing but comments before the first
+    /// `[[function]]`, and no multi-line strings anywhere (inside one, a
+    /// `[[function]]` line would not be a table).
+    fn parse(text: &str) -> Result<Self, (Range<usize>, String)> {
+        let parse = |part: &str, offset: usize| {
+            toml::from_str::<Self>(part)
+                .map(|raw| Self {
+                    function: raw
+                        .function
+                        .into_iter()
+                        .map(|f| if offset == 0 { f } else { f.shifted(offset) })
+                        .collect(),
+                })
+                .map_err(|e| {
+                    let span = e.span().unwrap_or(0..0);
+                    (
+                        span.start + offset..span.end + offset,
+                        e.message().to_owned(),
+                    )
+                })
+        };
+        let parts = Self::parts(text);
+        if parts.len() < 2 {
+            return parse(text, 0);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = parts.len().div_ceil(threads);
+        let parsed: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = parts
+                .chunks(per_thread)
+                .map(|mine| {
+                    scope.spawn(move || {
+                        mine.iter()
+                            .map(|&(offset, part)| parse(part, offset))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("the parse does not panic"))
+                .collect()
+        });
+        let mut function = Vec::new();
+        for part in parsed {
+            // The first error in the text is the one reported.
+            function.append(&mut part?.function);
+        }
+        Ok(Self { function })
+    }
+
+    /// `text` cut into parts of about [`PARSE_IN_PARTS`] bytes, each with
+    /// its offset, where that is safe; else `text` whole.
+    fn parts(text: &str) -> Vec<(usize, &str)> {
+        let whole = vec![(0, text)];
+        if text.len() < 2 * PARSE_IN_PARTS || text.contains("\"\"\"") || text.contains("'''") {
+            return whole;
+        }
+        let is_header = |line: &str| {
+            line.trim_start()
+                .strip_prefix("[[function]]")
+                .is_some_and(|rest| {
+                    let rest = rest.trim_start();
+                    rest.is_empty() || rest.starts_with('#')
+                })
+        };
+        let mut cuts = Vec::new();
+        let mut offset = 0;
+        let mut last_cut = None;
+        for line in text.split_inclusive('\n') {
+            if is_header(line) {
+                if last_cut.is_none_or(|last| offset - last >= PARSE_IN_PARTS) {
+                    cuts.push(offset);
+                    last_cut = Some(offset);
+                }
+            } else if last_cut.is_none() {
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    return whole;
+                }
+            }
+            offset += line.len();
+        }
+        let Some(&first) = cuts.first() else {
+            return whole;
+        };
+        cuts.push(text.len());
+        cuts.windows(2)
+            .map(|cut| (cut[0], &text[cut[0]..cut[1]]))
+            .filter(|(at, _)| *at >= first)
+            .collect()
+    }
+}
+
 /// A `[[function]]` table as written; `N` is how its name is given.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,6 +446,70 @@ impl RawBuild {
             workdir: base.join(self.workdir.as_deref().unwrap_or("")),
             watch: self.watch.iter().map(|g| g.get_ref().clone()).collect(),
         })
+    }
+}
+
+impl RawFunction<Spanned<FunctionName>> {
+    /// The same table with every span `by` bytes further on: for a table
+    /// parsed from a part of the manifest that starts there. (Every field is
+    /// named, so that a new one with a span is not forgotten here.)
+    fn shifted(self, by: usize) -> Self {
+        fn moved<T>(spanned: Spanned<T>, by: usize) -> Spanned<T> {
+            let span = spanned.span();
+            Spanned::new(span.start + by..span.end + by, spanned.into_inner())
+        }
+        let Self {
+            name,
+            component,
+            routes,
+            events,
+            env,
+            idle_timeout,
+            min_instances,
+            max_instance_reuse,
+            memory,
+            timeout,
+            max_concurrency,
+            max_queue,
+            queue_timeout,
+            max_body,
+            allowed_outbound_hosts,
+            build,
+        } = self;
+        let routes = routes.map(|routes| {
+            let span = routes.span();
+            let each = routes.into_inner().into_iter().map(|r| moved(r, by));
+            Spanned::new(span.start + by..span.end + by, each.collect())
+        });
+        let build = build.map(
+            |RawBuild {
+                 command,
+                 workdir,
+                 watch,
+             }| RawBuild {
+                command: moved(command, by),
+                workdir,
+                watch: watch.into_iter().map(|w| moved(w, by)).collect(),
+            },
+        );
+        Self {
+            name: moved(name, by),
+            component: moved(component, by),
+            routes,
+            events,
+            env,
+            idle_timeout,
+            min_instances,
+            max_instance_reuse,
+            memory,
+            timeout,
+            max_concurrency,
+            max_queue,
+            queue_timeout,
+            max_body,
+            allowed_outbound_hosts,
+            build,
+        }
     }
 }
 
@@ -631,6 +798,90 @@ env = { GREETING = "hi" }
         assert_eq!(
             f.env.iter().next().map(|(k, v)| (k.as_str(), v.as_str())),
             Some(("GREETING", "hi"))
+        );
+    }
+
+    /// A manifest of `count` functions over 2 MiB, every one with spans in
+    /// its name, component, routes and build.
+    fn large_manifest(count: usize) -> String {
+        let mut text = String::from("# many functions\n\n");
+        for i in 0..count {
+            text.push_str(&format!(
+                "[[function]] # number {i}\nname = \"f{i}\"\ncomponent = \"c{i}.wasm\"\n\
+                 routes = [\"/f{i}\", \"/g{i}/...\"]\nenv = {{ N = \"{i}\" }}\n\
+                 [function.build]\ncommand = \"make {i}\"\nwatch = [\"src/*.c\"]\n\n"
+            ));
+        }
+        assert!(text.len() > 2 * PARSE_IN_PARTS);
+        text
+    }
+
+    /// What a parse found, with every span.
+    fn spans(raw: &RawManifest) -> Vec<String> {
+        raw.function
+            .iter()
+            .map(|f| {
+                let build = f.build.as_ref().expect("every one has a build");
+                format!(
+                    "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    (f.name.span(), f.name.get_ref().as_str()),
+                    (f.component.span(), f.component.get_ref()),
+                    f.routes.as_ref().map(Spanned::span),
+                    f.routes().iter().map(Spanned::span).collect::<Vec<_>>(),
+                    (build.command.span(), build.command.get_ref()),
+                    build.watch.iter().map(Spanned::span).collect::<Vec<_>>(),
+                    f.env,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_manifest_parsed_in_parts_is_what_it_is_whole() {
+        let text = large_manifest(20_000);
+        assert!(RawManifest::parts(&text).len() > 1, "cut into parts");
+        let whole: RawManifest = toml::from_str(&text).unwrap();
+        let in_parts = RawManifest::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(spans(&in_parts), spans(&whole));
+        assert_eq!(parse(&text).unwrap().functions.len(), 20_000);
+    }
+
+    #[test]
+    fn an_error_in_a_later_part_names_its_own_line() {
+        let text = large_manifest(20_000);
+        // A TOML error, and an error found after parsing (a name declared
+        // twice), both far into the file.
+        let broken = text.replace("routes = [\"/f19000\",", "routes = [\"/f19000\" \"/x\",");
+        let whole = toml::from_str::<RawManifest>(&broken).err().unwrap();
+        let line = line_of(&broken, whole.span().unwrap().start);
+        assert!(line > 150_000, "{line}");
+        let error = parse(&broken).unwrap_err();
+        assert!(error.contains(&format!("shoal.toml:{line}:")), "{error}");
+
+        let twice = text.replace("name = \"f19999\"", "name = \"f3\"");
+        let error = parse(&twice).unwrap_err();
+        let line = line_of(
+            &twice,
+            twice.find("name = \"f3\"\ncomponent = \"c19999").unwrap(),
+        );
+        assert!(error.contains(&format!("shoal.toml:{line}:")), "{error}");
+        assert!(error.contains("declared twice"), "{error}");
+    }
+
+    #[test]
+    fn a_manifest_is_cut_only_where_the_cut_cannot_change_its_meaning() {
+        let text = large_manifest(20_000);
+        // In a multi-line string, `[[function]]` is text, not a table.
+        let multi_line = text.replace("N = \"7\"", "N = \"\"\"\n[[function]]\n\"\"\"");
+        assert_eq!(RawManifest::parts(&multi_line).len(), 1);
+        // Something before the first function.
+        let prelude = format!("x = 1\n{text}");
+        assert_eq!(RawManifest::parts(&prelude).len(), 1);
+        assert!(parse(&prelude).unwrap_err().contains("unknown field `x`"));
+        // Small ones are parsed whole.
+        assert_eq!(
+            RawManifest::parts(&large_manifest(20_000)[..100_000]).len(),
+            1
         );
     }
 
