@@ -2,15 +2,19 @@
 //!
 //! Every per-function series is labelled by the function's name only (never
 //! by path), so the number of series is bounded by the manifest. A
-//! function's counters are resolved once, on its first request
-//! ([`FunctionMetrics`]): counting a request is then an atomic add, not a
-//! label lookup, and the thousands of functions a host may register but
-//! never call hold no series. Gauges (requests in flight, waiting, the
+//! function's counters are made on its first request ([`FunctionMetrics`]):
+//! counting a request is then an atomic add, not a label lookup, and the
+//! thousands of functions a host may register but never call hold no
+//! series. They are plain atomics, written out by the host itself at a
+//! scrape (the `prometheus` crate's gather would copy and sort every one of
+//! them first: most of a scrape's time with 10,000 functions called). Gauges (requests in flight, waiting, the
 //! lifecycle) are handed over as a snapshot ([`Gauges`]) when scraped; a
 //! function taken out of the registry has its series removed ([`Metrics::forget`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -233,6 +237,9 @@ impl ChangeOutcome {
 pub struct Metrics {
     registry: PromRegistry,
     per_function: Arc<PerFunction>,
+    /// Every function revision's counters, by name and revision, made on
+    /// its first request.
+    counters: Mutex<BTreeMap<(String, String), Arc<Counters>>>,
     unrouted: IntCounter,
     in_flight: IntGaugeVec,
     waiting: IntGaugeVec,
@@ -249,7 +256,7 @@ pub struct Metrics {
 
 /// One function revision's counters; cloning is one reference count.
 ///
-/// Its series are made on first use, so a function shows only what
+/// A counter is shown once it is above zero, so a function shows only what
 /// happened to it (a GET-only function has no request-bytes series, one
 /// never refused has no rejection series), and its histograms exist only
 /// while it is warm (see [`FunctionMetrics::cool_down`]).
@@ -261,12 +268,14 @@ struct Counters {
     revision: String,
     series: Arc<PerFunction>,
     /// Responses by status class, as [`CLASSES`].
-    responses: [OnceLock<IntCounter>; 6],
-    cold_starts: OnceLock<IntCounter>,
-    rejections: [OnceLock<IntCounter>; 4],
-    failures: [OnceLock<IntCounter>; 4],
-    request_bytes: OnceLock<IntCounter>,
-    response_bytes: OnceLock<IntCounter>,
+    responses: [AtomicU64; 6],
+    cold_starts: AtomicU64,
+    /// Refusals, as [`RejectReason::ALL`].
+    rejections: [AtomicU64; 4],
+    /// Failures, as [`FailureKind::ALL`].
+    failures: [AtomicU64; 4],
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
     /// The histograms, while the function is warm.
     warm: ArcSwapOption<WarmSeries>,
 }
@@ -277,16 +286,10 @@ struct WarmSeries {
     cold_start_duration: Histogram,
 }
 
-/// The metrics with a series per function revision.
+/// The histograms with a series per warm function revision.
 struct PerFunction {
-    requests: IntCounterVec,
     duration: HistogramVec,
-    cold_starts: IntCounterVec,
     cold_start_duration: HistogramVec,
-    rejections: IntCounterVec,
-    failures: [IntCounterVec; 4],
-    request_bytes: IntCounterVec,
-    response_bytes: IntCounterVec,
     /// Every request's duration, whichever function: the histogram that
     /// stays when functions scale to zero.
     all_durations: Histogram,
@@ -388,46 +391,17 @@ impl Metrics {
             metric
         };
         let per_function = Arc::new(PerFunction {
-            requests: counter(
-                "shoal_requests_total",
-                "Requests answered, by function and status class (2xx, 4xx, 5xx...).",
-                &["function", "revision", "class"],
-            ),
             duration: histogram(
                 "shoal_request_duration_seconds",
                 "Time from a request's arrival to the end of its response body, per function \
                  while it is warm (its series go when it scales to zero).",
                 &DURATION_BUCKETS,
             ),
-            cold_starts: counter(
-                "shoal_cold_starts_total",
-                "Cold starts (a function warmed for a request).",
-                &["function", "revision"],
-            ),
             cold_start_duration: histogram(
                 "shoal_cold_start_duration_seconds",
                 "Time to warm a function: map its artifact and link it (and wait for its \
                  compile), per function while it is warm.",
                 &COLD_START_BUCKETS,
-            ),
-            rejections: counter(
-                "shoal_rejections_total",
-                "Requests refused before running: queue_full, queue_timeout, host_overloaded, body_too_large.",
-                &["function", "revision", "reason"],
-            ),
-            failures: FailureKind::ALL.map(|kind| {
-                let (name, help) = kind.metric();
-                counter(name, help, &["function", "revision"])
-            }),
-            request_bytes: counter(
-                "shoal_request_bytes_total",
-                "Request body bytes received.",
-                &["function", "revision"],
-            ),
-            response_bytes: counter(
-                "shoal_response_bytes_total",
-                "Response body bytes sent.",
-                &["function", "revision"],
             ),
             all_durations: plain_histogram(
                 "shoal_host_request_duration_seconds",
@@ -443,6 +417,7 @@ impl Metrics {
 
         Self {
             per_function,
+            counters: Mutex::default(),
             unrouted,
             in_flight: gauge(
                 "shoal_instances_in_flight",
@@ -490,20 +465,32 @@ impl Metrics {
     }
 
     /// The counters of `revision` (empty for a manifest function) of
-    /// function `name`; they make their series as they are first used.
+    /// function `name` (the same ones for every call with these names).
     pub fn function(&self, name: &str, revision: &str) -> FunctionMetrics {
-        FunctionMetrics(Arc::new(Counters {
-            name: name.to_owned(),
-            revision: revision.to_owned(),
-            series: self.per_function.clone(),
-            responses: Default::default(),
-            cold_starts: OnceLock::new(),
-            rejections: Default::default(),
-            failures: Default::default(),
-            request_bytes: OnceLock::new(),
-            response_bytes: OnceLock::new(),
-            warm: ArcSwapOption::empty(),
-        }))
+        let mut functions = self.lock_counters();
+        let counters = functions
+            .entry((name.to_owned(), revision.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(Counters {
+                    name: name.to_owned(),
+                    revision: revision.to_owned(),
+                    series: self.per_function.clone(),
+                    responses: Default::default(),
+                    cold_starts: AtomicU64::new(0),
+                    rejections: Default::default(),
+                    failures: Default::default(),
+                    request_bytes: AtomicU64::new(0),
+                    response_bytes: AtomicU64::new(0),
+                    warm: ArcSwapOption::empty(),
+                })
+            });
+        FunctionMetrics(counters.clone())
+    }
+
+    fn lock_counters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Arc<Counters>>> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes every series of `revision` of function `name` (no longer
@@ -512,26 +499,8 @@ impl Metrics {
     pub fn forget(&self, name: &str, revision: &str) {
         let labels = [name, revision];
         let series = &self.per_function;
-        for class in CLASSES {
-            let _ = series
-                .requests
-                .remove_label_values(&[name, revision, class]);
-        }
-        for reason in RejectReason::ALL {
-            let _ = series
-                .rejections
-                .remove_label_values(&[name, revision, reason.label()]);
-        }
-        for vec in [
-            &series.cold_starts,
-            &series.request_bytes,
-            &series.response_bytes,
-        ]
-        .into_iter()
-        .chain(&series.failures)
-        {
-            let _ = vec.remove_label_values(&labels);
-        }
+        self.lock_counters()
+            .remove(&(name.to_owned(), revision.to_owned()));
         for vec in [&series.duration, &series.cold_start_duration] {
             let _ = vec.remove_label_values(&labels);
         }
@@ -633,7 +602,97 @@ impl Metrics {
         TextEncoder::new()
             .encode(&families, &mut text)
             .expect("text encoding cannot fail");
-        String::from_utf8(text).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(text).expect("the text format is UTF-8");
+        self.render_counters(&mut text);
+        text
+    }
+
+    /// Writes every function's counters above zero, a family at a time.
+    fn render_counters(&self, out: &mut String) {
+        let functions = self.lock_counters();
+        let functions: Vec<&Counters> = functions.values().map(|c| &**c).collect();
+        let mut family =
+            |name: &str,
+             help: &str,
+             label: Option<&str>,
+             values: &dyn Fn(&Counters) -> Vec<(&'static str, u64)>| {
+                let mut header = false;
+                for counters in &functions {
+                    for (value_label, value) in values(counters) {
+                        if value == 0 {
+                            continue;
+                        }
+                        if !header {
+                            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+                            header = true;
+                        }
+                        let (function, revision) = (&counters.name, &counters.revision);
+                        // Labels in the order of their names, as Prometheus
+                        // writes them.
+                        let _ = match label {
+                            Some(label) if label < "function" => writeln!(
+                                out,
+                                "{name}{{{label}=\"{value_label}\",function=\"{function}\",revision=\"{revision}\"}} {value}"
+                            ),
+                            Some(label) => writeln!(
+                                out,
+                                "{name}{{function=\"{function}\",{label}=\"{value_label}\",revision=\"{revision}\"}} {value}"
+                            ),
+                            None => writeln!(
+                                out,
+                                "{name}{{function=\"{function}\",revision=\"{revision}\"}} {value}"
+                            ),
+                        };
+                    }
+                }
+            };
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        family(
+            "shoal_requests_total",
+            "Requests answered, by function and status class (2xx, 4xx, 5xx...).",
+            Some("class"),
+            &|c| {
+                CLASSES
+                    .iter()
+                    .zip(&c.responses)
+                    .map(|(class, n)| (*class, read(n)))
+                    .collect()
+            },
+        );
+        family(
+            "shoal_cold_starts_total",
+            "Cold starts (a function warmed for a request).",
+            None,
+            &|c| vec![("", read(&c.cold_starts))],
+        );
+        family(
+            "shoal_rejections_total",
+            "Requests refused before running: queue_full, queue_timeout, host_overloaded, body_too_large.",
+            Some("reason"),
+            &|c| {
+                RejectReason::ALL
+                    .iter()
+                    .zip(&c.rejections)
+                    .map(|(reason, n)| (reason.label(), read(n)))
+                    .collect()
+            },
+        );
+        for (at, kind) in FailureKind::ALL.into_iter().enumerate() {
+            let (name, help) = kind.metric();
+            family(name, help, None, &|c| vec![("", read(&c.failures[at]))]);
+        }
+        family(
+            "shoal_request_bytes_total",
+            "Request body bytes received.",
+            None,
+            &|c| vec![("", read(&c.request_bytes))],
+        );
+        family(
+            "shoal_response_bytes_total",
+            "Response body bytes sent.",
+            None,
+            &|c| vec![("", read(&c.response_bytes))],
+        );
     }
 }
 
@@ -678,9 +737,7 @@ impl FunctionMetrics {
     pub fn response(&self, status: Option<u16>, elapsed: Duration) {
         let class = status.map_or(0, |status| usize::from(status / 100).clamp(1, 5));
         let counters = &*self.0;
-        counters.responses[class]
-            .get_or_init(|| counters.labelled(&counters.series.requests, CLASSES[class]))
-            .inc();
+        counters.responses[class].fetch_add(1, Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
         counters.series.all_durations.observe(seconds);
         if let Some(warm) = &*counters.warm.load() {
@@ -692,10 +749,7 @@ impl FunctionMetrics {
     /// now on, and has its histograms again.
     pub fn cold_start(&self, elapsed: Duration) {
         let counters = &*self.0;
-        counters
-            .cold_starts
-            .get_or_init(|| counters.own(&counters.series.cold_starts))
-            .inc();
+        counters.cold_starts.fetch_add(1, Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
         counters.series.all_cold_starts.observe(seconds);
         let labels = [counters.name.as_str(), counters.revision.as_str()];
@@ -732,54 +786,23 @@ impl FunctionMetrics {
     /// Counts a request refused before it ran.
     pub fn rejected(&self, reason: RejectReason) {
         let at = RejectReason::ALL.iter().position(|r| *r == reason);
-        let counters = &*self.0;
-        counters.rejections[at.expect("ALL holds every reason")]
-            .get_or_init(|| counters.labelled(&counters.series.rejections, reason.label()))
-            .inc();
+        self.0.rejections[at.expect("ALL holds every reason")].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed request.
     pub fn failed(&self, kind: FailureKind) {
         let at = FailureKind::ALL.iter().position(|k| *k == kind);
-        let at = at.expect("ALL holds every kind");
-        let counters = &*self.0;
-        counters.failures[at]
-            .get_or_init(|| counters.own(&counters.series.failures[at]))
-            .inc();
+        self.0.failures[at.expect("ALL holds every kind")].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts request body bytes.
     pub fn request_bytes(&self, bytes: u64) {
-        if bytes > 0 {
-            let counters = &*self.0;
-            counters
-                .request_bytes
-                .get_or_init(|| counters.own(&counters.series.request_bytes))
-                .inc_by(bytes);
-        }
+        self.0.request_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts response body bytes.
     pub fn response_bytes(&self, bytes: u64) {
-        if bytes > 0 {
-            let counters = &*self.0;
-            counters
-                .response_bytes
-                .get_or_init(|| counters.own(&counters.series.response_bytes))
-                .inc_by(bytes);
-        }
-    }
-}
-
-impl Counters {
-    /// This function revision's series of `vec`.
-    fn own(&self, vec: &IntCounterVec) -> IntCounter {
-        vec.with_label_values(&[self.name.as_str(), self.revision.as_str()])
-    }
-
-    /// This function revision's series of `vec` with one more label.
-    fn labelled(&self, vec: &IntCounterVec, value: &str) -> IntCounter {
-        vec.with_label_values(&[self.name.as_str(), self.revision.as_str(), value])
+        self.0.response_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -805,6 +828,37 @@ mod tests {
             text.contains(r#"shoal_guest_output_dropped_bytes_total{function="f"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_function_has_one_set_of_counters_until_it_is_forgotten() {
+        let metrics = Metrics::new();
+        // Two entries of one function revision (one replacing the other)
+        // count into the same series.
+        metrics
+            .function("f", "r1")
+            .rejected(RejectReason::QueueFull);
+        metrics
+            .function("f", "r1")
+            .rejected(RejectReason::QueueFull);
+        metrics.function("f", "r1").failed(FailureKind::Timeout);
+        metrics.function("g", "").request_bytes(5);
+        let text = metrics.render(&Gauges::default());
+        let series = r#"shoal_rejections_total{function="f",reason="queue_full",revision="r1"} 2"#;
+        assert!(text.contains(series), "{text}");
+        assert!(text.contains(r#"shoal_timeouts_total{function="f",revision="r1"} 1"#));
+        assert!(text.contains(r#"shoal_request_bytes_total{function="g",revision=""} 5"#));
+        assert_eq!(
+            text.matches("# TYPE shoal_rejections_total counter")
+                .count(),
+            1
+        );
+        assert!(!text.contains("shoal_traps_total"), "no traps, no family");
+
+        metrics.forget("f", "r1");
+        let text = metrics.render(&Gauges::default());
+        assert!(!text.contains(r#"function="f""#), "{text}");
+        assert!(text.contains(r#"shoal_request_bytes_total{function="g",revision=""} 5"#));
     }
 
     #[test]
