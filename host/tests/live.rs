@@ -264,6 +264,13 @@ async fn sighup_moves_a_route_and_removes_a_function_once_its_requests_end() {
         "b's series stayed"
     );
     assert!(metrics.keys().any(|k| k.contains("function=\"a\"")));
+    // a was changed (its routes), not removed: its counters went on across
+    // both changes (one answer before them, one after).
+    assert_eq!(
+        metrics.get(r#"shoal_requests_total{class="2xx",function="a",revision=""}"#),
+        Some(&2.0),
+        "{metrics:?}"
+    );
 }
 
 /// The process's open descriptors.

@@ -427,22 +427,23 @@ impl Registry {
     }
 
     /// Swaps `next` in, and forgets the series of the revisions it no
-    /// longer serves.
+    /// longer serves. A revision replaced by one of the same function and
+    /// revision name (a changed definition) keeps its series: the new one
+    /// counts on in them, and may already have (a replacement is warmed
+    /// before it is published).
     fn publish(&self, next: Table<Function>) {
         let previous = self.table.swap(Arc::new(next));
-        let serving: HashSet<*const FunctionEntry> = self
-            .table
-            .load()
+        let table = self.table.load();
+        let serving: HashSet<(&str, &str)> = table
             .functions()
             .iter()
-            .flat_map(|f| f.revisions().iter().map(Arc::as_ptr))
+            .flat_map(|f| f.revisions())
+            .map(|entry| (entry.name().as_str(), entry.revision_label()))
             .collect();
-        for function in previous.functions() {
-            for entry in function.revisions() {
-                if !serving.contains(&Arc::as_ptr(entry)) {
-                    self.metrics
-                        .forget(entry.name().as_str(), entry.revision_label());
-                }
+        for entry in previous.functions().iter().flat_map(|f| f.revisions()) {
+            let labels = (entry.name().as_str(), entry.revision_label());
+            if !serving.contains(&labels) {
+                self.metrics.forget(labels.0, labels.1);
             }
         }
     }
