@@ -33,8 +33,12 @@ const METRICS_TIME: Duration = Duration::from_millis(100);
 /// The concurrency the throughput targets are set at.
 const THROUGHPUT_CONNECTIONS: usize = 16;
 
-/// Fresh instance per request, over native hyper.
+/// Fresh instance per request with the default flags (the access log
+/// on), over native hyper.
 const FRESH_RATIO: f64 = 0.3;
+
+/// Fresh instance per request with `--log-level warn`, over native hyper.
+const FRESH_QUIET_RATIO: f64 = 0.35;
 
 /// Instance reuse, over native hyper.
 const REUSE_RATIO: f64 = 0.5;
@@ -164,9 +168,16 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         (
             Subject::Host {
                 reuse: None,
-                quiet: true,
+                quiet: false,
             },
             FRESH_RATIO,
+        ),
+        (
+            Subject::Host {
+                reuse: None,
+                quiet: true,
+            },
+            FRESH_QUIET_RATIO,
         ),
         (
             Subject::Host {
