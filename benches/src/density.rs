@@ -132,10 +132,10 @@ impl Density {
              last start, after one request to each of the first {CALLED_AT_MOST} functions (all \
              answered 200 `Hello, world!`) and a wait until the admin API \
              showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
-             (N − 1). \"CPU at rest\" is the host's CPU time (all its threads) over the {} \
-             of quiet that follow, as a share of one core. Then `/metrics` is read {SCRAPES} times on the admin port, each on a new \
-             connection: its size, and the median time from sending the request to the end of \
-             the body.\n",
+             (N − 1). \"CPU at rest\" is the host's CPU time (all its threads) over the \
+             {} of quiet that follow, as a share of one core. Then `/metrics` is read \
+             {SCRAPES} times on the admin port, each on a new connection: its size, and the \
+             median time from sending the request to the end of the body.\n",
             format_latency(QUIET),
             match self.cache_fill {
                 Some(fill) => format!(

@@ -284,7 +284,8 @@ struct RawManifest {
     function: Vec<RawFunction<Spanned<FunctionName>>>,
 }
 
-/// Manifests at least this large are parsed in parts, in parallel.
+/// The size of the parts a large manifest is parsed in, in parallel; one
+/// under twice this size is parsed whole.
 const PARSE_IN_PARTS: usize = 1 << 20;
 
 impl RawManifest {

@@ -7,9 +7,10 @@
 //! thousands of functions a host may register but never call hold no
 //! series. They are plain atomics, written out by the host itself at a
 //! scrape (the `prometheus` crate's gather would copy and sort every one of
-//! them first: most of a scrape's time with 10,000 functions called). Gauges (requests in flight, waiting, the
-//! lifecycle) are handed over as a snapshot ([`Gauges`]) when scraped; a
-//! function taken out of the registry has its series removed ([`Metrics::forget`]).
+//! them first: most of a scrape's time with 10,000 functions called).
+//! Gauges (requests in flight, waiting, the lifecycle) are handed over as a
+//! snapshot ([`Gauges`]) when scraped; a function taken out of the registry
+//! has its series removed ([`Metrics::forget`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
