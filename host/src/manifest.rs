@@ -452,64 +452,46 @@ impl RawBuild {
 
 impl RawFunction<Spanned<FunctionName>> {
     /// The same table with every span `by` bytes further on: for a table
-    /// parsed from a part of the manifest that starts there. (Every field is
-    /// named, so that a new one with a span is not forgotten here.)
+    /// parsed from a part of the manifest that starts there.
     fn shifted(self, by: usize) -> Self {
         fn moved<T>(spanned: Spanned<T>, by: usize) -> Spanned<T> {
             let span = spanned.span();
             Spanned::new(span.start + by..span.end + by, spanned.into_inner())
         }
+        // Names every field: a new one does not compile until it is named
+        // here, and shifted below if it holds a span (the rest go by `..self`).
         let Self {
-            name,
-            component,
-            routes,
-            events,
-            env,
-            idle_timeout,
-            min_instances,
-            max_instance_reuse,
-            memory,
-            timeout,
-            max_concurrency,
-            max_queue,
-            queue_timeout,
-            max_body,
-            allowed_outbound_hosts,
-            build,
-        } = self;
-        let routes = routes.map(|routes| {
-            let span = routes.span();
-            let each = routes.into_inner().into_iter().map(|r| moved(r, by));
-            Spanned::new(span.start + by..span.end + by, each.collect())
-        });
-        let build = build.map(
-            |RawBuild {
-                 command,
-                 workdir,
-                 watch,
-             }| RawBuild {
-                command: moved(command, by),
-                workdir,
-                watch: watch.into_iter().map(|w| moved(w, by)).collect(),
-            },
-        );
+            name: _,
+            component: _,
+            routes: _,
+            build: _,
+            events: _,
+            env: _,
+            idle_timeout: _,
+            min_instances: _,
+            max_instance_reuse: _,
+            memory: _,
+            timeout: _,
+            max_concurrency: _,
+            max_queue: _,
+            queue_timeout: _,
+            max_body: _,
+            allowed_outbound_hosts: _,
+        } = &self;
         Self {
-            name: moved(name, by),
-            component: moved(component, by),
-            routes,
-            events,
-            env,
-            idle_timeout,
-            min_instances,
-            max_instance_reuse,
-            memory,
-            timeout,
-            max_concurrency,
-            max_queue,
-            queue_timeout,
-            max_body,
-            allowed_outbound_hosts,
-            build,
+            name: moved(self.name, by),
+            component: moved(self.component, by),
+            routes: self.routes.map(|routes| {
+                let span = routes.span();
+                let each = routes.into_inner().into_iter().map(|r| moved(r, by));
+                Spanned::new(span.start + by..span.end + by, each.collect())
+            }),
+            build: self.build.map(|build| RawBuild {
+                command: moved(build.command, by),
+                watch: build.watch.into_iter().map(|w| moved(w, by)).collect(),
+                ..build
+            }),
+            ..self
         }
     }
 }
