@@ -3,10 +3,10 @@
 //! lines) goes to stdout instead.
 //!
 //! Lines are written by a thread of their own, through a queue of
-//! [`LOG_QUEUE_LINES`]: whoever logs (a request, a guest's output) never
-//! waits on stderr. If stderr stops being read (a stalled pipe, a collector
-//! gone), the queue fills and further lines are dropped and counted
-//! ([`dropped_lines`]) rather than stopping the host.
+//! [`LOG_QUEUE_LINES`] ([`super::log_writer`]): whoever logs (a request, a
+//! guest's output) never waits on stderr. If stderr stops being read (a
+//! stalled pipe, a collector gone), the queue fills and further lines are
+//! dropped and counted rather than stopping the host.
 //!
 //! Every request runs in a `request` span carrying its id, method, path,
 //! function, matched route, and, once known, its status and duration; the
@@ -18,21 +18,13 @@
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+pub use super::log_writer::dropped_lines;
+use super::log_writer::{Guard, LogWriter};
 
 /// Lines waiting for the log writer at most; past it, lines are dropped.
 pub const LOG_QUEUE_LINES: usize = 16_384;
-
-/// The count of lines dropped, once logging is set up.
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
-
-/// Log lines dropped so far because stderr could not keep up.
-pub fn dropped_lines() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
-}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,19 +49,14 @@ impl LogFormat {
 /// Installs the global subscriber with the given filter and format, and the
 /// OTLP trace export if the environment asks for it (see [`super::traces`]).
 /// Lines still queued are written when the returned guard is dropped.
-pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<WorkerGuard> {
+pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Guard> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}`"))?;
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("log-writer")
-        .finish(std::io::stderr());
-    let _ = DROPPED.set(writer.error_counter());
+    let (writer, guard) = LogWriter::start(std::io::stderr(), LOG_QUEUE_LINES);
     // Writing a log line can fail (stderr closed by whoever read it);
     // reporting that on stderr would panic the task that logged.
     let lines = tracing_subscriber::fmt::layer()

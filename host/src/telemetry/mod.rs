@@ -1,7 +1,8 @@
-//! Telemetry: logs ([`logs`]), panics logged like other errors
+//! Telemetry: logs ([`logs`], written by [`log_writer`]), panics logged like other errors
 //! ([`panics`]), Prometheus metrics ([`metrics`]) and OpenTelemetry trace
 //! export ([`traces`]).
 
+mod log_writer;
 pub mod logs;
 pub mod metrics;
 pub mod panics;
