@@ -132,7 +132,8 @@ impl Density {
              last start, after one request to each of the first {CALLED_AT_MOST} functions (all \
              answered 200 `Hello, world!`) and a wait until the admin API \
              showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
-             (N − 1). \"CPU at rest\" is the host's CPU time (all its threads) over the \
+             (N − 1). \"CPU at rest\" is the host's CPU time (all its threads, to the nanosecond from \
+             their `schedstat`) over the \
              {} of quiet that follow, as a share of one core. Then `/metrics` is read \
              {SCRAPES} times on the admin port, each on a new connection: its size, and the \
              median time from sending the request to the end of the body.\n",
@@ -277,9 +278,10 @@ async fn measure_point(
     let mut admin = Admin::new(server.admin()?);
     let listing = admin.wait_scaled_to_zero(DENSITY_POLL, |_| true).await?;
     let rss_after_kib = server.process.rss_kib()?;
-    let before = server.process.cpu_time()?;
+    let before = server.process.thread_times()?;
     tokio::time::sleep(QUIET).await;
-    let rest_cpu = (server.process.cpu_time()? - before).as_secs_f64() / QUIET.as_secs_f64();
+    let rest_cpu =
+        server.process.thread_times()?.since(&before).as_secs_f64() / QUIET.as_secs_f64();
     ensure!(
         listing.len() == functions,
         "the admin API lists {} functions, not {functions}",

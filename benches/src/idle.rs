@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use crate::client;
 use crate::manifest::{Function, Manifest};
 use crate::plan::{Plan, SERVER_CPU};
+use crate::proc_stats::ThreadTimes;
 use crate::report::{Table, format_latency_or_dash};
 use crate::section::Section;
 use crate::servers::{HELLO_BODY, Paths, Server};
@@ -80,11 +81,11 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>
         client::get(server.addr, "/").await?.expect(HELLO_BODY)?;
     }
     for round in 0..rounds {
-        let before: Vec<(Duration, u64)> = servers
+        let before: Vec<(ThreadTimes, u64)> = servers
             .iter()
             .map(|(server, _)| {
                 Ok((
-                    server.process.cpu_time()?,
+                    server.process.thread_times()?,
                     context_switches(server.process.pid())?,
                 ))
             })
@@ -93,7 +94,7 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>
         for ((server, _), (tally, (cpu, switches))) in
             servers.iter().zip(tallies.iter_mut().zip(before))
         {
-            tally.cpu += server.process.cpu_time()?.saturating_sub(cpu);
+            tally.cpu += server.process.thread_times()?.since(&cpu);
             tally.switches += context_switches(server.process.pid())?.saturating_sub(switches);
             tally.quiet += QUIET;
         }
@@ -158,7 +159,8 @@ impl AtRest {
             out,
             "The host (default flags, the Rust hello) and native hyper, side by side on CPU \
              {SERVER_CPU}, each having answered one request. In each round both stay quiet for \
-             {} s, while the harness reads their CPU time and context switches (all threads), \
+             {} s, while the harness reads their CPU time (each thread's `schedstat`, to the \
+             nanosecond) and context switches (all threads), \
              then each answers one request on a new connection, timed to its first byte (the \
              order alternates).\n",
             QUIET.as_secs()
