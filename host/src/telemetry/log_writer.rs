@@ -21,6 +21,9 @@ use std::time::Duration;
 /// How long the writing thread lets lines gather after a write.
 const GATHER: Duration = Duration::from_millis(1);
 
+/// The room the queue keeps once written; a burst's more is given back.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
 /// How long dropping the [`Guard`] waits for queued lines to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -124,6 +127,8 @@ impl Shared {
             // there is nowhere to say so.
             let _ = output.write_all(&batch).and_then(|()| output.flush());
             batch.clear();
+            // The two buffers take turns as the queue.
+            batch.shrink_to(KEPT_CAPACITY);
             std::thread::sleep(GATHER);
         }
     }
@@ -197,6 +202,13 @@ mod tests {
         writer.write_all(line.as_bytes()).unwrap();
     }
 
+    /// Waits until the writing thread has taken what is queued.
+    fn wait_taken(writer: &LogWriter) {
+        while !writer.shared.lock().bytes.is_empty() {
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_is_dropped() {
         let output = Output::default();
@@ -217,9 +229,7 @@ mod tests {
         let (writer, guard) = LogWriter::start(output.clone(), 100);
         log(&writer, "first\n");
         // The thread takes the first line, then waits in its write.
-        while !writer.shared.lock().bytes.is_empty() {
-            std::thread::yield_now();
-        }
+        wait_taken(&writer);
         for i in 0..20 {
             log(&writer, &format!("line {i}\n"));
         }
@@ -235,14 +245,34 @@ mod tests {
     }
 
     #[test]
+    fn the_room_a_burst_took_is_given_back_once_written() {
+        let output = Output::default();
+        let held = output.held.lock().unwrap();
+        let (writer, guard) = LogWriter::start(output.clone(), 10_000);
+        log(&writer, "first\n");
+        wait_taken(&writer);
+        let line = format!("{}\n", "x".repeat(1023));
+        for _ in 0..1000 {
+            log(&writer, &line);
+        }
+        assert!(writer.shared.lock().bytes.capacity() >= 1000 * 1024);
+        drop(held);
+        // The burst is taken; the next line goes to the other buffer, and
+        // once that is taken, the burst's buffer is the queue again.
+        wait_taken(&writer);
+        log(&writer, "quiet\n");
+        wait_taken(&writer);
+        assert!(writer.shared.lock().bytes.capacity() <= KEPT_CAPACITY);
+        drop(guard);
+    }
+
+    #[test]
     fn a_stalled_output_drops_lines_past_the_queue_and_counts_them() {
         let output = Output::default();
         let held = output.held.lock().unwrap();
         let (writer, guard) = LogWriter::start(output.clone(), 10);
         log(&writer, "first\n");
-        while !writer.shared.lock().bytes.is_empty() {
-            std::thread::yield_now();
-        }
+        wait_taken(&writer);
         let before = dropped_lines();
         // The queue holds 10: those are kept, the 5 past them dropped,
         // and logging never waits for the output.
