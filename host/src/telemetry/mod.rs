@@ -1,6 +1,6 @@
-//! Telemetry: logs ([`logs`], written by [`log_writer`]), panics logged like other errors
-//! ([`panics`]), Prometheus metrics ([`metrics`]) and OpenTelemetry trace
-//! export ([`traces`]).
+//! Telemetry: logs ([`logs`], written by [`log_writer`]), panics logged
+//! like other errors ([`panics`]), Prometheus metrics ([`metrics`]) and
+//! OpenTelemetry trace export ([`traces`]).
 
 mod log_writer;
 pub mod logs;
