@@ -35,7 +35,6 @@
 //! The accept loop never dies on one bad connection: an accept error (out of
 //! file descriptors, say) is logged and retried after a pause.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -222,18 +221,20 @@ async fn connection<H: Handler>(
             let request_in_flight = activity.begin();
             async move {
                 let response = handler.handle(request).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, request_in_flight)))
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _in_flight: request_in_flight,
+                }))
             }
         }
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
-    let mut finished = Finished::default();
     let mut asked_to_close = false;
     let mut deadline = activity.start + timeout;
     loop {
         tokio::select! {
-            ended = std::future::poll_fn(|cx| finished.poll(connection.as_mut(), cx)) => {
+            ended = connection.as_mut() => {
                 if let Err(error) = ended {
                     tracing::debug!(error, "connection ended with an error");
                 }
@@ -319,44 +320,9 @@ impl Drop for RequestInFlight {
 
 /// A response body that keeps its request counted as in flight until the
 /// body is done (or dropped: the client went away).
-///
-/// hyper drops a body as soon as it has taken the last frame, before it
-/// writes the response out; the request's record (its access line, its
-/// metrics) and its place are let go there. While its connection task polls
-/// the connection ([`Finished::poll`]), the drop is put off until that poll
-/// is over, so the answer leaves first and the access line is written after
-/// it. Elsewhere (an HTTP/2 stream's own task) it happens at once.
-struct Tracked(Option<Finishing>);
-
-/// What a response holds until its body is done.
-struct Finishing {
+struct Tracked {
     body: HostBody,
     _in_flight: RequestInFlight,
-}
-
-impl Tracked {
-    fn new(body: HostBody, in_flight: RequestInFlight) -> Self {
-        Self(Some(Finishing {
-            body,
-            _in_flight: in_flight,
-        }))
-    }
-
-    fn body(&self) -> &HostBody {
-        &self
-            .0
-            .as_ref()
-            .expect("a body is only taken when dropped")
-            .body
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if let Some(finishing) = self.0.take() {
-            Finished::put_off(finishing);
-        }
-    }
 }
 
 impl Body for Tracked {
@@ -367,63 +333,15 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let finishing = self.0.as_mut().expect("a body is only taken when dropped");
-        Pin::new(&mut finishing.body).poll_frame(cx)
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body().is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body().size_hint()
-    }
-}
-
-thread_local! {
-    /// The responses finished during the connection poll under way on this
-    /// thread, if one is.
-    static FINISHED: RefCell<Option<Vec<Finishing>>> = const { RefCell::new(None) };
-}
-
-/// Responses whose bodies finished while their connection was polled,
-/// dropped once the poll is over; one per connection task, reused.
-#[derive(Default)]
-struct Finished(Vec<Finishing>);
-
-impl Finished {
-    /// Polls `connection`, dropping the responses it finishes afterwards.
-    fn poll<F: Future>(
-        &mut self,
-        connection: Pin<&mut F>,
-        cx: &mut Context<'_>,
-    ) -> Poll<F::Output> {
-        /// Takes the responses back even if the poll panics.
-        struct Scope<'a>(&'a mut Vec<Finishing>);
-        impl Drop for Scope<'_> {
-            fn drop(&mut self) {
-                if let Some(finished) = FINISHED.with(|cell| cell.borrow_mut().take()) {
-                    *self.0 = finished;
-                }
-                self.0.clear();
-            }
-        }
-        FINISHED.with(|cell| *cell.borrow_mut() = Some(std::mem::take(&mut self.0)));
-        let _scope = Scope(&mut self.0);
-        connection.poll(cx)
-    }
-
-    /// Keeps `finishing` until the poll under way ends, or drops it now if
-    /// none is.
-    fn put_off(finishing: Finishing) {
-        let kept = FINISHED.with(|cell| match cell.borrow_mut().as_mut() {
-            Some(finished) => {
-                finished.push(finishing);
-                None
-            }
-            None => Some(finishing),
-        });
-        drop(kept);
+        self.body.size_hint()
     }
 }
 
@@ -440,35 +358,5 @@ pub fn reserved_port(port: u16) -> Option<&'static str> {
         8008 | 8012 | 8013 | 8022 | 8112 | 9090 | 9091 => Some("Knative's queue-proxy"),
         15000..=15090 => Some("Istio's sidecar"),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_response_finished_while_its_connection_is_polled_is_let_go_after_the_poll() {
-        let activity = Arc::new(Activity::new());
-        let in_flight = || activity.in_flight.load(Ordering::Relaxed);
-        let mut finished = Finished::default();
-        let mut while_polled = None;
-        let connection = std::future::poll_fn(|_| {
-            drop(Tracked::new(HostBody::text("done"), activity.begin()));
-            while_polled = Some(in_flight());
-            Poll::Ready(())
-        });
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(
-            finished
-                .poll(std::pin::pin!(connection), &mut cx)
-                .is_ready()
-        );
-        assert_eq!(while_polled, Some(1), "still held during the poll");
-        assert_eq!(in_flight(), 0, "let go once the poll is over");
-
-        // Outside a connection's poll (an HTTP/2 stream's task), at once.
-        drop(Tracked::new(HostBody::text("done"), activity.begin()));
-        assert_eq!(in_flight(), 0);
     }
 }
