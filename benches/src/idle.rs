@@ -11,12 +11,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use crate::client;
 use crate::manifest::{Function, Manifest};
 use crate::plan::{Plan, SERVER_CPU};
-use crate::proc_stats::ThreadTimes;
+use crate::proc_stats::{self, ThreadTimes};
 use crate::report::{Table, format_latency_or_dash};
 use crate::section::Section;
 use crate::servers::{HELLO_BODY, Paths, Server};
@@ -121,13 +119,8 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>
 
 /// Voluntary and involuntary context switches of every thread of `pid`.
 fn context_switches(pid: u32) -> anyhow::Result<u64> {
-    let tasks = format!("/proc/{pid}/task");
     let mut total = 0;
-    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
-        // A thread may end between the listing and the read.
-        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
-            continue;
-        };
+    for (_, status) in proc_stats::thread_files(pid, "status")? {
         total += status
             .lines()
             .filter_map(|line| {

@@ -51,17 +51,8 @@ pub struct ThreadTimes(BTreeMap<u32, Duration>);
 impl ThreadTimes {
     /// Reads the threads of process `pid`.
     pub fn read(pid: u32) -> anyhow::Result<Self> {
-        let tasks = format!("/proc/{pid}/task");
         let mut times = BTreeMap::new();
-        for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
-            let task = task?;
-            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-                continue;
-            };
-            // A thread may end between the listing and the read.
-            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
+        for (tid, schedstat) in thread_files(pid, "schedstat")? {
             let nanos: u64 = schedstat
                 .split_whitespace()
                 .next()
@@ -80,6 +71,23 @@ impl ThreadTimes {
             .map(|(tid, now)| now.saturating_sub(earlier.0.get(tid).copied().unwrap_or_default()))
             .sum()
     }
+}
+
+/// The file `name` of each live thread of process `pid`, by thread id; a
+/// thread that ends between the listing and the read is left out.
+pub fn thread_files(pid: u32, name: &str) -> anyhow::Result<Vec<(u32, String)>> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut files = Vec::new();
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
+        let task = task?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(task.path().join(name)) {
+            files.push((tid, text));
+        }
+    }
+    Ok(files)
 }
 
 /// Busy and total time of every CPU since boot, from `/proc/stat`.
