@@ -381,3 +381,72 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
     assert_eq!(host.get("/reused?trap").await.0, 500);
     assert_eq!(host.get("/reused").await, (200, "1\n".to_owned()));
 }
+
+/// Functions the memory test warms: enough that what the host holds for
+/// them (a few KiB each) stands well above its other changes of RSS.
+const MANY_FUNCTIONS: usize = 2_000;
+
+#[tokio::test]
+async fn once_every_function_has_scaled_to_zero_their_memory_goes_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = example("hello");
+    let definitions: String = (0..MANY_FUNCTIONS)
+        .map(|i| {
+            format!(
+                "[[function]]\nname = \"f{i}\"\ncomponent = {hello:?}\nroutes = [\"/f{i}\"]\n\
+                 idle_timeout = \"3s\"\n"
+            )
+        })
+        .collect();
+    let manifest = write(dir.path(), "shoal.toml", definitions);
+    let host = Host::start(&manifest);
+    let compiled = Instant::now();
+    while host.status().await["compiled"] != true {
+        assert!(
+            compiled.elapsed() < Duration::from_secs(60),
+            "never compiled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = host.memory_kib("VmRSS");
+
+    // Every function warm at once: eight clients share them out.
+    let client = http1();
+    let clients = (0..8).map(|first| {
+        let (client, host) = (client.clone(), &host);
+        async move {
+            for i in (first..MANY_FUNCTIONS).step_by(8) {
+                let answer = client
+                    .get(host.url(&format!("/f{i}")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 200, "/f{i}");
+            }
+        }
+    });
+    futures::future::join_all(clients).await;
+    let warm = host.memory_kib("VmRSS");
+    let grown = warm.saturating_sub(ready);
+    assert!(
+        grown > 4_096,
+        "warming {MANY_FUNCTIONS} functions grew RSS by only {grown} KiB: too little to tell"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host.functions().await.iter().any(|f| f["state"] == "warm") {
+        assert!(Instant::now() < deadline, "never all scaled to zero");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The allocator alone would give it back over about ten seconds.
+    let scaled = Instant::now();
+    let mut rss = host.memory_kib("VmRSS");
+    while rss > ready + grown / 2 && scaled.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rss = host.memory_kib("VmRSS");
+    }
+    assert!(
+        rss <= ready + grown / 2,
+        "RSS {rss} KiB a second after scaling to zero: {ready} KiB ready, {warm} KiB warm"
+    );
+}

@@ -1,5 +1,6 @@
-//! The registry's work beside the requests: scaling idle functions to zero,
-//! reporting long compiles, and warming functions kept warm.
+//! The registry's work beside the requests: scaling idle functions to zero
+//! (and giving their memory back once none is warm), reporting long
+//! compiles, and warming functions kept warm.
 //!
 //! Each task holds a weak reference to the registry and reads the table
 //! serving at the time, so it follows every change and ends with the
@@ -76,6 +77,8 @@ pub(super) fn prewarm(registry: &Arc<Registry>, entry: Arc<FunctionEntry>) {
 /// Sweeps the warm functions for idle ones, until the registry is gone;
 /// sleeps while none is warm.
 async fn scale_idle_to_zero(registry: Weak<Registry>) {
+    // Whether the last sweep left a function warm.
+    let mut some_warm = false;
     loop {
         let (warm, shortest) = {
             let Some(registry) = registry.upgrade() else {
@@ -87,8 +90,19 @@ async fn scale_idle_to_zero(registry: Weak<Registry>) {
         match shortest {
             // A quarter of the shortest idle timeout, so that a function
             // scales to zero within 25% of its timeout.
-            Some(timeout) => tokio::time::sleep((timeout / 4).clamp(MIN_SWEEP, MAX_SWEEP)).await,
-            None => warm.wait_for_one().await,
+            Some(timeout) => {
+                some_warm = true;
+                tokio::time::sleep((timeout / 4).clamp(MIN_SWEEP, MAX_SWEEP)).await;
+            }
+            None => {
+                // The last one scaled to zero: the memory its instances
+                // used goes back now, rather than over the allocator's
+                // decay, which would keep a thread waking in an idle host.
+                if std::mem::take(&mut some_warm) {
+                    crate::memory::release_freed();
+                }
+                warm.wait_for_one().await;
+            }
         }
     }
 }
