@@ -126,7 +126,7 @@ impl Density {
             "The Rust `hello.wasm` registered N times (`f0`…`f<N-1>`, routes `/f<i>`, \
              `idle_timeout = \"{DENSITY_IDLE_TIMEOUT}\"`), one component file, so one compiled \
              artifact shared by all. `host` pinned to CPU {SERVER_CPU}, with a warm artifact \
-             cache{}. Times run from spawning the process to reading its line; medians over \
+             cache{cache_fill}. Times run from spawning the process to reading its line; medians over \
              the starts shown (the host's own figure is the `elapsed_ms` of its `ready:` \
              line). RSS is `VmRSS`: once ready and listening (median over the starts), then, in the \
              last start, after one request to each of the first {CALLED_AT_MOST} functions (all \
@@ -134,11 +134,11 @@ impl Density {
              showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
              (N − 1). \"CPU at rest\" is the host's CPU time (all its threads, to the nanosecond from \
              their `schedstat`) over the \
-             {} of quiet that follow, as a share of one core. Then `/metrics` is read \
+             {quiet} of quiet that follow, as a share of one core. Then `/metrics` is read \
              {SCRAPES} times on the admin port, each on a new connection: its size, and the \
              median time from sending the request to the end of the body.\n",
-            format_latency(QUIET),
-            match self.cache_fill {
+            quiet = format_latency(QUIET),
+            cache_fill = match self.cache_fill {
                 Some(fill) => format!(
                     " (filled by a first start, which took {} to `ready:`)",
                     format_latency(fill)
