@@ -26,13 +26,14 @@
 //! [`RoutePattern`], [`EnvName`]); unknown fields are errors. Every error
 //! names the file, the line and column, and the field.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -161,7 +162,7 @@ impl Manifest {
         }
 
         let base = file.parent().unwrap_or(Path::new(""));
-        let mut names: HashMap<&FunctionName, usize> = HashMap::new();
+        let mut names: HashMap<&FunctionName, usize> = HashMap::with_capacity(raw.function.len());
         let mut functions = Vec::with_capacity(raw.function.len());
         for decl in &raw.function {
             if let Some(&first) = names.get(decl.name.get_ref()) {

@@ -9,7 +9,7 @@
 //! The table is built as a whole and checked for conflicts; a lookup costs
 //! time linear in the path's length, whatever the path.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::collections::hash_map::Entry;
 use std::fmt;
 

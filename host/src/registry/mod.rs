@@ -40,7 +40,7 @@ pub mod entry;
 pub mod function;
 pub mod table;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -323,7 +323,7 @@ impl Registry {
         sources: &Sources,
     ) -> Result<PlannedTable, ChangeError> {
         let all: Vec<&Desired> = sources.manifest.iter().chain(&sources.deployed).collect();
-        let mut names = HashSet::new();
+        let mut names = HashSet::with_capacity(all.len());
         for desired in &all {
             if !names.insert(&desired.name) {
                 return Err(ChangeError::NameTaken(desired.name.clone()));

@@ -7,7 +7,7 @@
 //! check failed. Requests load the current table once and keep what they
 //! found, so a swap never pulls a function from under a request.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use crate::events::{DEFAULT_EVENTS_PATH, Trigger, TriggerConflict, Triggers};
