@@ -9,10 +9,10 @@
 //! The table is built as a whole and checked for conflicts; a lookup costs
 //! time linear in the path's length, whatever the path.
 
-use foldhash::{HashMap, HashMapExt};
 use std::collections::hash_map::Entry;
 use std::fmt;
 
+use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 
 /// The suffix that makes a route a wildcard.

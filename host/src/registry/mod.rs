@@ -40,13 +40,13 @@ pub mod entry;
 pub mod function;
 pub mod table;
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use shoal_runtime::{ComponentSource, LoadError, Runtime};
 
 use self::compiler::{Compiler, JobState};

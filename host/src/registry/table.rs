@@ -7,8 +7,9 @@
 //! check failed. Requests load the current table once and keep what they
 //! found, so a swap never pulls a function from under a request.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::events::{DEFAULT_EVENTS_PATH, Trigger, TriggerConflict, Triggers};
 use crate::manifest::FunctionName;
