@@ -609,9 +609,10 @@ impl Metrics {
     }
 
     /// Writes every function's counters above zero, a family at a time.
+    /// The lock is held only to copy the list: a function's first request,
+    /// which adds its counters, never waits for a scrape to be written.
     fn render_counters(&self, out: &mut String) {
-        let functions = self.lock_counters();
-        let functions: Vec<&Counters> = functions.values().map(|c| &**c).collect();
+        let functions: Vec<Arc<Counters>> = self.lock_counters().values().cloned().collect();
         let mut family =
             |name: &str,
              help: &str,
