@@ -2,7 +2,7 @@
 //!
 //! The `host` binary allocates with jemalloc (`main.rs`). Its background
 //! thread returns freed pages gradually, over about ten seconds of decay,
-//! waking several times a second meanwhile. That is right while requests
+//! waking again and again meanwhile. That is right while requests
 //! flow, since the pages are likely reused. But once the last warm function
 //! has scaled to zero, nothing will reuse them soon, and the trickle is the
 //! only work left in an idle host: [`release_freed`] returns them in one
