@@ -4,8 +4,8 @@
 //! thread returns freed pages gradually, over about ten seconds of decay,
 //! waking again and again meanwhile. That is right while requests
 //! flow, since the pages are likely reused. But once the last warm function
-//! has scaled to zero, nothing will reuse them soon, and the trickle is the
-//! only work left in an idle host: [`release_freed`] returns them in one
+//! has scaled to zero, nothing will reuse them soon, and the trickle is most
+//! of the work left in an idle host: [`release_freed`] returns them in one
 //! call instead, after which the allocator's thread sleeps like the rest.
 
 use std::ptr;
