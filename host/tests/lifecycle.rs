@@ -400,14 +400,7 @@ async fn once_every_function_has_scaled_to_zero_their_memory_goes_back_at_once()
         .collect();
     let manifest = write(dir.path(), "shoal.toml", definitions);
     let host = Host::start(&manifest);
-    let compiled = Instant::now();
-    while host.status().await["compiled"] != true {
-        assert!(
-            compiled.elapsed() < Duration::from_secs(60),
-            "never compiled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    host.wait_compiled().await;
     let ready = host.memory_kib("VmRSS");
 
     // Every function warm at once: eight clients share them out.

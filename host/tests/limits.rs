@@ -161,14 +161,7 @@ async fn a_spinning_guest_does_not_hold_up_other_requests() {
     );
     let host = Host::start(&manifest);
     // Compiling is not what this measures: wait for it to end.
-    let compiled = Instant::now();
-    while host.status().await["compiled"] != true {
-        assert!(
-            compiled.elapsed() < Duration::from_secs(60),
-            "never compiled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    host.wait_compiled().await;
     // More spinners than the host has threads: each must yield in turn.
     let spinners: Vec<_> = (0..4)
         .map(|_| tokio::spawn(send(http1().get(host.url("/spin?forever")))))

@@ -293,6 +293,19 @@ impl Host {
         response.json().await.unwrap()
     }
 
+    /// Waits (60 s at most) until the admin API says every component is
+    /// compiled.
+    pub async fn wait_compiled(&self) {
+        let started = Instant::now();
+        while self.status().await["compiled"] != true {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "never compiled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The host's metrics (`GET /metrics`), keyed by `name{labels}`.
     pub async fn metrics(&self) -> HashMap<String, f64> {
         let url = format!("http://{}/metrics", self.admin);
