@@ -373,6 +373,45 @@ async fn a_huge_response_streams_with_bounded_memory_and_an_abandoned_one_is_sto
     assert_eq!(get(&host, "/huge?mb=1").await.status, 200);
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_no_instance_past_the_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[
+            (
+                "huge",
+                &guest("huge-response"),
+                &["/huge"],
+                &["timeout = \"1s\""],
+            ),
+            ("slow", &guest("slow"), &["/slow"], &[]),
+        ],
+    );
+    // One instance in the whole host: while a guest holds it, no other
+    // request runs.
+    let host = Host::start_with(&manifest, dir.path(), &["--max-instances", "1"], &[]).unwrap();
+    assert_eq!(get(&host, "/slow?ms=1").await.status, 200);
+
+    // A client asks for 1 GiB, reads the head, then neither reads nor
+    // closes: the guest blocks on a full socket.
+    let mut silent = std::net::TcpStream::connect(host.addr).unwrap();
+    write!(silent, "GET /huge?mb=1024 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 64];
+    silent.read_exact(&mut head).unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+
+    // Its timeout stops the guest all the same, and the instance is free
+    // for another function while the socket stays open.
+    let start = Instant::now();
+    let answer = get(&host, "/slow?ms=1").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    drop(silent);
+}
+
 /// A host serving `slow` (and `hello` beside it) with extra `host run` flags.
 fn host_with(args: &[&str]) -> (Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -6,11 +6,12 @@
 //! A request then only creates a store, instantiates into a pooled slot and
 //! calls the handler.
 //!
-//! The guest runs in its own task so that it can keep writing the response
-//! body after it has handed the response head to the host. The response
-//! body therefore ends only when the guest has returned: if the guest traps
-//! half-way through a body, the body ends with an error (the client sees a
-//! cut connection, not a short body that looks complete).
+//! The request's own task runs the guest until the response head is ready.
+//! A guest that has not returned by then (it is still writing its body)
+//! goes on in a task of its own. The response body ends only when the guest
+//! has returned: if the guest traps half-way through a body, the body ends
+//! with an error (the client sees a cut connection, not a short body that
+//! looks complete).
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
 
@@ -154,7 +155,7 @@ impl Function {
             }
             None => (self.new_store(request_id, trace_headers, deadline), None, 0),
         };
-        let (response_tx, response_rx) = oneshot::channel();
+        let (response_tx, mut response_rx) = oneshot::channel();
         let mut http = store.data_mut().http();
         let request = http
             .new_incoming_request(Scheme::Http, request)
@@ -197,7 +198,7 @@ impl Function {
         // From instantiation (which may run the guest's start code) to its
         // end, deadlines must be enforced.
         let running = self.epoch.running();
-        let guest = tokio::spawn(
+        let mut guest = GuestTask::Inline(Box::pin(
             async move {
                 // The instance (owned by `run_guest`) is gone by the end of
                 // this statement.
@@ -207,20 +208,32 @@ impl Function {
                 outcome
             }
             .in_current_span(),
-        );
-        let mut guest = GuestTask(guest);
+        ));
 
-        let answered = response_rx.await;
+        // The guest runs until it answers; `Err` if it ended without.
+        let answered = std::future::poll_fn(|cx| {
+            let ended = guest.poll_run(cx).is_ready();
+            match response_rx.poll_unpin(cx) {
+                Poll::Ready(Ok(answer)) => Poll::Ready(Ok(answer)),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(())),
+                Poll::Pending if ended => Poll::Ready(Err(())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
         // Whatever the guest made of a body cut off at the limit, the answer
         // is 413 (unless its response head was already on its way).
         if body_exceeded.load(Ordering::Relaxed) {
             return Err(HandleError::BodyTooLarge(self.limits.max_body));
         }
         match answered {
-            Ok(Ok(response)) => Ok(response.map(|body| GuestBody {
-                body,
-                guest: Some(guest),
-            })),
+            Ok(Ok(response)) => {
+                guest.detach();
+                Ok(response.map(|body| GuestBody {
+                    body,
+                    guest: Some(guest),
+                }))
+            }
             Ok(Err(code)) => Err(HandleError::GuestError(code)),
             // The guest dropped the outparam: it returned or failed first.
             Err(_) => match (&mut guest).await {
@@ -282,25 +295,61 @@ fn classify(
     }
 }
 
-/// The task running the guest; yields the guest's outcome.
-struct GuestTask(tokio::task::JoinHandle<Result<(), GuestFailure>>);
+/// The guest's run. It starts in the request's own task, which drives it
+/// until the response head is ready: by then most guests have written their
+/// body and returned, and no task is spawned for them. A guest still running
+/// then goes on in a task of its own, so that it keeps to its deadline even
+/// while nobody reads its body. Dropping it stops the guest.
+enum GuestTask {
+    Inline(Pin<Box<dyn Future<Output = Result<(), GuestFailure>> + Send>>),
+    Detached(Detached),
+    Ended(Option<Result<(), GuestFailure>>),
+}
+
+impl GuestTask {
+    /// Runs the guest until it waits or ends; ready once it has ended.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let outcome = match self {
+            Self::Inline(run) => ready!(run.poll_unpin(cx)),
+            Self::Detached(Detached(task)) => match ready!(task.poll_unpin(cx)) {
+                Ok(outcome) => outcome,
+                Err(join_error) => Err(GuestFailure::Trap(wasmtime::Error::msg(format!(
+                    "the guest task failed: {join_error}"
+                )))),
+            },
+            Self::Ended(_) => return Poll::Ready(()),
+        };
+        *self = Self::Ended(Some(outcome));
+        Poll::Ready(())
+    }
+
+    /// Hands a guest that has not ended to a task of its own.
+    fn detach(&mut self) {
+        if let Self::Inline(_) = self
+            && let Self::Inline(run) = std::mem::replace(self, Self::Ended(None))
+        {
+            *self = Self::Detached(Detached(tokio::spawn(run)));
+        }
+    }
+}
 
 impl Future for GuestTask {
     type Output = Result<(), GuestFailure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.0.poll_unpin(cx)) {
-            Ok(outcome) => outcome,
-            Err(join_error) => Err(GuestFailure::Trap(wasmtime::Error::msg(format!(
-                "the guest task failed: {join_error}"
-            )))),
-        })
+        ready!(self.poll_run(cx));
+        match &mut *self {
+            Self::Ended(outcome) => Poll::Ready(outcome.take().unwrap_or(Ok(()))),
+            Self::Inline(_) | Self::Detached(_) => unreachable!("the guest has ended"),
+        }
     }
 }
 
-impl Drop for GuestTask {
+/// A guest's own task, stopped when dropped (the client went away).
+struct Detached(tokio::task::JoinHandle<Result<(), GuestFailure>>);
+
+impl Drop for Detached {
     fn drop(&mut self) {
-        // The client went away: stop the guest rather than let it run on.
         self.0.abort();
     }
 }
