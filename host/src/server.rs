@@ -12,7 +12,8 @@
 //! ```text
 //!  accepted ──first request within T──▶ serving ◀──▶ idle ──T without a request──▶ closed
 //!     │                                    │
-//!     └──nothing, or half a head, for T────┴──(HTTP/2) a PING unanswered for T──▶ closed
+//!     │                                    ├──(HTTP/2) a PING unanswered for T──▶ closed
+//!     └──nothing, or half a head, for T────┴──a response left unread for T──▶ closed
 //! ```
 //!
 //! - Before its first request a connection has only the timer: one that
@@ -23,14 +24,19 @@
 //! - HTTP/2 connections are PINGed every `T`; one whose peer does not answer
 //!   within `T` is closed, so a peer gone silent with streams open cannot
 //!   hold its place either.
+//! - A client that takes nothing more of a response for `T` (its socket
+//!   stays full) is closed within `2T`: the response is dropped, and with
+//!   it the guest and the places it held. A slow reader that keeps taking
+//!   bytes is served to the end.
 //! - On shutdown the listener closes first; every connection is asked to
 //!   close (HTTP/1.1 once its request in flight is answered, HTTP/2 with
 //!   GOAWAY), and one with nothing in flight is closed `T` later whatever
 //!   its peer does. Requests in flight get until the drain timeout.
 //!
 //! A watchdog task per connection enforces this. It reads the connection's
-//! activity (requests in flight, when it last went idle) only when a
-//! deadline passes, so requests pay one atomic increment and decrement.
+//! activity (requests in flight, when it last went idle, since when a write
+//! has waited) only when a deadline passes, so requests pay one atomic
+//! increment and decrement, and a write that must wait one more store.
 //!
 //! The accept loop never dies on one bad connection: an accept error (out of
 //! file descriptors, say) is logged and retried after a pause.
@@ -48,6 +54,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -228,6 +235,10 @@ async fn connection<H: Handler>(
             }
         }
     });
+    let stream = Watched {
+        stream,
+        activity: activity.clone(),
+    };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut asked_to_close = false;
@@ -247,9 +258,15 @@ async fn connection<H: Handler>(
             }
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
+                let waiting_since = activity.write_waiting_since();
+                if waiting_since.is_some_and(|since| since + timeout <= now) {
+                    tracing::debug!("the client read nothing for {timeout:?}; closing");
+                    return;
+                }
                 match activity.idle_since() {
-                    // Busy: look again in a while.
-                    None => deadline = now + timeout,
+                    // Busy: look again in a while, or when a write that
+                    // waits has waited for a whole timeout.
+                    None => deadline = waiting_since.unwrap_or(now) + timeout,
                     Some(idle_since) if idle_since + timeout > now => {
                         deadline = idle_since + timeout;
                     }
@@ -268,14 +285,17 @@ async fn connection<H: Handler>(
     }
 }
 
-/// What the watchdog of one connection reads: requests in flight, and when
-/// the last of them ended.
+/// What the watchdog of one connection reads: requests in flight, when the
+/// last of them ended, and since when a write has waited for the client.
 struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     requests: AtomicU64,
     /// Milliseconds after `start` at which the connection last went idle.
     idle_since_ms: AtomicU64,
+    /// One more than the milliseconds after `start` at which a write began
+    /// to wait for room in the socket; 0 while writes do not wait.
+    write_waiting_ms: AtomicU64,
 }
 
 impl Activity {
@@ -285,6 +305,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            write_waiting_ms: AtomicU64::new(0),
         }
     }
 
@@ -297,6 +318,28 @@ impl Activity {
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Since when a write has waited for the client to read, if one does.
+    fn write_waiting_since(&self) -> Option<Instant> {
+        match self.write_waiting_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.start + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// Notes whether the last write waited (`Pending`) or went through.
+    fn wrote<T>(&self, written: Poll<T>) -> Poll<T> {
+        let waiting = self.write_waiting_ms.load(Ordering::Relaxed) != 0;
+        match written {
+            Poll::Pending if !waiting => {
+                let ms = self.start.elapsed().as_millis() as u64;
+                self.write_waiting_ms.store(ms + 1, Ordering::Relaxed);
+            }
+            Poll::Ready(_) if waiting => self.write_waiting_ms.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+        written
     }
 
     /// When the connection went idle, if it is.
@@ -315,6 +358,54 @@ impl Drop for RequestInFlight {
         let now = activity.start.elapsed().as_millis() as u64;
         activity.idle_since_ms.store(now, Ordering::Relaxed);
         activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's socket, telling its [`Activity`] when writes wait.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.wrote(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -178,6 +178,83 @@ async fn idle_and_silent_http2_peers_are_closed_and_do_not_hold_shutdown() {
     );
 }
 
+/// Reads an HTTP/1.0 answer (its body unframed, ended by the close) to its
+/// end, pausing `pause` after every MiB; the body's length.
+fn read_slowly(stream: &mut TcpStream, pause: Duration) -> usize {
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut next_pause = 1 << 20;
+    loop {
+        match stream.read(&mut buf).unwrap() {
+            0 => break,
+            n => answer.extend_from_slice(&buf[..n]),
+        }
+        if answer.len() >= next_pause {
+            std::thread::sleep(pause);
+            next_pause += 1 << 20;
+        }
+    }
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        answer.starts_with(b"HTTP/1.0 200"),
+        "{:?}",
+        &answer[..head_end]
+    );
+    answer.len() - head_end
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_is_served_and_one_that_stops_reading_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[(
+            "huge",
+            &guest("huge-response"),
+            &["/huge"],
+            &["max_concurrency = 1", "timeout = \"60s\""],
+        )],
+    );
+    let host =
+        Host::start_with(&manifest, dir.path(), &["--header-read-timeout", "1s"], &[]).unwrap();
+
+    // Taking a MiB, then nothing for 600 ms, and so on: within the timeout,
+    // served to the end.
+    let mut slow = TcpStream::connect(host.addr).unwrap();
+    write!(slow, "GET /huge?mb=4 HTTP/1.0\r\n\r\n").unwrap();
+    let received =
+        tokio::task::spawn_blocking(move || read_slowly(&mut slow, Duration::from_millis(600)))
+            .await
+            .unwrap();
+    assert_eq!(received, 4 << 20);
+
+    // Taking the head of 1 GiB, then nothing: closed, and the function's
+    // only place goes to the next request.
+    let mut silent = TcpStream::connect(host.addr).unwrap();
+    write!(silent, "GET /huge?mb=1024 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 64];
+    silent.read_exact(&mut head).unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let start = Instant::now();
+    let next = http1().get(host.url("/huge?mb=1")).send().await.unwrap();
+    assert_eq!(
+        next.status(),
+        200,
+        "{}",
+        next.text().await.unwrap_or_default()
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "the next request waited {waited:?}"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)).is_some(),
+        "the silent reader's connection is still open"
+    );
+    println!("slow reader served 4 MiB; the next request waited {waited:?} behind a silent one");
+}
+
 /// Sends `request` with a client that gives up after `patience`; true if
 /// it gave up.
 async fn gives_up(request: reqwest::RequestBuilder) -> bool {

@@ -116,8 +116,9 @@ pub struct RunArgs {
     max_connections: usize,
 
     /// How long a client may take to send a request's headers before it is
-    /// disconnected, and how long a connection may stay without a request
-    /// (HTTP/2 peers are also PINGed this often, and closed if silent).
+    /// disconnected, how long a connection may stay without a request
+    /// (HTTP/2 peers are also PINGed this often, and closed if silent), and
+    /// how long a client may take nothing of a response it is sent.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: Duration,
 
