@@ -6,7 +6,9 @@
 //! round after round, both stay quiet for [`QUIET`], during which the
 //! harness reads each one's CPU time and context switches (all threads,
 //! from `/proc`), and then each gets one request on a new connection, timed
-//! to its first byte; the order alternates between rounds.
+//! to its first byte; the order alternates between rounds. After [`PAUSE`]
+//! more, each gets one more request the same way: what the first request
+//! after a quiet spell costs beyond it is what the quiet spell itself undid.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -23,6 +25,9 @@ use crate::stats::Sample;
 /// How long both servers stay quiet before each round's requests.
 pub const QUIET: Duration = Duration::from_secs(3);
 
+/// The short pause before each round's second request.
+pub const PAUSE: Duration = Duration::from_millis(20);
+
 /// One server at rest.
 #[derive(Debug, Clone)]
 pub struct ServerAtRest {
@@ -34,6 +39,8 @@ pub struct ServerAtRest {
     pub wakeups_per_second: f64,
     /// Time to first byte of each first request after a quiet spell.
     pub first_byte: Sample,
+    /// Time to first byte of each request [`PAUSE`] after another.
+    pub after_pause: Sample,
 }
 
 /// Section 6's results: the host, then native hyper.
@@ -51,6 +58,7 @@ struct Tally {
     switches: u64,
     quiet: Duration,
     first_bytes: Vec<Duration>,
+    after_pause: Vec<Duration>,
 }
 
 async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>> {
@@ -73,6 +81,7 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>
             switches: 0,
             quiet: Duration::ZERO,
             first_bytes: Vec::new(),
+            after_pause: Vec::new(),
         })
         .collect();
     for (server, _) in servers {
@@ -100,10 +109,16 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>
         if round % 2 == 1 {
             order.reverse();
         }
-        for i in order {
+        for &i in &order {
             let answer = client::get(servers[i].0.addr, "/").await?;
             answer.expect(HELLO_BODY)?;
             tallies[i].first_bytes.push(answer.first_byte);
+        }
+        for &i in &order {
+            tokio::time::sleep(PAUSE).await;
+            let answer = client::get(servers[i].0.addr, "/").await?;
+            answer.expect(HELLO_BODY)?;
+            tallies[i].after_pause.push(answer.first_byte);
         }
     }
     Ok(tallies
@@ -113,6 +128,7 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>
             cpu_share: tally.cpu.as_secs_f64() / tally.quiet.as_secs_f64(),
             wakeups_per_second: tally.switches as f64 / tally.quiet.as_secs_f64(),
             first_byte: Sample::new(tally.first_bytes),
+            after_pause: Sample::new(tally.after_pause),
         })
         .collect())
 }
@@ -137,11 +153,20 @@ fn context_switches(pid: u32) -> anyhow::Result<u64> {
 impl AtRest {
     /// The host's first-byte p50 after quiet over native hyper's.
     pub fn wake_ratio(&self) -> Option<f64> {
+        self.host_over_native(|server| &server.first_byte)
+    }
+
+    /// The host's first-byte p50 after [`PAUSE`] over native hyper's.
+    pub fn pause_ratio(&self) -> Option<f64> {
+        self.host_over_native(|server| &server.after_pause)
+    }
+
+    fn host_over_native(&self, sample: impl Fn(&ServerAtRest) -> &Sample) -> Option<f64> {
         let [host, native] = self.functions.as_slice() else {
             return None;
         };
-        let host = host.first_byte.p50()?.as_secs_f64();
-        let native = native.first_byte.p50()?.as_secs_f64();
+        let host = sample(host).p50()?.as_secs_f64();
+        let native = sample(native).p50()?.as_secs_f64();
         (native > 0.0).then(|| host / native)
     }
 
@@ -155,8 +180,9 @@ impl AtRest {
              {} s, while the harness reads their CPU time (each thread's `schedstat`, to the \
              nanosecond) and context switches (all threads), \
              then each answers one request on a new connection, timed to its first byte (the \
-             order alternates).\n",
-            QUIET.as_secs()
+             order alternates), and {} ms later one more the same way.\n",
+            QUIET.as_secs(),
+            PAUSE.as_millis()
         );
         if let Some(failure) = self.failure_line() {
             let _ = writeln!(out, "{failure}");
@@ -169,6 +195,7 @@ impl AtRest {
             "requests after quiet",
             "first byte p50",
             "first byte max",
+            "p50 after a pause",
         ]);
         for server in &self.functions {
             table.row(vec![
@@ -178,13 +205,16 @@ impl AtRest {
                 server.first_byte.len().to_string(),
                 format_latency_or_dash(server.first_byte.p50()),
                 format_latency_or_dash(server.first_byte.max()),
+                format_latency_or_dash(server.after_pause.p50()),
             ]);
         }
         out.push_str(&table.render());
-        if let Some(ratio) = self.wake_ratio() {
+        if let (Some(quiet), Some(pause)) = (self.wake_ratio(), self.pause_ratio()) {
             let _ = writeln!(
                 out,
-                "\nFirst byte after quiet, p50: the host takes {ratio:.2}× native hyper's.\n"
+                "\nFirst byte, p50: after quiet the host takes {quiet:.2}× native hyper's; \
+                 after a pause of {} ms, {pause:.2}×.\n",
+                PAUSE.as_millis()
             );
         }
         out
