@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
+use super::json_fields::JsonSpanFields;
 pub use super::log_writer::dropped_lines;
 use super::log_writer::{Guard, LogWriter};
 
@@ -72,6 +73,7 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Guard> {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(JsonSpanFields)
             .with_filter(filter)
             .boxed(),
     };

@@ -1,7 +1,9 @@
-//! Telemetry: logs ([`logs`], written by [`log_writer`]), panics logged
-//! like other errors ([`panics`]), Prometheus metrics ([`metrics`]) and
-//! OpenTelemetry trace export ([`traces`]).
+//! Telemetry: logs ([`logs`], written by [`log_writer`], span fields in
+//! JSON by [`json_fields`]), panics logged like other errors ([`panics`]),
+//! Prometheus metrics ([`metrics`]) and OpenTelemetry trace export
+//! ([`traces`]).
 
+mod json_fields;
 mod log_writer;
 pub mod logs;
 pub mod metrics;
