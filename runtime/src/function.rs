@@ -235,8 +235,9 @@ impl Function {
                 }))
             }
             Ok(Err(code)) => Err(HandleError::GuestError(code)),
-            // The guest dropped the outparam: it returned or failed first.
-            Err(_) => match (&mut guest).await {
+            // The guest dropped the outparam, or ended without setting it:
+            // it returned or failed first.
+            Err(()) => match (&mut guest).await {
                 Ok(()) => Err(HandleError::NoResponse),
                 Err(failure) => Err(HandleError::Failed(failure)),
             },
