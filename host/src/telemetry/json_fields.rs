@@ -68,13 +68,13 @@ impl Entries {
     fn entry(&mut self, field: &Field, value: impl serde::Serialize) {
         let name = field.name();
         let name = name.strip_prefix("r#").unwrap_or(name);
-        if !self.0.is_empty() {
-            self.0.push(',');
-        }
-        // Writing JSON into a `String` fails only if `value` cannot be
-        // serialised, which no type below does.
+        // Serialising fails only for a value that cannot be serialised,
+        // which no type below is; such a pair would be left out whole.
         if let (Ok(name), Ok(value)) = (serde_json::to_string(name), serde_json::to_string(&value))
         {
+            if !self.0.is_empty() {
+                self.0.push(',');
+            }
             let _ = write!(self.0, "{name}:{value}");
         }
     }
