@@ -218,12 +218,12 @@ async fn a_slow_reader_is_served_and_one_that_stops_reading_is_closed() {
     let host =
         Host::start_with(&manifest, dir.path(), &["--header-read-timeout", "1s"], &[]).unwrap();
 
-    // Taking a MiB, then nothing for 600 ms, and so on: within the timeout,
+    // Taking a MiB, then nothing for 400 ms, and so on: within the timeout,
     // served to the end.
     let mut slow = TcpStream::connect(host.addr).unwrap();
     write!(slow, "GET /huge?mb=4 HTTP/1.0\r\n\r\n").unwrap();
     let received =
-        tokio::task::spawn_blocking(move || read_slowly(&mut slow, Duration::from_millis(600)))
+        tokio::task::spawn_blocking(move || read_slowly(&mut slow, Duration::from_millis(400)))
             .await
             .unwrap();
     assert_eq!(received, 4 << 20);
