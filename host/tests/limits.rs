@@ -375,7 +375,6 @@ async fn a_huge_response_streams_with_bounded_memory_and_an_abandoned_one_is_sto
 
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_instance_past_the_timeout() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let manifest = manifest(
         dir.path(),
@@ -396,11 +395,7 @@ async fn a_client_that_stops_reading_holds_no_instance_past_the_timeout() {
 
     // A client asks for 1 GiB, reads the head, then neither reads nor
     // closes: the guest blocks on a full socket.
-    let mut silent = std::net::TcpStream::connect(host.addr).unwrap();
-    write!(silent, "GET /huge?mb=1024 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut head = [0u8; 64];
-    silent.read_exact(&mut head).unwrap();
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let silent = host.stop_reading_after_the_head("/huge?mb=1024");
 
     // Its timeout stops the guest all the same, and the instance is free
     // for another function while the socket stays open.

@@ -276,6 +276,18 @@ impl Host {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// A client that sends `GET path`, takes the first bytes of a 200
+    /// answer, then reads nothing more and keeps its socket open.
+    pub fn stop_reading_after_the_head(&self, path: &str) -> std::net::TcpStream {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut head = [0u8; 64];
+        stream.read_exact(&mut head).unwrap();
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+        stream
+    }
+
     /// The admin API's view of every function (`GET /v1/functions`; with
     /// the tests' token, which a host without one ignores).
     pub async fn functions(&self) -> Vec<serde_json::Value> {
