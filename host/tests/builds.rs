@@ -7,7 +7,7 @@
 //! place, so that the mechanism is tested without a toolchain's minutes;
 //! `host new` tests real toolchains.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

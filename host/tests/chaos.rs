@@ -3,10 +3,11 @@
 //! their concurrency. The healthy function must answer every request, the
 //! host must never restart, and its memory must stay bounded.
 //!
-//! The suite runs a short version; `cargo test --release --test chaos --
-//! --ignored --nocapture` runs the long one (`benches/run` does).
+//! The suite runs a short version; `cargo test --release -p shoal-host --test
+//! suite chaos:: -- --ignored --nocapture` runs the long one (`benches/run`
+//! does).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

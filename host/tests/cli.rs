@@ -2,7 +2,7 @@
 //! `revisions`, `traffic`, `rollback`, `delete`), run as a user would, against
 //! a real host: what they print, and the host's reason when it refuses.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! and crashes, traffic split by weight and by header, rollback, deletion,
 //! and an admin API that nobody without the token can change.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

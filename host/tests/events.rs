@@ -4,7 +4,7 @@
 //! failing function, overload, duplicates, and the Python `cloudevents` SDK
 //! as a sender nobody here wrote.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

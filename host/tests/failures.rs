@@ -1,7 +1,7 @@
 //! A failing function gets a clear answer, and the host and every other
 //! function keep serving.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

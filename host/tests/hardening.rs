@@ -4,7 +4,7 @@
 //! a flood of guest output and a stalled log. Each ends in a clear answer,
 //! with nothing held and no other function affected.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! metrics-only listener, and a non-root run on a read-only root. (SIGTERM
 //! with requests in flight is in `shutdown.rs`.)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

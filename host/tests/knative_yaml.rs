@@ -2,7 +2,7 @@
 //! checked against the published Knative Service and Istio VirtualService
 //! CRD schemas (vendored in `tests/data/crds`), and what it refuses.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

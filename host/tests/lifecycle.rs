@@ -2,7 +2,7 @@
 //! request, scaled to zero when idle, kept warm by `min_instances`; and the
 //! admin API that shows it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! with its documented status and a body naming the function and the
 //! request id, and the function (and the host) keep serving afterwards.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

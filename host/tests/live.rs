@@ -3,7 +3,7 @@
 //! keeps the old version serving, and a thousand changes leave nothing
 //! behind.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! into `target/toolchains` (cargo builds the Rust one), and run one at a
 //! time: each can take a core and most of a minute.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! allowlist (deny by default, no widening through `Host` or an absolute
 //! URL), timeouts, connection reuse, and the trace headers carried along.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

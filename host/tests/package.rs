@@ -4,7 +4,7 @@
 //! runtime would, and served. Needs root (for `unshare --mount`), and skopeo
 //! and umoci (`scripts/setup` installs them).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! the preview1 adapter. They import different parts of WASI 0.2 at
 //! different minor versions, which the host must all satisfy.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Serving: routing, both protocols, request ids, environment isolation,
 //! streaming and guest logs, against the real `host` binary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

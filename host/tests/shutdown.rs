@@ -1,6 +1,6 @@
 //! SIGTERM: stop accepting, finish what is in flight, exit 0.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the field or the function, and the reason; compiled artifacts are cached
 //! and a damaged one is never run.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

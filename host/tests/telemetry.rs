@@ -2,7 +2,7 @@
 //! JSON log lines with the request span's fields, and spans exported over
 //! OTLP to a local collector.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! What the integration tests share: building the guest programs, starting
 //! the real `host` binary on `127.0.0.1:0`, and reading its output.
-#![allow(dead_code, unreachable_pub)]
+#![allow(unreachable_pub)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
