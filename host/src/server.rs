@@ -60,6 +60,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::body::{BoxError, HostBody};
+use crate::telemetry::record::AnswersFirst;
 
 /// How long the accept loop waits after an accept error before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -241,11 +242,12 @@ async fn connection<H: Handler>(
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
+    let mut answers_first = AnswersFirst::default();
     let mut asked_to_close = false;
     let mut deadline = activity.start + timeout;
     loop {
         tokio::select! {
-            ended = connection.as_mut() => {
+            ended = std::future::poll_fn(|cx| answers_first.poll(connection.as_mut(), cx)) => {
                 if let Err(error) = ended {
                     tracing::debug!(error, "connection ended with an error");
                 }

@@ -2,6 +2,9 @@
 //! when its response is done: the span's status and duration fields, the
 //! access-log line, and the function's metrics.
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::body::HostBody;
@@ -83,38 +86,212 @@ impl RequestRecord {
 }
 
 impl Drop for RequestRecord {
+    /// Counts the response in the function's metrics at once; its span's
+    /// last fields and its access line are written after the answer (see
+    /// [`AnswersFirst`]).
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        let duration_ms = elapsed.as_secs_f64() * 1e3;
-        match self.status {
-            Some(status) => self.span.record("status", status),
-            None => self.span.record("status", "cancelled"),
-        };
-        self.span.record("duration_ms", duration_ms);
-        if let Some(status @ 500..) = self.status
-            && super::traces::enabled()
-        {
-            super::traces::failed(&self.span, status);
-        }
         if let Some(metrics) = &self.function {
             metrics.response(self.status, elapsed);
             metrics.response_bytes(self.response_bytes);
         }
-        self.span.in_scope(|| match self.status {
+        AccessLine {
+            span: std::mem::replace(&mut self.span, tracing::Span::none()),
+            status: self.status,
+            duration_ms: elapsed.as_secs_f64() * 1e3,
+            bytes: self.response_bytes,
+        }
+        .write_after_the_answer();
+    }
+}
+
+/// What is left of a request's record once its metrics are counted: the
+/// span's last fields, its trace if it failed, and its access line.
+struct AccessLine {
+    span: tracing::Span,
+    status: Option<u16>,
+    duration_ms: f64,
+    bytes: u64,
+}
+
+impl AccessLine {
+    fn write(self) {
+        let Self {
+            span,
+            status,
+            duration_ms,
+            bytes,
+        } = self;
+        match status {
+            Some(status) => span.record("status", status),
+            None => span.record("status", "cancelled"),
+        };
+        span.record("duration_ms", duration_ms);
+        if let Some(status @ 500..) = status
+            && super::traces::enabled()
+        {
+            super::traces::failed(&span, status);
+        }
+        span.in_scope(|| match status {
             Some(status) => tracing::info!(
                 target: ACCESS_LOG,
                 status,
                 duration_ms,
-                bytes = self.response_bytes,
+                bytes,
                 "request"
             ),
             None => tracing::info!(
                 target: ACCESS_LOG,
                 status = "cancelled",
                 duration_ms,
-                bytes = self.response_bytes,
+                bytes,
                 "request"
             ),
         });
+    }
+
+    /// Keeps the line until the poll of [`AnswersFirst`] under way on this
+    /// thread is over, or writes it now if none is.
+    fn write_after_the_answer(self) {
+        let now = PUT_OFF.with(|cell| match cell.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.push(self);
+                None
+            }
+            None => Some(self),
+        });
+        if let Some(line) = now {
+            line.write();
+        }
+    }
+}
+
+thread_local! {
+    /// The access lines of requests finished during the poll of
+    /// [`AnswersFirst`] under way on this thread, if one is.
+    static PUT_OFF: RefCell<Option<Vec<AccessLine>>> = const { RefCell::new(None) };
+}
+
+/// Writes the access lines of the requests a connection finishes after it
+/// has sent their answers.
+///
+/// hyper lets go of an HTTP/1.1 response body (and so of the request's
+/// record) as soon as it has taken the last frame, before it writes the
+/// response out, in the same poll of the connection. A connection task polls
+/// its connection through this: the metrics are counted and the places given
+/// back at once, as before, so whoever reads the answer finds them settled;
+/// only the log line (formatting it, handing it to the writer) waits until
+/// the poll is over and the answer is on its way. One per connection task;
+/// its buffer is reused.
+#[derive(Default)]
+pub struct AnswersFirst(Vec<AccessLine>);
+
+impl AnswersFirst {
+    /// Polls `connection`, then writes the lines of the requests it finished.
+    pub fn poll<F: Future>(
+        &mut self,
+        connection: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        /// Takes the lines back and writes them, even if the poll panics.
+        struct Scope<'a>(&'a mut Vec<AccessLine>);
+        impl Drop for Scope<'_> {
+            fn drop(&mut self) {
+                if let Some(lines) = PUT_OFF.with(|cell| cell.borrow_mut().take()) {
+                    *self.0 = lines;
+                }
+                for line in self.0.drain(..) {
+                    line.write();
+                }
+            }
+        }
+        PUT_OFF.with(|cell| *cell.borrow_mut() = Some(std::mem::take(&mut self.0)));
+        let _scope = Scope(&mut self.0);
+        connection.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+    use crate::telemetry::metrics::{Gauges, Metrics};
+
+    /// Lines written by a subscriber, shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_request_finished_while_its_connection_is_polled_is_logged_after_the_poll_and_counted_in_it()
+     {
+        let lines = Lines::default();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer({
+                let lines = lines.clone();
+                move || lines.clone()
+            });
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let metrics = Metrics::new();
+        let counted = || {
+            metrics
+                .render(&Gauges::default())
+                .contains("shoal_host_request_duration_seconds_count 1")
+        };
+        let record = || {
+            let span = tracing::info_span!("request", status = tracing::field::Empty);
+            let mut record = RequestRecord::new(span, Instant::now());
+            record.function = Some(metrics.function("f", "1"));
+            record.status(200);
+            record
+        };
+
+        let mut during = None;
+        let connection = std::future::poll_fn(|_| {
+            drop(record());
+            during = Some((counted(), lines.text()));
+            Poll::Ready(())
+        });
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut answers_first = AnswersFirst::default();
+        assert!(
+            answers_first
+                .poll(std::pin::pin!(connection), &mut cx)
+                .is_ready()
+        );
+        let (counted_during, logged_during) = during.unwrap();
+        assert!(counted_during, "the metrics are counted at once");
+        assert_eq!(logged_during, "", "no line while the connection is polled");
+        let logged = lines.text();
+        assert_eq!(logged.lines().count(), 1, "{logged}");
+        assert!(
+            logged.contains("shoal::access: request status=200"),
+            "{logged}"
+        );
+
+        // Outside a connection's poll (an HTTP/2 stream's own task), at once.
+        drop(record());
+        assert_eq!(lines.text().lines().count(), 2, "{}", lines.text());
     }
 }
