@@ -7,13 +7,14 @@
 //! # The life of a connection
 //!
 //! Open connections are bounded (`max_connections`), so each must keep
-//! earning its place; with `T` the header read timeout:
+//! earning its place; with `T` the header read timeout and `S` the send
+//! timeout:
 //!
 //! ```text
 //!  accepted ──first request within T──▶ serving ◀──▶ idle ──T without a request──▶ closed
 //!     │                                    │
 //!     │                                    ├──(HTTP/2) a PING unanswered for T──▶ closed
-//!     └──nothing, or half a head, for T────┴──a response left unread for T──▶ closed
+//!     └──nothing, or half a head, for T────┴──a response left unread for S──▶ closed
 //! ```
 //!
 //! - Before its first request a connection has only the timer: one that
@@ -24,8 +25,8 @@
 //! - HTTP/2 connections are PINGed every `T`; one whose peer does not answer
 //!   within `T` is closed, so a peer gone silent with streams open cannot
 //!   hold its place either.
-//! - A client that takes nothing more of a response for `T` (its socket
-//!   stays full) is closed within `2T`: the response is dropped, and with
+//! - A client that takes nothing more of a response for `S` (its socket
+//!   stays full) is closed within `2S`: the response is dropped, and with
 //!   it the guest and the places it held. A slow reader that keeps taking
 //!   bytes is served to the end.
 //! - On shutdown the listener closes first; every connection is asked to
@@ -77,6 +78,9 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// connection may stay idle, by default.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a write may wait for a client that takes nothing, by default.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The largest request head (HTTP/1.1) or header list (HTTP/2), by default.
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 << 10;
 
@@ -97,6 +101,9 @@ pub struct ConnectionLimits {
     /// How long a client may take to send a request's headers, and how
     /// long a connection may stay without a request in flight.
     pub header_read_timeout: Duration,
+    /// How long a response may wait for a client that reads none of it
+    /// before the connection is closed.
+    pub send_timeout: Duration,
     /// The largest request head; a larger one is answered 431.
     pub max_header_size: usize,
 }
@@ -106,6 +113,7 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
         }
     }
@@ -165,7 +173,7 @@ pub async fn serve<H: Handler>(
             stream,
             handler.clone(),
             builder.clone(),
-            timeout,
+            limits,
             closing.clone(),
             slot,
         ));
@@ -202,10 +210,12 @@ async fn connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    timeout: Duration,
+    limits: ConnectionLimits,
     mut closing: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let timeout = limits.header_read_timeout;
+    let send_timeout = limits.send_timeout;
     let activity = Arc::new(Activity::new());
     // RFC 9112 (3.3): a request without an authority (HTTP/1.0 needs no
     // `Host`) is for the server's own address.
@@ -244,7 +254,10 @@ async fn connection<H: Handler>(
     let mut connection = std::pin::pin!(connection);
     let mut answers_first = AnswersFirst::default();
     let mut asked_to_close = false;
-    let mut deadline = activity.start + timeout;
+    // A write that begins to wait is seen at the next look, so the watchdog
+    // looks at least this often while the connection is open.
+    let every = timeout.min(send_timeout);
+    let mut deadline = activity.start + every;
     loop {
         tokio::select! {
             ended = std::future::poll_fn(|cx| answers_first.poll(connection.as_mut(), cx)) => {
@@ -261,16 +274,18 @@ async fn connection<H: Handler>(
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
                 let waiting_since = activity.write_waiting_since();
-                if waiting_since.is_some_and(|since| since + timeout <= now) {
-                    tracing::debug!("the client read nothing for {timeout:?}; closing");
+                if waiting_since.is_some_and(|since| since + send_timeout <= now) {
+                    tracing::debug!("the client read nothing for {send_timeout:?}; closing");
                     return;
                 }
                 match activity.idle_since() {
                     // Busy: look again in a while, or when a write that
-                    // waits has waited for a whole timeout.
-                    None => deadline = waiting_since.unwrap_or(now) + timeout,
+                    // waits has waited for the whole send timeout.
+                    None => {
+                        deadline = waiting_since.map_or(now + every, |since| since + send_timeout);
+                    }
                     Some(idle_since) if idle_since + timeout > now => {
-                        deadline = idle_since + timeout;
+                        deadline = (idle_since + timeout).min(now + every);
                     }
                     // Idle for a whole timeout: a connection that never
                     // sent a request, or was asked to close and has not,

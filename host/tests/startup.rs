@@ -135,6 +135,7 @@ fn flags_out_of_range_are_refused_naming_the_flag() {
         ("--max-header-size", "2MiB"),
         ("--idle-timeout", "0s"),
         ("--header-read-timeout", "0s"),
+        ("--send-timeout", "0s"),
         ("--memory-budget", "1KiB"),
     ] {
         let (status, stderr) = run_to_exit_with(&manifest, dir.path(), &[flag, value]);

@@ -116,11 +116,16 @@ pub struct RunArgs {
     max_connections: usize,
 
     /// How long a client may take to send a request's headers before it is
-    /// disconnected, how long a connection may stay without a request
-    /// (HTTP/2 peers are also PINGed this often, and closed if silent), and
-    /// how long a client may take nothing of a response it is sent.
+    /// disconnected, and how long a connection may stay without a request
+    /// (HTTP/2 peers are also PINGed this often, and closed if silent).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: Duration,
+
+    /// How long a client may take nothing of a response it is sent before
+    /// it is disconnected (its response, guest and places are let go). A
+    /// slow reader that keeps taking bytes is served to the end.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    send_timeout: Duration,
 
     /// The largest request head (HTTP/1.1) or header list (HTTP/2), from
     /// 8KiB to 1MiB; a larger one is answered 431.
@@ -337,6 +342,7 @@ impl RunArgs {
         let public_limits = ConnectionLimits {
             max_connections: public_connections(self.max_connections),
             header_read_timeout: self.header_read_timeout,
+            send_timeout: self.send_timeout,
             max_header_size: self.max_header_size,
         };
         let admin_limits = ConnectionLimits {
