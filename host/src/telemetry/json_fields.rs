@@ -113,49 +113,28 @@ impl Visit for Entries {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
-
-    /// Lines written by a subscriber, shared with the test.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     /// The `span` object of the one line logged by `log`, with this module's
     /// fields (`ours`) or with `tracing-subscriber`'s.
     fn logged_span(ours: bool, log: impl Fn()) -> serde_json::Value {
-        let lines = Lines::default();
-        let writer = {
-            let lines = lines.clone();
-            move || lines.clone()
-        };
+        let lines = Captured::default();
         let layer = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(writer);
+            .with_writer(lines.writer());
         if ours {
             let layer = layer.fmt_fields(JsonSpanFields);
             tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), &log);
         } else {
             tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), &log);
         }
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(lines.text().trim()).unwrap();
         line["span"].clone()
     }
 

@@ -3,6 +3,8 @@
 //! Prometheus metrics ([`metrics`]) and OpenTelemetry trace export
 //! ([`traces`]).
 
+#[cfg(test)]
+mod captured;
 mod json_fields;
 mod log_writer;
 pub mod logs;

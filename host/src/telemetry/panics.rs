@@ -72,25 +72,8 @@ fn log(info: &PanicHookInfo<'_>, backtraces: Backtraces) {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    /// Everything a subscriber writes, for the test to read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     fn resident_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -105,9 +88,8 @@ mod tests {
     #[test]
     fn a_panic_is_logged_with_its_place_without_resolving_a_backtrace() {
         let captured = Captured::default();
-        let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
+            .with_writer(captured.writer())
             .with_ansi(false)
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
@@ -119,7 +101,7 @@ mod tests {
         assert!(panicked.is_err());
         // Resolving a backtrace of this test binary costs tens of MiB.
         assert!(grown < 8 * 1024, "the panic cost {grown} KiB of memory");
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let log = captured.text();
         assert!(log.contains("ERROR shoal::panic"), "{log}");
         assert!(log.contains("panic=boom 42"), "{log}");
         assert!(log.contains("src/telemetry/panics.rs:"), "{log}");

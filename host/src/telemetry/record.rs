@@ -213,44 +213,19 @@ impl AnswersFirst {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
+    use crate::telemetry::captured::Captured;
     use crate::telemetry::metrics::{Gauges, Metrics};
-
-    /// Lines written by a subscriber, shared with the test.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl Lines {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn a_request_finished_while_its_connection_is_polled_is_logged_after_the_poll_and_counted_in_it()
      {
-        let lines = Lines::default();
+        let lines = Captured::default();
         let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .with_writer({
-                let lines = lines.clone();
-                move || lines.clone()
-            });
+            .with_writer(lines.writer());
         let _subscriber =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         let metrics = Metrics::new();
