@@ -144,7 +144,7 @@ impl Drop for Group {
 
 /// Builds every function of `functions` that has a build, in order; stops
 /// at the first that fails.
-pub async fn build_all(functions: &[FunctionDecl]) -> Result<(), BuildError> {
+pub async fn build_all(functions: &[Arc<FunctionDecl>]) -> Result<(), BuildError> {
     for function in functions {
         let Some(spec) = &function.build else {
             continue;
@@ -230,7 +230,7 @@ impl SourceWatcher {
     }
 
     /// Watches the sources of `functions` from now on.
-    pub fn watch(&mut self, functions: &[FunctionDecl]) {
+    pub fn watch(&mut self, functions: &[Arc<FunctionDecl>]) {
         let mut wanted = HashMap::new();
         for function in functions {
             let Some(spec) = function.build.as_ref().filter(|s| !s.watch.is_empty()) else {
@@ -285,7 +285,7 @@ impl SourceWatcher {
 
 /// Rebuilds, one after the other, the functions of `functions` named in
 /// `changed`; a failure is logged and leaves the function as it was.
-pub async fn rebuild(functions: &[FunctionDecl], changed: &BTreeSet<FunctionName>) {
+pub async fn rebuild(functions: &[Arc<FunctionDecl>], changed: &BTreeSet<FunctionName>) {
     for function in functions.iter().filter(|f| changed.contains(&f.name)) {
         let Some(spec) = &function.build else {
             continue;

@@ -31,6 +31,7 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
@@ -56,8 +57,9 @@ pub const MAX_NAME_LEN: usize = 63;
 /// A parsed, checked manifest.
 #[derive(Debug)]
 pub struct Manifest {
-    /// The functions, in the order declared.
-    pub functions: Vec<FunctionDecl>,
+    /// The functions, in the order declared; shared with the registry's
+    /// sources, which hold them as long as they serve.
+    pub functions: Vec<Arc<FunctionDecl>>,
 }
 
 /// One declared function.
@@ -182,7 +184,7 @@ impl Manifest {
             if let Some(build) = &decl.build {
                 function.build = Some(build.resolve(base, &invalid)?);
             }
-            functions.push(function);
+            functions.push(Arc::new(function));
         }
 
         // Build the route table once here so that a conflict is reported
@@ -358,7 +360,8 @@ impl RawManifest {
     /// its offset, where that is safe; else `text` whole.
     fn parts(text: &str) -> Vec<(usize, &str)> {
         let whole = vec![(0, text)];
-        if text.len() < 2 * PARSE_IN_PARTS || text.contains("\"\"\"") || text.contains("'''") {
+        let has = |needle: &[u8]| memchr::memmem::find(text.as_bytes(), needle).is_some();
+        if text.len() < 2 * PARSE_IN_PARTS || has(b"\"\"\"") || has(b"'''") {
             return whole;
         }
         let is_header = |line: &str| {

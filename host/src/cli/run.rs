@@ -503,7 +503,7 @@ struct Watchers {
 /// serving as they were. `functions` are those of the manifest applied.
 async fn keep_up_to_date(
     target: PathBuf,
-    mut functions: Vec<FunctionDecl>,
+    mut functions: Vec<Arc<FunctionDecl>>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     watchers: Watchers,
@@ -685,11 +685,11 @@ fn load_target(target: &Path) -> anyhow::Result<Manifest> {
     if target.extension().is_some_and(|ext| ext == "wasm") {
         let stem = target.file_stem().unwrap_or_default().to_string_lossy();
         return Ok(Manifest {
-            functions: vec![FunctionDecl::new(
+            functions: vec![Arc::new(FunctionDecl::new(
                 FunctionName::from_stem(&stem),
                 target.to_owned(),
                 vec![RoutePattern::Prefix(String::new())],
-            )],
+            ))],
         });
     }
     Ok(Manifest::load(target)?)

@@ -364,7 +364,7 @@ fn desired(state: &DeployState, blobs: &BlobStore) -> Result<Vec<Desired>, Deplo
                 .collect();
             revisions.push(DesiredRevision {
                 revision: Some(record.name.clone()),
-                decl,
+                decl: Arc::new(decl),
                 share: Share {
                     percent: deployed.traffic.split.get(serving).copied().unwrap_or(0),
                     pins,

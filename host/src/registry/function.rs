@@ -31,8 +31,9 @@ pub enum Source {
 /// A routed function.
 pub struct Function {
     name: FunctionName,
-    routes: Vec<RoutePattern>,
-    events: Vec<Trigger>,
+    /// The index of the revision whose routes and events are the
+    /// function's.
+    routed_by: usize,
     source: Source,
     revisions: Vec<Arc<FunctionEntry>>,
     choice: Choice,
@@ -65,8 +66,7 @@ impl Function {
     /// A function served by one revision.
     pub fn single(name: FunctionName, source: Source, revision: Arc<FunctionEntry>) -> Self {
         Self {
-            routes: revision.def().routes.clone(),
-            events: revision.def().events.clone(),
+            routed_by: 0,
             name,
             source,
             revisions: vec![revision],
@@ -82,21 +82,16 @@ impl Function {
         source: Source,
         revisions: Vec<(Arc<FunctionEntry>, Share)>,
     ) -> Self {
-        let primary = revisions
+        let routed_by = revisions
             .iter()
             .enumerate()
             .max_by_key(|(index, (_, share))| (share.percent, *index))
             .map_or(0, |(index, _)| index);
-        let (routes, events) = revisions
-            .get(primary)
-            .map(|(entry, _)| (entry.def().routes.clone(), entry.def().events.clone()))
-            .unwrap_or_default();
         let shares: Vec<&Share> = revisions.iter().map(|(_, share)| share).collect();
         let choice = Choice::new(&shares);
         Self {
             name,
-            routes,
-            events,
+            routed_by,
             source,
             revisions: revisions.into_iter().map(|(entry, _)| entry).collect(),
             choice,
@@ -150,8 +145,8 @@ impl Function {
 
     /// Whether it would serve exactly as `other` does.
     pub fn same_as(&self, other: &Function) -> bool {
-        self.routes == other.routes
-            && self.events == other.events
+        self.routes() == other.routes()
+            && self.events() == other.events()
             && self.source == other.source
             && self.revisions.len() == other.revisions.len()
             && self
@@ -225,11 +220,15 @@ impl Routed for Function {
     }
 
     fn routes(&self) -> &[RoutePattern] {
-        &self.routes
+        self.revisions
+            .get(self.routed_by)
+            .map_or(&[], |entry| entry.def().routes())
     }
 
     fn events(&self) -> &[Trigger] {
-        &self.events
+        self.revisions
+            .get(self.routed_by)
+            .map_or(&[], |entry| entry.def().events())
     }
 }
 

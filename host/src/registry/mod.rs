@@ -41,7 +41,7 @@ pub mod function;
 pub mod table;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,14 +170,14 @@ pub struct DesiredRevision {
     /// Its name (`None` for a manifest function).
     pub revision: Option<RevisionName>,
     /// Its declaration.
-    pub decl: FunctionDecl,
+    pub decl: Arc<FunctionDecl>,
     /// Its share of the function's requests.
     pub share: Share,
 }
 
 impl Desired {
     /// The manifest's functions, each its own one revision.
-    pub fn from_manifest(functions: &[FunctionDecl]) -> Vec<Desired> {
+    pub fn from_manifest(functions: &[Arc<FunctionDecl>]) -> Vec<Desired> {
         functions
             .iter()
             .map(|decl| Desired {
@@ -262,7 +262,7 @@ impl Registry {
     /// deployed, as before).
     pub async fn apply_manifest(
         self: &Arc<Self>,
-        functions: &[FunctionDecl],
+        functions: &[Arc<FunctionDecl>],
         publish: Publish,
     ) -> Result<Applied, ChangeError> {
         let desired = Desired::from_manifest(functions);
@@ -329,11 +329,11 @@ impl Registry {
                 return Err(ChangeError::NameTaken(desired.name.clone()));
             }
         }
-        let decls: Vec<&FunctionDecl> = all
+        let decls: Vec<Arc<FunctionDecl>> = all
             .iter()
-            .flat_map(|d| d.revisions.iter().map(|r| &r.decl))
+            .flat_map(|d| d.revisions.iter().map(|r| r.decl.clone()))
             .collect();
-        let mut components = read_sources(&decls).await?.into_iter();
+        let mut components = read_sources(decls).await?.into_iter();
 
         let mut applied = Applied::default();
         let mut changes = Vec::new();
@@ -564,24 +564,23 @@ type PlannedTable = (
 
 /// Reads the component of every declaration (each file once), on a
 /// blocking thread.
-async fn read_sources(functions: &[&FunctionDecl]) -> Result<Vec<ComponentSource>, FunctionError> {
-    let wanted: Vec<(FunctionName, PathBuf)> = functions
-        .iter()
-        .map(|decl| (decl.name.clone(), decl.component.clone()))
-        .collect();
+async fn read_sources(
+    functions: Vec<Arc<FunctionDecl>>,
+) -> Result<Vec<ComponentSource>, FunctionError> {
     tokio::task::spawn_blocking(move || {
-        let mut read: HashMap<PathBuf, ComponentSource> = HashMap::new();
-        wanted
-            .into_iter()
-            .map(|(name, path)| {
-                if let Some(source) = read.get(&path) {
+        let mut read: HashMap<&Path, ComponentSource> = HashMap::new();
+        functions
+            .iter()
+            .map(|decl| {
+                if let Some(source) = read.get(decl.component.as_path()) {
                     return Ok(source.clone());
                 }
-                let source = ComponentSource::read(&path).map_err(|error| FunctionError {
-                    function: name.to_string(),
-                    error: Arc::new(error),
-                })?;
-                read.insert(path, source.clone());
+                let source =
+                    ComponentSource::read(&decl.component).map_err(|error| FunctionError {
+                        function: decl.name.to_string(),
+                        error: Arc::new(error),
+                    })?;
+                read.insert(&decl.component, source.clone());
                 Ok(source)
             })
             .collect()
