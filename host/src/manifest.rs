@@ -48,7 +48,7 @@ use crate::admission::{
 };
 use crate::build::{self, BuildSpec};
 use crate::events::Trigger;
-use crate::router::{RoutePattern, Router};
+use crate::router::RoutePattern;
 
 /// The longest function name: a DNS label, so names can become Kubernetes
 /// and metric label values unchanged.
@@ -165,56 +165,46 @@ impl Manifest {
 
         let base = file.parent().unwrap_or(Path::new(""));
         let mut names: HashMap<&FunctionName, usize> = HashMap::with_capacity(raw.function.len());
+        // Each route with the function that claimed it first: the same
+        // route twice is the one conflict a route table has (an exact
+        // route and a wildcard of the same path are different routes).
+        let mut claimed: HashMap<&RoutePattern, &FunctionName> =
+            HashMap::with_capacity(raw.function.len());
         let mut functions = Vec::with_capacity(raw.function.len());
         for decl in &raw.function {
-            if let Some(&first) = names.get(decl.name.get_ref()) {
+            let name = decl.name.get_ref();
+            if let Some(&first) = names.get(name) {
                 return Err(invalid(
                     decl.name.span(),
                     format!(
-                        "field `name`: function `{}` is declared twice (first on line {})",
-                        decl.name.get_ref(),
+                        "field `name`: function `{name}` is declared twice (first on line {})",
                         line_of(text, first),
                     ),
                 ));
             }
-            names.insert(decl.name.get_ref(), decl.name.span().start);
-            check_routes(decl, decl.name.get_ref(), &invalid)?;
+            names.insert(name, decl.name.span().start);
+            check_routes(decl, name, &invalid)?;
+            for route in decl.routes() {
+                let Some(&first) = claimed.get(route.get_ref()) else {
+                    claimed.insert(route.get_ref(), name);
+                    continue;
+                };
+                let pattern = route.get_ref();
+                let message = if first == name {
+                    format!("field `routes`: function `{name}` lists route `{pattern}` twice")
+                } else {
+                    format!(
+                        "field `routes`: route `{pattern}` of function `{name}` is already taken by function `{first}`"
+                    )
+                };
+                return Err(invalid(route.span(), message));
+            }
             let component = base.join(decl.component.get_ref());
-            let mut function = decl.to_decl(decl.name.get_ref().clone(), component);
+            let mut function = decl.to_decl(name.clone(), component);
             if let Some(build) = &decl.build {
                 function.build = Some(build.resolve(base, &invalid)?);
             }
             functions.push(Arc::new(function));
-        }
-
-        // Build the route table once here so that a conflict is reported
-        // with its position; the registry builds the one it serves from.
-        let routes = raw.function.iter().enumerate().flat_map(|(index, decl)| {
-            decl.routes()
-                .iter()
-                .map(move |route| (route.get_ref().clone(), index))
-        });
-        if let Err(conflict) = Router::new(routes) {
-            let second = &raw.function[conflict.second];
-            let span = second
-                .routes()
-                .iter()
-                .filter(|route| *route.get_ref() == conflict.pattern)
-                .nth(usize::from(conflict.first == conflict.second))
-                .map_or(second.component.span(), Spanned::span);
-            let first = &functions[conflict.first].name;
-            let message = if conflict.first == conflict.second {
-                format!(
-                    "field `routes`: function `{first}` lists route `{}` twice",
-                    conflict.pattern
-                )
-            } else {
-                format!(
-                    "field `routes`: route `{}` of function `{}` is already taken by function `{first}`",
-                    conflict.pattern, functions[conflict.second].name,
-                )
-            };
-            return Err(invalid(span, message));
         }
 
         Ok(Self { functions })

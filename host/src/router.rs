@@ -140,16 +140,19 @@ impl<T: Clone> Router<T> {
             prefixes: Node::default(),
         };
         for (pattern, target) in routes {
-            let taken = match &pattern {
-                RoutePattern::Exact(path) => match router.exact.entry(path.clone()) {
+            let (pattern, taken) = match pattern {
+                RoutePattern::Exact(path) => match router.exact.entry(path) {
                     Entry::Vacant(slot) => {
                         slot.insert(target);
                         continue;
                     }
-                    Entry::Occupied(taken) => taken.get().clone(),
+                    Entry::Occupied(taken) => (
+                        RoutePattern::Exact(taken.key().clone()),
+                        taken.get().clone(),
+                    ),
                 },
                 RoutePattern::Prefix(prefix) => {
-                    let node = segments(prefix).fold(&mut router.prefixes, |node, segment| {
+                    let node = segments(&prefix).fold(&mut router.prefixes, |node, segment| {
                         node.children.entry(segment.to_owned()).or_default()
                     });
                     match &node.target {
@@ -157,7 +160,7 @@ impl<T: Clone> Router<T> {
                             node.target = Some(target);
                             continue;
                         }
-                        Some(taken) => taken.clone(),
+                        Some(taken) => (RoutePattern::Prefix(prefix), taken.clone()),
                     }
                 }
             };

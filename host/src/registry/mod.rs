@@ -433,6 +433,9 @@ impl Registry {
     /// before it is published).
     fn publish(&self, next: Table<Function>) {
         let previous = self.table.swap(Arc::new(next));
+        if previous.functions().is_empty() {
+            return;
+        }
         let table = self.table.load();
         let serving: HashSet<(&str, &str)> = table
             .functions()
