@@ -131,19 +131,35 @@ impl FunctionDef {
 /// how it is built do not count, only its content.
 impl PartialEq for FunctionDef {
     fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (&*self.decl, &*other.decl);
+        // Names every field: a new one does not compile until it is named
+        // here, and compared unless it cannot change how the function serves.
+        let FunctionDecl {
+            name,
+            component: _,
+            routes,
+            events,
+            env,
+            idle_timeout: _,  // in `policy`
+            min_instances: _, // in `policy`
+            max_instance_reuse,
+            limits,
+            gate,
+            outbound,
+            build: _,
+        } = &*self.decl;
+        let theirs = &*other.decl;
         self.revision == other.revision
             && self.component == other.component
             && self.policy == other.policy
             && (Arc::ptr_eq(&self.decl, &other.decl)
-                || (a.name == b.name
-                    && a.routes == b.routes
-                    && a.events == b.events
-                    && a.env == b.env
-                    && a.max_instance_reuse == b.max_instance_reuse
-                    && a.limits == b.limits
-                    && a.gate == b.gate
-                    && a.outbound == b.outbound))
+                || (*name == theirs.name
+                    && *routes == theirs.routes
+                    && *events == theirs.events
+                    && *env == theirs.env
+                    && *max_instance_reuse == theirs.max_instance_reuse
+                    && *limits == theirs.limits
+                    && *gate == theirs.gate
+                    && *outbound == theirs.outbound))
     }
 }
 
@@ -529,5 +545,43 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.entry.touch(&self.clock);
         self.entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::manifest::EnvName;
+
+    fn def(decl: FunctionDecl) -> FunctionDef {
+        let digest = Digest::of(b"the same component");
+        FunctionDef::new(&Arc::new(decl), digest, Duration::from_secs(60), None)
+    }
+
+    fn hello(component: &str) -> FunctionDecl {
+        let name = FunctionName::from_stem("hello");
+        let routes = vec![RoutePattern::Exact("/hello".to_owned())];
+        FunctionDecl::new(name, PathBuf::from(component), routes)
+    }
+
+    #[test]
+    fn definitions_differ_by_what_serves_not_by_where_the_file_lies() {
+        // The same bytes from another path, declared apart: the same.
+        assert_eq!(def(hello("a/hello.wasm")), def(hello("b/hello.wasm")));
+
+        let mut more_env = hello("a/hello.wasm");
+        let greeting = EnvName::try_from("GREETING".to_owned()).unwrap();
+        more_env.env.insert(greeting, "hi".to_owned());
+        assert_ne!(def(hello("a/hello.wasm")), def(more_env));
+
+        let mut other_route = hello("a/hello.wasm");
+        other_route.routes = vec![RoutePattern::Prefix("/hello".to_owned())];
+        assert_ne!(def(hello("a/hello.wasm")), def(other_route));
+
+        let mut shorter_idle = hello("a/hello.wasm");
+        shorter_idle.idle_timeout = Some(Duration::from_secs(1));
+        assert_ne!(def(hello("a/hello.wasm")), def(shorter_idle));
     }
 }
