@@ -475,6 +475,30 @@ async fn a_restart_restores_the_functions_revisions_and_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_leaves_the_other_functions_as_they_were_even_if_their_files_changed() {
+    // The manifest's `hello` is served from a copy the test then replaces
+    // (no --watch, no reload): a deploy of another function must not
+    // reread that file and swap in what is there now.
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("hello.wasm");
+    std::fs::copy(example("hello"), &component).unwrap();
+    let manifest = common::manifest(dir.path(), &[("hello", &component, &["/hello"], &[])]);
+    let token = token_file(dir.path());
+    let args = ["--admin-token-file", token.to_str().unwrap()];
+    let host = Host::start_with(&manifest, &dir.path().join("data"), &args, &[]).unwrap();
+    let digest = host.function("hello").await["component"].clone();
+    assert_eq!(served(&host, "/hello").await.2, "Hello, world!\n");
+
+    std::fs::copy(guest("counter"), &component).unwrap();
+    let api = admin(&host);
+    api.deploy_component("other", &guest("counter"), &["/other"])
+        .await;
+    assert_eq!(served(&host, "/other").await.2, "1\n");
+    assert_eq!(host.function("hello").await["component"], digest);
+    assert_eq!(served(&host, "/hello").await.2, "Hello, world!\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_during_an_upload_restarts_serving_the_previous_revision() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_in(dir.path(), &[]);

@@ -78,6 +78,11 @@ impl FunctionDef {
         }
     }
 
+    /// Whether `decl` is the very declaration it was made from.
+    pub fn is_declared_by(&self, decl: &Arc<FunctionDecl>) -> bool {
+        Arc::ptr_eq(&self.decl, decl)
+    }
+
     /// Its function's name.
     pub fn name(&self) -> &FunctionName {
         &self.decl.name

@@ -329,11 +329,34 @@ impl Registry {
                 return Err(ChangeError::NameTaken(desired.name.clone()));
             }
         }
+        // A revision declared by the very declaration the table serves it
+        // from is kept as it is, its component not read again: a change to
+        // one function (a deploy, say) neither rereads nor reloads the files
+        // of the others. A reloaded manifest is all new declarations.
+        let unchanged: Vec<Option<Arc<FunctionEntry>>> = all
+            .iter()
+            .flat_map(|desired| {
+                let old = current.get(&desired.name);
+                desired.revisions.iter().map(move |wanted| {
+                    old?.revisions()
+                        .iter()
+                        .find(|entry| {
+                            entry.revision() == wanted.revision.as_ref()
+                                && entry.def().is_declared_by(&wanted.decl)
+                        })
+                        .cloned()
+                })
+            })
+            .collect();
         let decls: Vec<Arc<FunctionDecl>> = all
             .iter()
-            .flat_map(|d| d.revisions.iter().map(|r| r.decl.clone()))
+            .flat_map(|d| &d.revisions)
+            .zip(&unchanged)
+            .filter(|(_, unchanged)| unchanged.is_none())
+            .map(|(wanted, _)| wanted.decl.clone())
             .collect();
         let mut components = read_sources(decls).await?.into_iter();
+        let mut unchanged = unchanged.into_iter();
 
         let mut applied = Applied::default();
         let mut changes = Vec::new();
@@ -342,7 +365,11 @@ impl Registry {
             let old = current.get(&desired.name);
             let mut revisions = Vec::with_capacity(desired.revisions.len());
             for wanted in &desired.revisions {
-                let source = components.next().expect("one component per revision");
+                if let Some(entry) = unchanged.next().expect("one per revision") {
+                    revisions.push((entry, wanted.share.clone()));
+                    continue;
+                }
+                let source = components.next().expect("one component per revision read");
                 let def = FunctionDef::new(
                     &wanted.decl,
                     source.digest,
