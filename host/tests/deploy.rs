@@ -499,6 +499,27 @@ async fn a_deploy_leaves_the_other_functions_as_they_were_even_if_their_files_ch
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_does_not_read_the_components_of_revisions_already_serving() {
+    let (host, dir) = deploy_host(&[]);
+    let api = admin(&host);
+    api.deploy_component("a", &guest("counter"), &["/a"]).await;
+    // Its stored component is spoiled on disk: a deploy of another function
+    // that read it again would fail to compile it.
+    let digest = host.function("a").await["component"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let blob = dir.path().join(format!("data/deploy/blobs/{digest}.wasm"));
+    assert!(blob.is_file(), "{}", blob.display());
+    std::fs::write(&blob, b"not a component any more").unwrap();
+
+    api.deploy_component("b", &example("hello"), &["/b"]).await;
+    assert_eq!(served(&host, "/b").await.2, "Hello, world!\n");
+    assert_eq!(served(&host, "/a").await.2, "1\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_during_an_upload_restarts_serving_the_previous_revision() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_in(dir.path(), &[]);

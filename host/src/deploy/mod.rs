@@ -13,7 +13,7 @@
 pub mod blobs;
 pub mod state;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,7 @@ use shoal_runtime::{ComponentSource, Digest, LoadError};
 
 use self::blobs::{BlobStore, Stored, UploadError};
 use self::state::{DeployState, RevisionName, StateError, StateFile, Traffic};
-use crate::manifest::{FunctionName, ManifestError, parse_definition};
+use crate::manifest::{FunctionDecl, FunctionName, ManifestError, parse_definition};
 use crate::registry::function::{Share, Source};
 use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry};
 
@@ -165,7 +165,7 @@ impl Deployments {
 
     /// The deployed functions, as the registry serves them.
     pub fn desired(&self) -> Result<Vec<Desired>, DeployError> {
-        desired(&self.lock_state(), &self.blobs)
+        desired(&self.lock_state(), &self.blobs, &[])
     }
 
     /// Stores an uploaded component and checks that it compiles and serves
@@ -274,7 +274,7 @@ impl Deployments {
                     let mut state = self.state();
                     let revision = operation(&mut state)?;
                     let pruned = state.prune(self.keep_revisions);
-                    sources.deployed = desired(&state, &self.blobs)?;
+                    sources.deployed = desired(&state, &self.blobs, &sources.deployed)?;
                     Ok((state, revision, pruned))
                 },
                 |(state, ..)| {
@@ -335,8 +335,22 @@ impl Deployments {
 }
 
 /// The functions of `state` as the registry serves them: each with the
-/// revisions its traffic names.
-fn desired(state: &DeployState, blobs: &BlobStore) -> Result<Vec<Desired>, DeployError> {
+/// revisions its traffic names. A revision `serving` already has keeps its
+/// declaration (a revision never changes): the registry then keeps it as
+/// it is, without reading its component again.
+fn desired(
+    state: &DeployState,
+    blobs: &BlobStore,
+    serving: &[Desired],
+) -> Result<Vec<Desired>, DeployError> {
+    let declared: HashMap<(&FunctionName, &RevisionName), &Arc<FunctionDecl>> = serving
+        .iter()
+        .flat_map(|desired| {
+            desired.revisions.iter().filter_map(|wanted| {
+                Some(((&desired.name, wanted.revision.as_ref()?), &wanted.decl))
+            })
+        })
+        .collect();
     let mut functions = Vec::with_capacity(state.functions.len());
     for (name, deployed) in &state.functions {
         let mut revisions = Vec::new();
@@ -349,7 +363,12 @@ fn desired(state: &DeployState, blobs: &BlobStore) -> Result<Vec<Desired>, Deplo
                     function: name.clone(),
                     revision: serving.to_string(),
                 })?;
-            let decl = parse_definition(&record.definition, name, |text| resolve(blobs, text))?;
+            let decl = match declared.get(&(name, &record.name)) {
+                Some(&decl) => decl.clone(),
+                None => Arc::new(parse_definition(&record.definition, name, |text| {
+                    resolve(blobs, text)
+                })?),
+            };
             let pins = deployed
                 .traffic
                 .pins
@@ -364,7 +383,7 @@ fn desired(state: &DeployState, blobs: &BlobStore) -> Result<Vec<Desired>, Deplo
                 .collect();
             revisions.push(DesiredRevision {
                 revision: Some(record.name.clone()),
-                decl: Arc::new(decl),
+                decl,
                 share: Share {
                     percent: deployed.traffic.split.get(serving).copied().unwrap_or(0),
                     pins,
