@@ -335,15 +335,16 @@ impl Deployments {
 }
 
 /// The functions of `state` as the registry serves them: each with the
-/// revisions its traffic names. A revision `serving` already has keeps its
-/// declaration (a revision never changes): the registry then keeps it as
-/// it is, without reading its component again.
+/// revisions its traffic names. A revision already in `before` (the
+/// functions served so far) keeps its declaration, since a revision never
+/// changes: the registry then keeps it as it is, without reading its
+/// component again.
 fn desired(
     state: &DeployState,
     blobs: &BlobStore,
-    serving: &[Desired],
+    before: &[Desired],
 ) -> Result<Vec<Desired>, DeployError> {
-    let declared: HashMap<(&FunctionName, &RevisionName), &Arc<FunctionDecl>> = serving
+    let declared: HashMap<(&FunctionName, &RevisionName), &Arc<FunctionDecl>> = before
         .iter()
         .flat_map(|desired| {
             desired.revisions.iter().filter_map(|wanted| {
