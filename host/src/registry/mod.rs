@@ -333,10 +333,16 @@ impl Registry {
         // from is kept as it is, its component not read again: a change to
         // one function (a deploy, say) neither rereads nor reloads the files
         // of the others. A reloaded manifest is all new declarations.
+        // Each function as the table serves it now, looked up once: with
+        // 100,000 functions, these lookups were a third of a deploy's time.
+        let olds: Vec<Option<&Arc<Function>>> = all
+            .iter()
+            .map(|desired| current.get(&desired.name))
+            .collect();
         let unchanged: Vec<Option<Arc<FunctionEntry>>> = all
             .iter()
-            .flat_map(|desired| {
-                let old = current.get(&desired.name);
+            .zip(&olds)
+            .flat_map(|(desired, &old)| {
                 desired.revisions.iter().map(move |wanted| {
                     old?.revisions()
                         .iter()
@@ -361,8 +367,7 @@ impl Registry {
         let mut applied = Applied::default();
         let mut changes = Vec::new();
         let mut fresh = Vec::new();
-        for desired in &all {
-            let old = current.get(&desired.name);
+        for (desired, old) in all.iter().zip(olds) {
             let mut revisions = Vec::with_capacity(desired.revisions.len());
             for wanted in &desired.revisions {
                 if let Some(entry) = unchanged.next().expect("one per revision") {
