@@ -421,6 +421,17 @@ async fn traffic_splits_by_weight_a_header_pins_and_a_rollback_goes_back() {
             .iter()
             .all(|r| *r == one)
     );
+    // The revision that no longer serves has no series left; the one that
+    // serves keeps its own.
+    let metrics = host.metrics().await;
+    let has_series = |revision: &str| {
+        let label = format!("revision=\"{revision}\"");
+        metrics
+            .keys()
+            .any(|k| k.contains("function=\"f\"") && k.contains(&label))
+    };
+    assert!(!has_series(&two), "{metrics:?}");
+    assert!(has_series(&one), "{metrics:?}");
 
     // Deleted: its route answers 404, and it is gone from the admin API.
     let (status, _) = api
