@@ -21,7 +21,12 @@ fn deploy_host(args: &[&str]) -> (Host, tempfile::TempDir) {
 
 /// Starts (or restarts) the deploy host whose files are in `dir`.
 fn start_in(dir: &Path, args: &[&str]) -> Host {
-    let manifest = common::manifest(dir, &[("hello", &example("hello"), &["/hello"], &[])]);
+    start_serving(dir, &example("hello"), args)
+}
+
+/// The deploy host of `dir`, its manifest's `hello` served from `hello`.
+fn start_serving(dir: &Path, hello: &Path, args: &[&str]) -> Host {
+    let manifest = common::manifest(dir, &[("hello", hello, &["/hello"], &[])]);
     let token = token_file(dir);
     let mut all = vec!["--admin-token-file", token.to_str().unwrap()];
     all.extend_from_slice(args);
@@ -493,10 +498,7 @@ async fn a_deploy_leaves_the_other_functions_as_they_were_even_if_their_files_ch
     let dir = tempfile::tempdir().unwrap();
     let component = dir.path().join("hello.wasm");
     std::fs::copy(example("hello"), &component).unwrap();
-    let manifest = common::manifest(dir.path(), &[("hello", &component, &["/hello"], &[])]);
-    let token = token_file(dir.path());
-    let args = ["--admin-token-file", token.to_str().unwrap()];
-    let host = Host::start_with(&manifest, &dir.path().join("data"), &args, &[]).unwrap();
+    let host = start_serving(dir.path(), &component, &[]);
     let digest = host.function("hello").await["component"].clone();
     assert_eq!(served(&host, "/hello").await.2, "Hello, world!\n");
 
