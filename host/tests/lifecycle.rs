@@ -382,6 +382,40 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
     assert_eq!(host.get("/reused").await, (200, "1\n".to_owned()));
 }
 
+/// A fresh instance's store is dropped after its answer is written, in a
+/// task of its own: the instance's place in the pool is given back only
+/// then. With one place in all, requests sent back to back, on kept-alive
+/// connections and from several clients at once, each still get an
+/// instance of their own (the counter answers 1) and none is refused for
+/// want of a slot.
+#[tokio::test]
+async fn back_to_back_requests_through_one_instance_slot_each_get_a_fresh_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!("[[function]]\nname = \"fresh\"\ncomponent = {counter:?}\nroutes = [\"/fresh\"]\n"),
+    );
+    let host = Host::start_with(&manifest, dir.path(), &["--max-instances", "1"], &[]).unwrap();
+    let client = http1();
+    let clients = (0..4).map(|_| {
+        let (client, host) = (client.clone(), &host);
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..25 {
+                let response = client.get(host.url("/fresh")).send().await.unwrap();
+                let status = response.status().as_u16();
+                answers.push((status, response.text().await.unwrap()));
+            }
+            answers
+        }
+    });
+    for answers in futures::future::join_all(clients).await {
+        assert_eq!(answers, vec![(200, "1\n".to_owned()); 25]);
+    }
+}
+
 /// Functions the memory test warms: enough that what the host holds for
 /// them (a few KiB each) stands well above its other changes of RSS.
 const MANY_FUNCTIONS: usize = 2_000;

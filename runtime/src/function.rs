@@ -184,11 +184,12 @@ impl Function {
             // deadline; this timer stops one that waits past it.
             let failure = match tokio::time::timeout_at(deadline.into(), run).await {
                 Ok(Ok(proxy)) => {
-                    if let Some(pool) = pool {
-                        let uses = uses + 1;
-                        pool.put(Reusable { store, proxy, uses });
-                    }
-                    return Ok(());
+                    let Some(pool) = pool else {
+                        return Ok(Some(store));
+                    };
+                    let uses = uses + 1;
+                    pool.put(Reusable { store, proxy, uses });
+                    return Ok(None);
                 }
                 Ok(Err(error)) => classify(error, &store, &limits, &budget),
                 Err(_elapsed) => GuestFailure::Timeout(limits.timeout),
@@ -200,12 +201,27 @@ impl Function {
         let running = self.epoch.running();
         let mut guest = GuestTask::Inline(Box::pin(
             async move {
-                // The instance (owned by `run_guest`) is gone by the end of
-                // this statement.
-                let outcome = run_guest.await;
-                drop(running);
-                drop(held);
-                outcome
+                match run_guest.await {
+                    Ok(Some(store)) => {
+                        // Dropping a store resets its memory, the largest
+                        // part of the drop. A task of its own does it after
+                        // the answer is written: the worker runs the task
+                        // once the connection's task waits again.
+                        tokio::spawn(async move {
+                            drop(store);
+                            drop(running);
+                            drop(held);
+                        });
+                        Ok(())
+                    }
+                    // The instance (owned by `run_guest`) is gone, or back
+                    // among the idle ones.
+                    outcome => {
+                        drop(running);
+                        drop(held);
+                        outcome.map(|_| ())
+                    }
+                }
             }
             .in_current_span(),
         ));
