@@ -201,7 +201,9 @@ impl Function {
         let running = self.epoch.running();
         let mut guest = GuestTask::Inline(Box::pin(
             async move {
-                match run_guest.await {
+                let outcome = run_guest.await;
+                drop(running);
+                match outcome {
                     Ok(Some(store)) => {
                         // Dropping a store resets its memory, the largest
                         // part of the drop. A task of its own does it after
@@ -209,7 +211,6 @@ impl Function {
                         // once the connection's task waits again.
                         tokio::spawn(async move {
                             drop(store);
-                            drop(running);
                             drop(held);
                         });
                         Ok(())
@@ -217,7 +218,6 @@ impl Function {
                     // The instance (owned by `run_guest`) is gone, or back
                     // among the idle ones.
                     outcome => {
-                        drop(running);
                         drop(held);
                         outcome.map(|_| ())
                     }
