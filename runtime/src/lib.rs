@@ -11,11 +11,13 @@
 //!    ([`StoreState`]) holds the function's declared environment and routes
 //!    the guest's stdout and stderr into the log, tagged with the request id;
 //! 2. it instantiates the pre-linked component into a pooled slot;
-//! 3. it calls `wasi:http/incoming-handler.handle` in a task of its own and
-//!    returns the response head as soon as the guest sends it;
+//! 3. it calls `wasi:http/incoming-handler.handle` in the request's own
+//!    task and returns the response head as soon as the guest sends it (a
+//!    guest still running then goes on in a task of its own);
 //! 4. the body ([`GuestBody`]) streams from the guest while the caller reads
-//!    it, and ends when the guest returns; the instance is then dropped and
-//!    its slot goes back to the pool.
+//!    it, and ends when the guest returns; the instance is then dropped, in
+//!    a task of its own that runs once the answer is written, and its slot
+//!    goes back to the pool.
 #![deny(missing_docs)]
 
 /// The wasmtime version the runtime is built on (pinned in the workspace's
