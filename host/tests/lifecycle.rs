@@ -477,3 +477,170 @@ async fn once_every_function_has_scaled_to_zero_their_memory_goes_back_at_once()
         "RSS {rss} KiB a second after scaling to zero: {ready} KiB ready, {warm} KiB warm"
     );
 }
+
+/// The host's `shoal_kept_code_bytes`.
+async fn kept_code(host: &Host) -> f64 {
+    host.metrics().await["shoal_kept_code_bytes"]
+}
+
+/// Whether each of `function`'s cold starts so far loaded its code
+/// (`loaded_code=true`), in order.
+fn cold_starts_loaded(host: &Host, function: &str) -> Vec<bool> {
+    let field = format!("function={function} ");
+    host.log()
+        .lines()
+        .filter(|l| l.contains("cold start") && l.contains(&field))
+        .map(|l| {
+            assert!(l.contains("loaded_code="), "{l}");
+            l.contains("loaded_code=true")
+        })
+        .collect()
+}
+
+/// Sends one request to `/{name}` and waits until the function has scaled
+/// to zero and its cold start is logged; returns what it answered.
+async fn once_then_zero(host: &Host, name: &str) -> (u16, String) {
+    let answer = host.get(&format!("/{name}")).await;
+    let starts = host.function(name).await["cold_starts"].as_u64().unwrap();
+    wait_for_state(host, name, "compiled", Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (cold_starts_loaded(host, name).len() as u64) < starts {
+        assert!(Instant::now() < deadline, "{name}: no cold start logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    answer
+}
+
+/// A function at zero keeps its compiled code mapped (`--keep-code`): its
+/// next cold start does not load it again, and still runs a fresh instance
+/// (the counter answers 1: no memory or global of the instance before it).
+/// With `--keep-code 0`, every cold start loads the code.
+#[tokio::test]
+async fn a_function_at_zero_keeps_its_code_mapped_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!(
+            "[[function]]\nname = \"count\"\ncomponent = {counter:?}\nroutes = [\"/count\"]\n\
+             idle_timeout = \"500ms\"\n"
+        ),
+    );
+    let kept = Host::start_with(&manifest, &dir.path().join("kept"), &[], &[]).unwrap();
+    let unkept = Host::start_with(
+        &manifest,
+        &dir.path().join("unkept"),
+        &["--keep-code", "0"],
+        &[],
+    )
+    .unwrap();
+    for host in [&kept, &unkept] {
+        host.wait_compiled().await;
+        assert_eq!(kept_code(host).await, 0.0, "nothing has scaled to zero yet");
+        for _ in 0..3 {
+            assert_eq!(once_then_zero(host, "count").await, (200, "1\n".to_owned()));
+        }
+    }
+    // Only the first cold start loaded the code; the others found it kept.
+    assert_eq!(cold_starts_loaded(&kept, "count"), [true, false, false]);
+    assert!(kept_code(&kept).await > 0.0);
+    assert_eq!(cold_starts_loaded(&unkept, "count"), [true, true, true]);
+    assert_eq!(kept_code(&unkept).await, 0.0);
+
+    // Warm again (for 500 ms), its code is no longer counted as kept.
+    assert_eq!(kept.get("/count").await, (200, "1\n".to_owned()));
+    assert_eq!(kept_code(&kept).await, 0.0);
+}
+
+/// The code kept is bounded by `--keep-code`: past it, the code let go of
+/// longest ago is unmapped first, and its function's next cold start loads
+/// it again.
+#[tokio::test]
+async fn kept_code_beyond_the_budget_is_unmapped_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!(
+            "[[function]]\nname = \"count\"\ncomponent = {:?}\nroutes = [\"/count\"]\n\
+             idle_timeout = \"100ms\"\n\n\
+             [[function]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\n\
+             idle_timeout = \"100ms\"\n",
+            common::guest("counter"),
+            example("hello")
+        ),
+    );
+    // First, each one's size, from a host that keeps both.
+    let sizes = {
+        let host = Host::start_with(&manifest, &dir.path().join("sizes"), &[], &[]).unwrap();
+        host.wait_compiled().await;
+        once_then_zero(&host, "count").await;
+        let count = kept_code(&host).await;
+        once_then_zero(&host, "hello").await;
+        let both = kept_code(&host).await;
+        assert!(count > 0.0 && both > count, "{count} then {both}");
+        [count, both - count]
+    };
+    // Room for either, not for both.
+    let budget = (sizes[0].max(sizes[1]) + sizes[0].min(sizes[1]) / 2.0) as u64;
+    let host = Host::start_with(
+        &manifest,
+        &dir.path().join("bounded"),
+        &["--keep-code", &budget.to_string()],
+        &[],
+    )
+    .unwrap();
+    host.wait_compiled().await;
+    assert_eq!(once_then_zero(&host, "count").await.0, 200);
+    assert_eq!(kept_code(&host).await, sizes[0]);
+    assert_eq!(once_then_zero(&host, "hello").await.0, 200);
+    assert_eq!(kept_code(&host).await, sizes[1], "the counter's code left");
+    // The one kept is found again; the one that left is loaded again.
+    assert_eq!(once_then_zero(&host, "hello").await.0, 200);
+    assert_eq!(cold_starts_loaded(&host, "hello"), [true, false]);
+    assert_eq!(
+        once_then_zero(&host, "count").await,
+        (200, "1\n".to_owned())
+    );
+    assert_eq!(cold_starts_loaded(&host, "count"), [true, true]);
+    assert_eq!(kept_code(&host).await, sizes[0], "the hello's code left");
+}
+
+/// A function removed takes its kept code with it: nothing is left mapped
+/// for a component no function uses.
+#[tokio::test]
+async fn a_removed_function_takes_its_kept_code_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = |name: &str, component: &std::path::Path| {
+        format!(
+            "[[function]]\nname = \"{name}\"\ncomponent = {component:?}\nroutes = [\"/{name}\"]\n\
+             idle_timeout = \"100ms\"\n"
+        )
+    };
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        function("count", &common::guest("counter")),
+    );
+    let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
+    host.wait_compiled().await;
+    once_then_zero(&host, "count").await;
+    assert!(kept_code(&host).await > 0.0);
+
+    write(
+        dir.path(),
+        "shoal.toml",
+        function("hello", &example("hello")),
+    );
+    host.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kept_code(&host).await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the removed function's code is still kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(host.get("/hello").await.0, 200);
+}

@@ -6,10 +6,10 @@
 //! exports `wasi:http/incoming-handler`), so that a bad component is refused
 //! when it is loaded, never when a request arrives. The artifact stays in a
 //! private file (see [`crate::cache`]); warming a function maps it
-//! ([`Artifact::component`]), and functions that share a component share
-//! the mapping while any of them is warm. When the last of them scales to
-//! zero the mapping goes, and when no function uses the artifact any more,
-//! so does its file.
+//! ([`Artifact::map`]), and functions that share a component share the
+//! mapping while any of them is warm. When the last of them scales to zero
+//! the mapping joins the code kept for a while ([`crate::kept`]), and when
+//! no function uses the artifact any more, the mapping and the file go.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{ArtifactCache, Lookup, Origin, PrivateArtifact};
 use crate::error::LoadError;
+use crate::kept::KeptCode;
 use crate::source::{ComponentSource, Digest};
 use crate::store::StoreState;
 
@@ -46,6 +47,8 @@ pub struct Artifact {
     digest: Digest,
     code: Code,
     mapped: Mutex<Weak<Component>>,
+    /// Where the mapping goes when no warm function holds it.
+    kept: Arc<KeptCode<Arc<Component>>>,
     provenance: Provenance,
     elapsed: Duration,
 }
@@ -64,6 +67,7 @@ impl Artifact {
         engine: &Engine,
         linker: &Linker<StoreState>,
         cache: &ArtifactCache,
+        kept: &Arc<KeptCode<Arc<Component>>>,
         source: &ComponentSource,
     ) -> Result<Self, LoadError> {
         let start = Instant::now();
@@ -86,7 +90,13 @@ impl Artifact {
                         Origin::Cache => Provenance::Cached,
                         Origin::Precompiled => Provenance::Precompiled,
                     };
-                    return Ok(Self::new(source, Code::File(private), provenance, start));
+                    return Ok(Self::new(
+                        source,
+                        Code::File(private),
+                        kept,
+                        provenance,
+                        start,
+                    ));
                 }
                 // Intact, but not something this engine can run.
                 Err(e) => discard(
@@ -115,14 +125,21 @@ impl Artifact {
                 Code::Memory(Arc::new(component))
             }
         };
-        Ok(Self::new(source, code, provenance, start))
+        Ok(Self::new(source, code, kept, provenance, start))
     }
 
-    fn new(source: &ComponentSource, code: Code, provenance: Provenance, start: Instant) -> Self {
+    fn new(
+        source: &ComponentSource,
+        code: Code,
+        kept: &Arc<KeptCode<Arc<Component>>>,
+        provenance: Provenance,
+        start: Instant,
+    ) -> Self {
         Self {
             digest: source.digest,
             code,
             mapped: Mutex::new(Weak::new()),
+            kept: kept.clone(),
             provenance,
             elapsed: start.elapsed(),
         }
@@ -143,23 +160,75 @@ impl Artifact {
         self.elapsed
     }
 
-    /// The component, mapped from the artifact if no warm function holds
-    /// the mapping already.
-    pub(crate) fn component(&self, engine: &Engine) -> Result<Arc<Component>, LoadError> {
+    /// The component, for a function being warmed: mapped from the
+    /// artifact unless a warm function holds the mapping or it is kept
+    /// ([`Mapped::loaded`] tells).
+    pub(crate) fn map(self: &Arc<Self>, engine: &Engine) -> Result<Mapped, LoadError> {
+        let mapped = |component, loaded| Mapped {
+            component,
+            artifact: self.clone(),
+            loaded,
+        };
         let private = match &self.code {
-            Code::Memory(component) => return Ok(component.clone()),
+            Code::Memory(component) => return Ok(mapped(component.clone(), false)),
             Code::File(private) => private,
         };
-        let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(component) = mapped.upgrade() {
-            return Ok(component);
+        let mut weak = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(component) = weak.upgrade() {
+            // Warm again: no longer counted among the code kept.
+            drop(self.kept.take(&self.digest));
+            return Ok(mapped(component, false));
         }
         let component = private.map(engine).map_err(|e| LoadError::Map {
             message: format!("{e:#}"),
         })?;
         let component = Arc::new(component);
-        *mapped = Arc::downgrade(&component);
-        Ok(component)
+        *weak = Arc::downgrade(&component);
+        Ok(mapped(component, true))
+    }
+}
+
+impl Drop for Artifact {
+    fn drop(&mut self) {
+        let weak = self.mapped.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.kept.forget(&self.digest, |code| {
+            std::ptr::eq(Arc::as_ptr(code), weak.as_ptr())
+        });
+    }
+}
+
+/// An artifact's component, held by a warm function. When the function
+/// lets go of it, the code is kept for a while (unless it stays in memory
+/// anyway).
+pub(crate) struct Mapped {
+    component: Arc<Component>,
+    artifact: Arc<Artifact>,
+    loaded: bool,
+}
+
+impl Mapped {
+    /// The component.
+    pub(crate) fn component(&self) -> &Component {
+        &self.component
+    }
+
+    /// Whether warming loaded the code from the artifact's file, rather
+    /// than finding it mapped (kept, or held by another warm function).
+    pub(crate) fn loaded(&self) -> bool {
+        self.loaded
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        let artifact = &self.artifact;
+        if let Code::File(_) = artifact.code {
+            let image = self.component.image_range();
+            let bytes = (image.end as usize).saturating_sub(image.start as usize);
+            artifact
+                .kept
+                .keep(artifact.digest, self.component.clone(), bytes as u64);
+        }
     }
 }
 

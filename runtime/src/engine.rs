@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use crate::artifact::Artifact;
 use crate::cache::ArtifactCache;
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
+use crate::kept::KeptCode;
 use crate::limits::{EpochHandle, EpochTicker, MemoryBudget};
 use crate::outbound::OutboundClient;
 use crate::source::ComponentSource;
@@ -76,7 +77,14 @@ pub struct RuntimeConfig {
     pub memory_budget: u64,
     /// The CPU components are compiled for.
     pub cpu: TargetCpu,
+    /// Bytes of compiled code kept mapped once no warm function holds it
+    /// (the functions scaled to zero most recently), so that their next
+    /// cold start skips loading it; 0 unmaps code at once.
+    pub keep_code: u64,
 }
+
+/// The compiled code kept mapped by default: 128 MiB.
+pub const DEFAULT_KEEP_CODE: u64 = 128 << 20;
 
 /// The CPU components are compiled for. Artifacts are keyed by it: a host
 /// uses only artifacts compiled for the same.
@@ -110,6 +118,7 @@ impl RuntimeConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             memory_budget: u64::MAX,
             cpu: TargetCpu::Native,
+            keep_code: DEFAULT_KEEP_CODE,
         }
     }
 }
@@ -135,6 +144,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: ArtifactCache,
+    kept: Arc<KeptCode<Arc<Component>>>,
     allocation: Allocation,
     outbound: OutboundClient,
     budget: Arc<MemoryBudget>,
@@ -168,6 +178,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            kept: Arc::new(KeptCode::new(config.keep_code)),
             allocation,
             outbound: OutboundClient::new(),
             budget: Arc::new(MemoryBudget::new(config.memory_budget)),
@@ -202,14 +213,25 @@ impl Runtime {
     /// cache, and checks that it links and serves HTTP. CPU-heavy on a
     /// cache miss: run it off the request path.
     pub fn compile(&self, source: &ComponentSource) -> Result<Arc<Artifact>, LoadError> {
-        Artifact::compile(&self.engine, &self.linker, &self.cache, source).map(Arc::new)
+        Artifact::compile(&self.engine, &self.linker, &self.cache, &self.kept, source).map(Arc::new)
     }
 
     /// Warms a function of `artifact`: maps the artifact (unless another
-    /// warm function shares it) and pre-instantiates it. This is the work of
-    /// a cold start.
-    pub fn warm(&self, artifact: &Artifact, spec: FunctionSpec) -> Result<Function, LoadError> {
+    /// warm function shares the mapping, or it was kept since its functions
+    /// scaled to zero) and pre-instantiates it. This is the work of a cold
+    /// start.
+    pub fn warm(
+        &self,
+        artifact: &Arc<Artifact>,
+        spec: FunctionSpec,
+    ) -> Result<Function, LoadError> {
         Function::warm(self, artifact, spec)
+    }
+
+    /// The compiled code kept mapped that no warm function holds: how many
+    /// components, and its bytes.
+    pub fn kept_code(&self) -> (usize, u64) {
+        self.kept.size()
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -29,13 +29,12 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime::Store;
-use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::artifact::{Artifact, check_serves_http};
+use crate::artifact::{Artifact, Mapped, check_serves_http};
 use crate::engine::Runtime;
 use crate::error::{GuestFailure, HandleError, LoadError};
 use crate::guest_log::OutputLimits;
@@ -73,18 +72,18 @@ pub struct Function {
     limits: Limits,
     /// Keeps the epoch advancing while its guests run.
     epoch: EpochHandle,
-    // Keeps the artifact mapped for as long as the function is warm.
-    _component: Arc<Component>,
+    /// Keeps the artifact mapped for as long as the function is warm.
+    code: Mapped,
 }
 
 impl Function {
     pub(crate) fn warm(
         runtime: &Runtime,
-        artifact: &Artifact,
+        artifact: &Arc<Artifact>,
         spec: FunctionSpec,
     ) -> Result<Self, LoadError> {
-        let component = artifact.component(runtime.engine())?;
-        let pre = check_serves_http(runtime.linker(), &component)?;
+        let code = artifact.map(runtime.engine())?;
+        let pre = check_serves_http(runtime.linker(), code.component())?;
         Ok(Self {
             pre,
             template: Arc::new(StoreTemplate {
@@ -99,8 +98,15 @@ impl Function {
                 .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
             limits: spec.limits,
             epoch: runtime.epoch(),
-            _component: component,
+            code,
         })
+    }
+
+    /// Whether warming it loaded its code from the artifact's file, rather
+    /// than finding it still mapped (kept since it scaled to zero, or held
+    /// by another warm function of the same component).
+    pub fn loaded_code(&self) -> bool {
+        self.code.loaded()
     }
 
     /// The function's name.

@@ -30,6 +30,7 @@ mod engine;
 mod error;
 mod function;
 mod guest_log;
+mod kept;
 mod limits;
 mod outbound;
 mod precompile;
@@ -38,7 +39,9 @@ mod source;
 mod store;
 
 pub use artifact::{Artifact, Provenance};
-pub use engine::{Allocation, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig, TargetCpu};
+pub use engine::{
+    Allocation, DEFAULT_KEEP_CODE, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig, TargetCpu,
+};
 pub use error::{GuestFailure, HandleError, LoadError, RuntimeError};
 pub use function::{BodyError, Function, FunctionSpec, GuestBody};
 pub use guest_log::{MAX_OUTPUT_PER_REQUEST, OUTPUT_BURST, OUTPUT_RATE, OutputLimits};

@@ -109,6 +109,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_memory_budget)]
     memory_budget: Option<u64>,
 
+    /// Compiled code kept mapped for functions that scaled to zero, the
+    /// most recent first: their next cold start skips loading it from the
+    /// artifact cache. Only code is kept, never an instance; `0` unmaps a
+    /// function's code when it scales to zero.
+    #[arg(long, value_name = "SIZE", env = "SHOAL_KEEP_CODE", default_value = "128MiB",
+          value_parser = parse_any_size)]
+    keep_code: u64,
+
     /// Open connections at most on the public port; past it, new ones wait
     /// until one closes. Also bounded by the file descriptor limit.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS,
@@ -250,6 +258,7 @@ impl RunArgs {
         config.cpu = self.cpu.into();
         config.max_instances = max_instances;
         config.memory_budget = memory_budget;
+        config.keep_code = self.keep_code;
         let runtime = Arc::new(Runtime::new(&config)?);
         match runtime.allocation() {
             Allocation::Pooling {
@@ -640,6 +649,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
     if size.as_u64() == 0 {
         return Err("must be more than zero".to_owned());
     }
+    Ok(size.as_u64())
+}
+
+fn parse_any_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.parse()?;
     Ok(size.as_u64())
 }
 

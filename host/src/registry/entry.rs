@@ -480,6 +480,7 @@ impl FunctionEntry {
             function = %self.def.name(),
             elapsed_ms = start.elapsed().as_secs_f64() * 1e3,
             waited_for_compile_ms = waited.as_secs_f64() * 1e3,
+            loaded_code = function.loaded_code(),
             cold_starts = count,
             "cold start"
         );

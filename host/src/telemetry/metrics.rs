@@ -193,6 +193,8 @@ pub struct Gauges {
     pub memory_budget: u64,
     /// Bytes of it held by instances now.
     pub memory_in_use: u64,
+    /// Bytes of compiled code kept mapped that no warm function holds.
+    pub kept_code: u64,
     /// Log lines dropped because the log could not keep up, so far.
     pub log_lines_dropped: u64,
     /// Requests waiting for the host-wide gate.
@@ -249,6 +251,7 @@ pub struct Metrics {
     changes: IntCounterVec,
     memory_budget: IntGauge,
     memory_in_use: IntGauge,
+    kept_code: IntGauge,
     host_waiting: IntGauge,
     events: IntCounterVec,
     event_duplicates: IntCounterVec,
@@ -373,6 +376,10 @@ impl Metrics {
             "shoal_memory_in_use_bytes",
             "Linear memory held by instances now.",
         );
+        let kept_code = plain_gauge(
+            "shoal_kept_code_bytes",
+            "Compiled code of functions at zero kept mapped for their next cold start (--keep-code).",
+        );
         let host_waiting = plain_gauge(
             "shoal_host_queue_depth",
             "Requests waiting for the host-wide gate (a free instance).",
@@ -438,6 +445,7 @@ impl Metrics {
             generation,
             memory_budget,
             memory_in_use,
+            kept_code,
             host_waiting,
             changes: counter(
                 "shoal_registry_changes_total",
@@ -584,6 +592,8 @@ impl Metrics {
             .set(i64::try_from(gauges.memory_budget).unwrap_or(i64::MAX));
         self.memory_in_use
             .set(i64::try_from(gauges.memory_in_use).unwrap_or(i64::MAX));
+        self.kept_code
+            .set(i64::try_from(gauges.kept_code).unwrap_or(i64::MAX));
         self.host_waiting.set(gauges.host_waiting as i64);
         let mut families = self.registry.gather();
         families.extend(counter_family(
