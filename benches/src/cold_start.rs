@@ -1,14 +1,21 @@
 //! Section 2: cold starts. One host serves the hello of every language
-//! (Rust, JavaScript, Python, C, C++, Go), each with an idle timeout of [`COLD_IDLE_TIMEOUT`]. For each
-//! function, on one keep-alive connection opened beforehand, the harness
-//! repeats: wait (polling the admin API) until the function has scaled to
-//! zero; send one request and time it from writing its first byte to
-//! reading the answer's first byte (the cold figure); send a second request
-//! at once (the warm figure).
+//! (Rust, JavaScript, Python, C, C++, Go), each with an idle timeout of
+//! [`COLD_IDLE_TIMEOUT`]. For each function, on one keep-alive connection
+//! opened beforehand, the harness repeats: wait (polling the admin API)
+//! until the function has scaled to zero; send one request and time it from
+//! writing its first byte to reading the answer's first byte (the cold
+//! figure); send a second request at once (the warm figure).
 //!
-//! A cold start counts only if it was one: at the end, the host's own count
-//! of cold starts for the function must equal the number of timed cold
-//! requests, else the section says the measurement is invalid.
+//! It runs twice ([`Code`]): with the host's defaults, where a function
+//! that scaled to zero keeps its compiled code mapped (`--keep-code`), and
+//! with `--keep-code 0`, where every cold start loads the code from the
+//! artifact cache.
+//!
+//! A cold start counts only if it was one, of the pass's kind: at the end,
+//! the host's own count of cold starts for the function must equal the
+//! number of timed cold requests, and its log lines must say the code was
+//! kept (or loaded) for each, else the section says the measurement is
+//! invalid.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -107,6 +114,50 @@ impl Language {
     }
 }
 
+/// Where a cold start finds the function's compiled code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Still mapped since the function scaled to zero (the default
+    /// `--keep-code`).
+    Kept,
+    /// Loaded from the artifact cache (`--keep-code 0`).
+    Loaded,
+}
+
+impl Code {
+    /// Both, in the report's order.
+    pub const ALL: [Code; 2] = [Code::Kept, Code::Loaded];
+
+    /// The host's arguments for it.
+    fn host_args(&self) -> &'static [&'static str] {
+        match self {
+            Code::Kept => &[],
+            Code::Loaded => &["--keep-code", "0"],
+        }
+    }
+
+    /// Its name in the report.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Code::Kept => "code kept",
+            Code::Loaded => "code loaded",
+        }
+    }
+
+    fn heading(&self) -> &'static str {
+        match self {
+            Code::Kept => {
+                "Code kept: the host's defaults, where a function that scaled to zero keeps \
+                 its compiled code mapped (`--keep-code`, 128 MiB of the most recent)"
+            }
+            Code::Loaded => {
+                "Code loaded: `--keep-code 0`, where each cold start maps the compiled \
+                 artifact from the cache and reads its metadata"
+            }
+        }
+    }
+}
+
 /// One function's cold starts.
 #[derive(Debug, Clone)]
 pub struct FunctionColdStarts {
@@ -125,49 +176,70 @@ pub struct FunctionColdStarts {
     pub logged: Sample,
     /// Cold starts the admin API counted at the end.
     pub counted: u64,
+    /// Cold starts whose log line says the code was not as the pass wants
+    /// (loaded when kept, or kept when loaded).
+    pub other_code: usize,
     /// Connections the host closed between two timed requests (the next
     /// one went on a new connection, opened before the wait).
     pub reconnects: usize,
 }
 
 impl FunctionColdStarts {
-    /// Whether every timed cold request was a cold start, and only those.
+    /// Whether every timed cold request was a cold start of the pass's
+    /// kind, and only those (besides the first, untimed one).
     pub fn is_valid(&self) -> bool {
-        self.counted == self.cold.len() as u64
+        self.counted == self.cold.len() as u64 + 1 && self.other_code == 0
     }
+}
+
+/// One pass of section 2.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// Where the cold starts found the code.
+    pub code: Code,
+    /// Per function; empty if the pass failed.
+    pub functions: Vec<FunctionColdStarts>,
+    /// Why the pass failed, if it did.
+    pub failure: Option<String>,
 }
 
 /// Section 2's results.
 #[derive(Debug, Clone)]
 pub struct ColdStarts {
-    /// Per function; empty if the section failed.
-    pub functions: Vec<FunctionColdStarts>,
-    /// Why the section failed, if it did.
-    pub failure: Option<String>,
+    /// One pass per [`Code`].
+    pub passes: Vec<Pass>,
 }
 
 impl ColdStarts {
     /// Runs the section; a failure is reported in the section, not fatal.
     pub async fn measure(paths: &Paths, plan: &Plan) -> Self {
-        eprintln!("==> cold starts");
-        match measure(paths, plan).await {
-            Ok(functions) => Self {
-                functions,
-                failure: None,
-            },
-            Err(error) => {
-                eprintln!("    failed: {error:#}");
-                Self {
-                    functions: Vec::new(),
-                    failure: Some(format!("{error:#}")),
+        let mut passes = Vec::new();
+        for code in Code::ALL {
+            eprintln!("==> cold starts, {}", code.label());
+            let pass = match measure(paths, plan, code).await {
+                Ok(functions) => Pass {
+                    code,
+                    functions,
+                    failure: None,
+                },
+                Err(error) => {
+                    eprintln!("    failed: {error:#}");
+                    Pass {
+                        code,
+                        functions: Vec::new(),
+                        failure: Some(format!("{error:#}")),
+                    }
                 }
-            }
+            };
+            passes.push(pass);
         }
+        Self { passes }
     }
 
-    /// The results of `language`'s function.
-    pub fn function(&self, language: Language) -> Option<&FunctionColdStarts> {
-        self.functions.iter().find(|f| f.language == language)
+    /// The results of `language`'s function in the pass of `code`.
+    pub fn function(&self, code: Code, language: Language) -> Option<&FunctionColdStarts> {
+        let pass = self.passes.iter().find(|p| p.code == code)?;
+        pass.functions.iter().find(|f| f.language == language)
     }
 
     /// The section, as markdown.
@@ -183,11 +255,25 @@ impl ColdStarts {
              (\"warm\"). Every answer is checked (200 and the expected body). \"host-logged\" is \
              the `elapsed_ms` of the host's `cold start` log line: the server's share, from \
              the request finding the function cold to the function being warm, before the \
-             guest runs. \"counted\" is the admin API's `cold_starts` at the end, which must \
-             equal the timed cold requests.\n"
+             guest runs. A first, untimed request warms each function once; \"counted\" is \
+             the admin API's `cold_starts` at the end, which must equal the timed cold \
+             requests plus that one. The section runs twice, in two hosts one after \
+             the other: once as the host runs by default, and once with `--keep-code 0`; \
+             the host's log line says of each cold start whether it loaded the code \
+             (`loaded_code`), and every one must be of its pass's kind.\n"
         );
+        for pass in &self.passes {
+            out.push_str(&pass.render());
+        }
+        out
+    }
+}
+
+impl Pass {
+    fn render(&self) -> String {
+        let mut out = format!("### {}\n\n", self.code.heading());
         if let Some(failure) = &self.failure {
-            let _ = writeln!(out, "**The section failed:** {failure}\n");
+            let _ = writeln!(out, "**The pass failed:** {failure}\n");
             return out;
         }
         let mut table = Table::new(&[
@@ -239,9 +325,11 @@ impl ColdStarts {
                 let _ = writeln!(
                     out,
                     "- **{label}: INVALID measurement**: the host counted {} cold starts for {} \
-                     timed cold requests.",
+                     timed cold requests and one untimed; {} timed ones were not {}.",
                     f.counted,
-                    f.cold.len()
+                    f.cold.len(),
+                    f.other_code,
+                    self.code.label()
                 );
             }
             if let (Some(cold), Some(warm)) = (f.cold.p50(), f.warm.p50()) {
@@ -265,7 +353,11 @@ impl ColdStarts {
     }
 }
 
-async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdStarts>> {
+async fn measure(
+    paths: &Paths,
+    plan: &Plan,
+    code: Code,
+) -> anyhow::Result<Vec<FunctionColdStarts>> {
     let manifest = paths.work.join("cold-start.toml");
     Manifest {
         function: Language::ALL
@@ -277,7 +369,7 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdS
             .collect(),
     }
     .write(&manifest)?;
-    let mut server = Server::host(paths, &manifest, &paths.data).await?;
+    let mut server = Server::host_with(paths, &manifest, &paths.data, code.host_args()).await?;
     server.wait_ready().await?;
     let mut admin = Admin::new(server.admin()?);
 
@@ -300,13 +392,22 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionColdS
             warm: Sample::new(warm),
             logged: Sample::new(Vec::new()),
             counted: admin.function(&language.function()).await?.cold_starts,
+            other_code: 0,
             reconnects,
         });
     }
     // The log lines of the last cold start may still be in the pipe.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for result in &mut results {
-        result.logged = Sample::new(server.logged_cold_starts(&result.language.function()));
+        let function = result.language.function();
+        result.logged = Sample::new(server.logged_cold_starts(&function));
+        let loaded = server.cold_starts_loaded(&function);
+        // The timed ones are the last.
+        let timed = &loaded[loaded.len().saturating_sub(result.cold.len())..];
+        result.other_code = timed
+            .iter()
+            .filter(|&&loaded| loaded != Some(code == Code::Loaded))
+            .count();
     }
     Ok(results)
 }
@@ -321,6 +422,9 @@ async fn time_cold_starts(
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, usize)> {
     let (name, route, body) = (language.function(), language.route(), language.body());
     let mut connection = Connection::open(server.addr).await?;
+    // The first cold start is not timed: it finds no code kept whatever the
+    // pass, and the first request of a process runs through cold caches.
+    connection.get(&route).await?.expect(&body)?;
     let (mut cold, mut warm, mut reconnects) = (Vec::new(), Vec::new(), 0);
     for _ in 0..plan.cold_starts {
         admin

@@ -186,11 +186,36 @@ impl Server {
 
     /// The `elapsed_ms` of every `cold start` log line of `function`.
     pub fn logged_cold_starts(&self, function: &str) -> Vec<Duration> {
+        self.cold_start_lines(function)
+            .iter()
+            .filter_map(|line| log_millis(line, "elapsed_ms"))
+            .collect()
+    }
+
+    /// Whether each of `function`'s cold starts, in order, loaded its code
+    /// from the artifact (`loaded_code=true`) or found it mapped (`false`);
+    /// `None` for a line that does not say.
+    pub fn cold_starts_loaded(&self, function: &str) -> Vec<Option<bool>> {
+        self.cold_start_lines(function)
+            .iter()
+            .map(|line| {
+                if line.contains(" loaded_code=true") {
+                    Some(true)
+                } else if line.contains(" loaded_code=false") {
+                    Some(false)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn cold_start_lines(&self, function: &str) -> Vec<String> {
         let field = format!(" function={function} ");
         self.process
             .lines_matching(|text| text.contains(COLD_START_MESSAGE) && text.contains(&field))
-            .iter()
-            .filter_map(|line| log_millis(&line.text, "elapsed_ms"))
+            .into_iter()
+            .map(|line| line.text)
             .collect()
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cold_start::{FunctionColdStarts, Language};
+use crate::cold_start::{Code, FunctionColdStarts, Language};
 use crate::plan::REUSE_COUNT;
 use crate::report::{Report, Table, format_count, format_kib, format_latency};
 use crate::throughput::{Problem, Subject};
@@ -81,9 +81,11 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         (Language::Rust, COLD_START_RUST),
         (Language::JavaScript, COLD_START_JS),
     ] {
-        let what = format!("cold start p50, {}", language.label());
-        let function = report.cold_starts.function(language);
-        targets.push(cold_start(what, function, limit));
+        for code in Code::ALL {
+            let what = format!("cold start p50, {}, {}", language.label(), code.label());
+            let function = report.cold_starts.function(code, language);
+            targets.push(cold_start(what, function, limit));
+        }
     }
 
     let largest = report.density.points.iter().map(|p| p.functions).max();
