@@ -318,8 +318,9 @@ impl Pass {
             if f.is_valid() {
                 let _ = writeln!(
                     out,
-                    "- {label}: valid, every one of the {} timed requests was a cold start.",
-                    f.cold.len()
+                    "- {label}: valid, every one of the {} timed requests was a cold start, {}.",
+                    f.cold.len(),
+                    self.code.label()
                 );
             } else {
                 let _ = writeln!(
