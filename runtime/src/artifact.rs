@@ -5,9 +5,9 @@
 //! component, it validates and compiles, its imports are satisfied, it
 //! exports `wasi:http/incoming-handler`), so that a bad component is refused
 //! when it is loaded, never when a request arrives. The artifact stays in a
-//! private file (see [`crate::cache`]); warming a function maps it
-//! ([`Artifact::map`]), and functions that share a component share the
-//! mapping while any of them is warm. When the last of them scales to zero
+//! private file (see [`crate::cache`]); warming a function maps and links
+//! it ([`Artifact::map`]), and functions that share a component share the
+//! linked mapping while any of them is warm. When the last of them scales to zero
 //! the mapping joins the code kept for a while ([`crate::kept`]), and when
 //! no function uses the artifact any more, the mapping and the file go.
 
@@ -46,9 +46,9 @@ pub enum Provenance {
 pub struct Artifact {
     digest: Digest,
     code: Code,
-    mapped: Mutex<Weak<Component>>,
+    mapped: Mutex<Weak<ProxyPre<StoreState>>>,
     /// Where the mapping goes when no warm function holds it.
-    kept: Arc<KeptCode<Arc<Component>>>,
+    kept: Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
     provenance: Provenance,
     elapsed: Duration,
 }
@@ -56,8 +56,8 @@ pub struct Artifact {
 enum Code {
     /// The usual case: a private file, mapped on demand.
     File(PrivateArtifact),
-    /// No file could be written: the code stays in memory.
-    Memory(Arc<Component>),
+    /// No file could be written: the code stays in memory, linked.
+    Memory(Arc<ProxyPre<StoreState>>),
 }
 
 impl Artifact {
@@ -67,7 +67,7 @@ impl Artifact {
         engine: &Engine,
         linker: &Linker<StoreState>,
         cache: &ArtifactCache,
-        kept: &Arc<KeptCode<Arc<Component>>>,
+        kept: &Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
         source: &ComponentSource,
     ) -> Result<Self, LoadError> {
         let start = Instant::now();
@@ -109,7 +109,7 @@ impl Artifact {
         let bytes = source.bytes()?;
         let component =
             Component::from_binary(engine, &bytes).map_err(|e| compile_error(format!("{e:#}")))?;
-        check_serves_http(linker, &component)?;
+        let linked = check_serves_http(linker, &component)?;
         let serialized = component
             .serialize()
             .map_err(|e| compile_error(format!("cannot serialize it: {e:#}")))?;
@@ -122,7 +122,7 @@ impl Artifact {
                     %error,
                     "cannot write the compiled artifact to a file; keeping it in memory"
                 );
-                Code::Memory(Arc::new(component))
+                Code::Memory(Arc::new(linked))
             }
         };
         Ok(Self::new(source, code, kept, provenance, start))
@@ -131,7 +131,7 @@ impl Artifact {
     fn new(
         source: &ComponentSource,
         code: Code,
-        kept: &Arc<KeptCode<Arc<Component>>>,
+        kept: &Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
         provenance: Provenance,
         start: Instant,
     ) -> Self {
@@ -160,31 +160,35 @@ impl Artifact {
         self.elapsed
     }
 
-    /// The component, for a function being warmed: mapped from the
-    /// artifact unless a warm function holds the mapping or it is kept
-    /// ([`Mapped::loaded`] tells).
-    pub(crate) fn map(self: &Arc<Self>, engine: &Engine) -> Result<Mapped, LoadError> {
-        let mapped = |component, loaded| Mapped {
-            component,
+    /// The component, linked, for a function being warmed: mapped from
+    /// the artifact and linked, unless a warm function holds it or it is
+    /// kept ([`Mapped::loaded`] tells).
+    pub(crate) fn map(
+        self: &Arc<Self>,
+        engine: &Engine,
+        linker: &Linker<StoreState>,
+    ) -> Result<Mapped, LoadError> {
+        let mapped = |linked, loaded| Mapped {
+            linked,
             artifact: self.clone(),
             loaded,
         };
         let private = match &self.code {
-            Code::Memory(component) => return Ok(mapped(component.clone(), false)),
+            Code::Memory(linked) => return Ok(mapped(linked.clone(), false)),
             Code::File(private) => private,
         };
         let mut weak = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(component) = weak.upgrade() {
+        if let Some(linked) = weak.upgrade() {
             // Warm again: no longer counted among the code kept.
             drop(self.kept.take(&self.digest));
-            return Ok(mapped(component, false));
+            return Ok(mapped(linked, false));
         }
         let component = private.map(engine).map_err(|e| LoadError::Map {
             message: format!("{e:#}"),
         })?;
-        let component = Arc::new(component);
-        *weak = Arc::downgrade(&component);
-        Ok(mapped(component, true))
+        let linked = Arc::new(check_serves_http(linker, &component)?);
+        *weak = Arc::downgrade(&linked);
+        Ok(mapped(linked, true))
     }
 }
 
@@ -197,19 +201,19 @@ impl Drop for Artifact {
     }
 }
 
-/// An artifact's component, held by a warm function. When the function
-/// lets go of it, the code is kept for a while (unless it stays in memory
-/// anyway).
+/// An artifact's component, linked, held by a warm function. When the
+/// function lets go of it, the code is kept for a while (unless it stays in
+/// memory anyway).
 pub(crate) struct Mapped {
-    component: Arc<Component>,
+    linked: Arc<ProxyPre<StoreState>>,
     artifact: Arc<Artifact>,
     loaded: bool,
 }
 
 impl Mapped {
-    /// The component.
-    pub(crate) fn component(&self) -> &Component {
-        &self.component
+    /// The component, linked: what instances are made from.
+    pub(crate) fn linked(&self) -> &ProxyPre<StoreState> {
+        &self.linked
     }
 
     /// Whether warming loaded the code from the artifact's file, rather
@@ -223,11 +227,11 @@ impl Drop for Mapped {
     fn drop(&mut self) {
         let artifact = &self.artifact;
         if let Code::File(_) = artifact.code {
-            let image = self.component.image_range();
+            let image = self.linked.instance_pre().component().image_range();
             let bytes = (image.end as usize).saturating_sub(image.start as usize);
             artifact
                 .kept
-                .keep(artifact.digest, self.component.clone(), bytes as u64);
+                .keep(artifact.digest, self.linked.clone(), bytes as u64);
         }
     }
 }

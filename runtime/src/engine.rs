@@ -14,8 +14,9 @@
 
 use std::path::PathBuf;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use std::sync::Arc;
 
@@ -144,7 +145,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: ArtifactCache,
-    kept: Arc<KeptCode<Arc<Component>>>,
+    kept: Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
     allocation: Allocation,
     outbound: OutboundClient,
     budget: Arc<MemoryBudget>,

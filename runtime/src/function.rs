@@ -2,9 +2,10 @@
 //!
 //! Warming does everything that does not depend on the request: mapping the
 //! compiled artifact, resolving imports against the linker
-//! ([`InstancePre`]) and locating the `wasi:http/incoming-handler` export.
-//! A request then only creates a store, instantiates into a pooled slot and
-//! calls the handler.
+//! ([`InstancePre`]) and locating the `wasi:http/incoming-handler` export
+//! (done once for all the warm functions of a component, and kept with its
+//! code when they scale to zero). A request then only creates a store,
+//! instantiates into a pooled slot and calls the handler.
 //!
 //! The request's own task runs the guest until the response head is ready.
 //! A guest that has not returned by then (it is still writing its body)
@@ -34,7 +35,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::artifact::{Artifact, Mapped, check_serves_http};
+use crate::artifact::{Artifact, Mapped};
 use crate::engine::Runtime;
 use crate::error::{GuestFailure, HandleError, LoadError};
 use crate::guest_log::OutputLimits;
@@ -72,7 +73,8 @@ pub struct Function {
     limits: Limits,
     /// Keeps the epoch advancing while its guests run.
     epoch: EpochHandle,
-    /// Keeps the artifact mapped for as long as the function is warm.
+    /// Keeps the artifact mapped and linked for as long as the function is
+    /// warm.
     code: Mapped,
 }
 
@@ -82,8 +84,8 @@ impl Function {
         artifact: &Arc<Artifact>,
         spec: FunctionSpec,
     ) -> Result<Self, LoadError> {
-        let code = artifact.map(runtime.engine())?;
-        let pre = check_serves_http(runtime.linker(), code.component())?;
+        let code = artifact.map(runtime.engine(), runtime.linker())?;
+        let pre = code.linked().clone();
         Ok(Self {
             pre,
             template: Arc::new(StoreTemplate {

@@ -3,14 +3,14 @@
 //! When the last warm function of a component lets go of its code (it
 //! scaled to zero, or was replaced), the mapping does not go at once: it
 //! joins the code let go of most recently, which is kept up to a budget in
-//! bytes (`RuntimeConfig::keep_code`), the oldest leaving first. A cold
-//! start of a function whose code is kept skips loading its artifact
-//! (reading the component's metadata and mapping its code, most of a cold
-//! start) and only links it. Only code is kept, never an instance: every
-//! request still gets a fresh one. A function warmed again takes its code
-//! back out, so the budget counts only code no warm function holds, and an
-//! artifact that goes (no function uses its component any more) takes its
-//! kept code with it.
+//! bytes (`RuntimeConfig::keep_code`), the oldest leaving first. What is
+//! kept is the component linked, so a cold start of a function whose code
+//! is kept skips both loading its artifact (reading the component's
+//! metadata and mapping its code, most of a cold start) and linking it.
+//! Only code is kept, never an instance: every request still gets a fresh
+//! one. A function warmed again takes its code back out, so the budget
+//! counts only code no warm function holds, and an artifact that goes (no
+//! function uses its component any more) takes its kept code with it.
 
 use std::sync::Mutex;
 
