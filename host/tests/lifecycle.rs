@@ -644,3 +644,30 @@ async fn a_removed_function_takes_its_kept_code_with_it() {
     }
     assert_eq!(host.get("/hello").await.0, 200);
 }
+
+/// Functions of one component share its code: one that scales to zero
+/// while another stays warm leaves nothing to keep (the code is in use),
+/// and its next cold start finds the code mapped.
+#[tokio::test]
+async fn code_still_used_by_a_warm_function_is_not_counted_as_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let manifest = write(
+        dir.path(),
+        "shoal.toml",
+        format!(
+            "[[function]]\nname = \"warm\"\ncomponent = {counter:?}\nroutes = [\"/warm\"]\n\
+             min_instances = 1\n\n\
+             [[function]]\nname = \"idle\"\ncomponent = {counter:?}\nroutes = [\"/idle\"]\n\
+             idle_timeout = \"100ms\"\n"
+        ),
+    );
+    let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
+    host.wait_compiled().await;
+    wait_for_state(&host, "warm", "warm", Duration::from_secs(10)).await;
+    for _ in 0..2 {
+        assert_eq!(once_then_zero(&host, "idle").await, (200, "1\n".to_owned()));
+        assert_eq!(kept_code(&host).await, 0.0);
+    }
+    assert_eq!(cold_starts_loaded(&host, "idle"), [false, false]);
+}

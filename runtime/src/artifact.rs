@@ -7,9 +7,10 @@
 //! when it is loaded, never when a request arrives. The artifact stays in a
 //! private file (see [`crate::cache`]); warming a function maps and links
 //! it ([`Artifact::map`]), and functions that share a component share the
-//! linked mapping while any of them is warm. When the last of them scales to zero
-//! the mapping joins the code kept for a while ([`crate::kept`]), and when
-//! no function uses the artifact any more, the mapping and the file go.
+//! linked mapping while any of them is warm. When the last of them scales
+//! to zero the mapping joins the code kept for a while ([`crate::kept`]),
+//! and when no function uses the artifact any more, the mapping and the
+//! file go.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -42,13 +43,20 @@ pub enum Provenance {
     PrecompiledElsewhere,
 }
 
+/// A component mapped and linked: what a warm function's instances are
+/// made from.
+pub(crate) type Linked = Arc<ProxyPre<StoreState>>;
+
+/// Where linked components go when no warm function holds them.
+pub(crate) type Kept = KeptCode<Linked>;
+
 /// A compiled component, ready to be warmed into functions.
 pub struct Artifact {
     digest: Digest,
     code: Code,
     mapped: Mutex<Weak<ProxyPre<StoreState>>>,
     /// Where the mapping goes when no warm function holds it.
-    kept: Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
+    kept: Arc<Kept>,
     provenance: Provenance,
     elapsed: Duration,
 }
@@ -57,7 +65,7 @@ enum Code {
     /// The usual case: a private file, mapped on demand.
     File(PrivateArtifact),
     /// No file could be written: the code stays in memory, linked.
-    Memory(Arc<ProxyPre<StoreState>>),
+    Memory(Linked),
 }
 
 impl Artifact {
@@ -67,7 +75,7 @@ impl Artifact {
         engine: &Engine,
         linker: &Linker<StoreState>,
         cache: &ArtifactCache,
-        kept: &Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
+        kept: &Arc<Kept>,
         source: &ComponentSource,
     ) -> Result<Self, LoadError> {
         let start = Instant::now();
@@ -131,7 +139,7 @@ impl Artifact {
     fn new(
         source: &ComponentSource,
         code: Code,
-        kept: &Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
+        kept: &Arc<Kept>,
         provenance: Provenance,
         start: Instant,
     ) -> Self {
@@ -205,7 +213,7 @@ impl Drop for Artifact {
 /// function lets go of it, the code is kept for a while (unless it stays in
 /// memory anyway).
 pub(crate) struct Mapped {
-    linked: Arc<ProxyPre<StoreState>>,
+    linked: Linked,
     artifact: Arc<Artifact>,
     loaded: bool,
 }
@@ -227,6 +235,12 @@ impl Drop for Mapped {
     fn drop(&mut self) {
         let artifact = &self.artifact;
         if let Code::File(_) = artifact.code {
+            // Under the lock that warming takes: kept only by the last warm
+            // function to let go, and never while one warms it again.
+            let _weak = artifact.mapped.lock().unwrap_or_else(|e| e.into_inner());
+            if Arc::strong_count(&self.linked) > 1 {
+                return;
+            }
             let image = self.linked.instance_pre().component().image_range();
             let bytes = (image.end as usize).saturating_sub(image.start as usize);
             artifact

@@ -16,11 +16,10 @@ use std::path::PathBuf;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use std::sync::Arc;
 
-use crate::artifact::Artifact;
+use crate::artifact::{Artifact, Kept};
 use crate::cache::ArtifactCache;
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
@@ -145,7 +144,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: ArtifactCache,
-    kept: Arc<KeptCode<Arc<ProxyPre<StoreState>>>>,
+    kept: Arc<Kept>,
     allocation: Allocation,
     outbound: OutboundClient,
     budget: Arc<MemoryBudget>,
