@@ -137,6 +137,8 @@ fn flags_out_of_range_are_refused_naming_the_flag() {
         ("--header-read-timeout", "0s"),
         ("--send-timeout", "0s"),
         ("--memory-budget", "1KiB"),
+        ("--keep-code", "lots"),
+        ("--keep-code", "1MiBs"),
     ] {
         let (status, stderr) = run_to_exit_with(&manifest, dir.path(), &[flag, value]);
         assert_eq!(

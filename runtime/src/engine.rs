@@ -216,10 +216,10 @@ impl Runtime {
         Artifact::compile(&self.engine, &self.linker, &self.cache, &self.kept, source).map(Arc::new)
     }
 
-    /// Warms a function of `artifact`: maps the artifact (unless another
-    /// warm function shares the mapping, or it was kept since its functions
-    /// scaled to zero) and pre-instantiates it. This is the work of a cold
-    /// start.
+    /// Warms a function of `artifact`: maps the artifact and links it
+    /// (pre-instantiates it), unless another warm function of the same
+    /// component holds it linked already or it was kept since its functions
+    /// scaled to zero. This is the work of a cold start.
     pub fn warm(
         &self,
         artifact: &Arc<Artifact>,
