@@ -752,12 +752,12 @@ async fn memory_held_by_parked_request_heads_is_given_back() {
     let (host, _dir) = host_with(&["--header-read-timeout", "1s"]);
     assert_eq!(host.get("/hello").await.0, 200);
     let baseline = host.memory_kib("VmRSS");
-    // 400 connections, each parked on 60 KB of a request head.
+    // 600 connections, each parked on 60 KB of a request head (35 MB in all).
     let head = format!(
         "GET /hello HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
         "a".repeat(60_000)
     );
-    let mut parked: Vec<TcpStream> = (0..400)
+    let mut parked: Vec<TcpStream> = (0..600)
         .map(|_| {
             let mut socket = TcpStream::connect(host.addr).unwrap();
             socket.write_all(head.as_bytes()).unwrap();
