@@ -519,13 +519,14 @@ async fn once_then_zero(host: &Host, name: &str) -> (u16, String) {
 async fn a_function_at_zero_keeps_its_code_mapped_unless_told_not_to() {
     let dir = tempfile::tempdir().unwrap();
     let counter = common::guest("counter");
-    let manifest = write(
+    let manifest = common::manifest(
         dir.path(),
-        "shoal.toml",
-        format!(
-            "[[function]]\nname = \"count\"\ncomponent = {counter:?}\nroutes = [\"/count\"]\n\
-             idle_timeout = \"500ms\"\n"
-        ),
+        &[(
+            "count",
+            &counter,
+            &["/count"],
+            &["idle_timeout = \"500ms\""],
+        )],
     );
     let kept = Host::start_with(&manifest, &dir.path().join("kept"), &[], &[]).unwrap();
     let unkept = Host::start_with(
@@ -559,17 +560,14 @@ async fn a_function_at_zero_keeps_its_code_mapped_unless_told_not_to() {
 #[tokio::test]
 async fn kept_code_beyond_the_budget_is_unmapped_oldest_first() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write(
+    let idle: &[&str] = &["idle_timeout = \"100ms\""];
+    let (counter, hello) = (common::guest("counter"), example("hello"));
+    let manifest = common::manifest(
         dir.path(),
-        "shoal.toml",
-        format!(
-            "[[function]]\nname = \"count\"\ncomponent = {:?}\nroutes = [\"/count\"]\n\
-             idle_timeout = \"100ms\"\n\n\
-             [[function]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\n\
-             idle_timeout = \"100ms\"\n",
-            common::guest("counter"),
-            example("hello")
-        ),
+        &[
+            ("count", &counter, &["/count"], idle),
+            ("hello", &hello, &["/hello"], idle),
+        ],
     );
     // First, each one's size, from a host that keeps both.
     let sizes = {
@@ -612,27 +610,15 @@ async fn kept_code_beyond_the_budget_is_unmapped_oldest_first() {
 #[tokio::test]
 async fn a_removed_function_takes_its_kept_code_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let function = |name: &str, component: &std::path::Path| {
-        format!(
-            "[[function]]\nname = \"{name}\"\ncomponent = {component:?}\nroutes = [\"/{name}\"]\n\
-             idle_timeout = \"100ms\"\n"
-        )
-    };
-    let manifest = write(
-        dir.path(),
-        "shoal.toml",
-        function("count", &common::guest("counter")),
-    );
+    let idle: &[&str] = &["idle_timeout = \"100ms\""];
+    let (counter, hello) = (common::guest("counter"), example("hello"));
+    let manifest = common::manifest(dir.path(), &[("count", &counter, &["/count"], idle)]);
     let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
     host.wait_compiled().await;
     once_then_zero(&host, "count").await;
     assert!(kept_code(&host).await > 0.0);
 
-    write(
-        dir.path(),
-        "shoal.toml",
-        function("hello", &example("hello")),
-    );
+    common::manifest(dir.path(), &[("hello", &hello, &["/hello"], idle)]);
     host.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while kept_code(&host).await > 0.0 {
@@ -652,15 +638,12 @@ async fn a_removed_function_takes_its_kept_code_with_it() {
 async fn code_still_used_by_a_warm_function_is_not_counted_as_kept() {
     let dir = tempfile::tempdir().unwrap();
     let counter = common::guest("counter");
-    let manifest = write(
+    let manifest = common::manifest(
         dir.path(),
-        "shoal.toml",
-        format!(
-            "[[function]]\nname = \"warm\"\ncomponent = {counter:?}\nroutes = [\"/warm\"]\n\
-             min_instances = 1\n\n\
-             [[function]]\nname = \"idle\"\ncomponent = {counter:?}\nroutes = [\"/idle\"]\n\
-             idle_timeout = \"100ms\"\n"
-        ),
+        &[
+            ("warm", &counter, &["/warm"], &["min_instances = 1"]),
+            ("idle", &counter, &["/idle"], &["idle_timeout = \"100ms\""]),
+        ],
     );
     let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
     host.wait_compiled().await;
