@@ -228,10 +228,9 @@ impl Runtime {
         Function::warm(self, artifact, spec)
     }
 
-    /// The compiled code kept mapped that no warm function holds: how many
-    /// components, and its bytes.
-    pub fn kept_code(&self) -> (usize, u64) {
-        self.kept.size()
+    /// Bytes of compiled code kept mapped that no warm function holds.
+    pub fn kept_code(&self) -> u64 {
+        self.kept.size().1
     }
 
     pub(crate) fn engine(&self) -> &Engine {

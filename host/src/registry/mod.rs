@@ -581,7 +581,7 @@ impl Registry {
             states: states.to_vec(),
             memory_budget: budget.limit(),
             memory_in_use: budget.used(),
-            kept_code: self.runtime.kept_code().1,
+            kept_code: self.runtime.kept_code(),
             log_lines_dropped: crate::telemetry::logs::dropped_lines(),
             host_waiting: self.gate.waiting() as u64,
         }
