@@ -562,9 +562,14 @@ async fn the_memory_budget_bounds_all_instances_and_a_healthy_function_answers()
                 "hog",
                 &guest("memory-hog"),
                 &["/hog"],
-                &["memory = \"64MiB\""],
+                &["memory = \"64MiB\"", "idle_timeout = \"1s\""],
             ),
-            ("hello", &example("hello"), &["/hello"], &[]),
+            (
+                "hello",
+                &example("hello"),
+                &["/hello"],
+                &["idle_timeout = \"1s\""],
+            ),
         ],
     );
     let budget = format!("{BUDGET_MIB}MiB");
@@ -625,8 +630,10 @@ async fn the_memory_budget_bounds_all_instances_and_a_healthy_function_answers()
         metrics["shoal_memory_budget_bytes"],
         (BUDGET_MIB << 20) as f64
     );
-    // Every instance is gone, and gave its memory back.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Every instance is gone, and gave its memory back: those that served
+    // requests at once, and those made ahead, once their functions scaled
+    // to zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
     while host.metrics().await["shoal_memory_in_use_bytes"] > 0.0 {
         assert!(Instant::now() < deadline, "memory stayed in use");
         tokio::time::sleep(Duration::from_millis(20)).await;

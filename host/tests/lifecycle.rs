@@ -354,8 +354,12 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
     assert_eq!(host.function("reused").await["max_instance_reuse"], 3);
 
     // Sequential requests: a fresh instance each time, so nothing carries
-    // over; a reused instance serves three, then is replaced.
+    // over; a reused instance serves three, then is replaced. After its
+    // first request, the fresh-instance function has its next instance
+    // made before the next request comes: each is used once.
+    assert_eq!(host.get("/fresh").await, (200, "1\n".to_owned()));
     for _ in 0..4 {
+        wait_for(&host, "fresh", "idle_instances", 1, Duration::from_secs(5)).await;
         assert_eq!(host.get("/fresh").await, (200, "1\n".to_owned()));
     }
     // The client can read the whole answer just before the instance is
@@ -375,7 +379,6 @@ async fn instances_are_fresh_per_request_unless_the_function_opts_into_reuse() {
         .await;
     }
     assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
-    assert_eq!(host.function("fresh").await["idle_instances"], 0);
 
     // An instance that trapped is never used again.
     assert_eq!(host.get("/reused?trap").await.0, 500);
@@ -653,4 +656,119 @@ async fn code_still_used_by_a_warm_function_is_not_counted_as_kept() {
         assert_eq!(kept_code(&host).await, 0.0);
     }
     assert_eq!(cold_starts_loaded(&host, "idle"), [false, false]);
+}
+
+/// The host's `shoal_ready_instances`.
+async fn ready_instances(host: &Host) -> f64 {
+    host.metrics().await["shoal_ready_instances"]
+}
+
+/// Polls `/metrics` until `shoal_ready_instances` is `count`.
+async fn wait_for_ready(host: &Host, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = ready_instances(host).await;
+        if ready == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ready} instances ready, never {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Functions that each served a request, one after the other, in a host
+/// of `--max-instances 16`: a quarter of that (4) may keep an instance
+/// made ahead; each of the first four does.
+async fn four_ready_of_five(settings: &[&str]) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let slow = common::guest("slow");
+    let names = ["f1", "f2", "f3", "f4", "f5"];
+    let routes: Vec<[String; 1]> = names.iter().map(|n| [format!("/{n}")]).collect();
+    let routes: Vec<[&str; 1]> = routes.iter().map(|[r]| [r.as_str()]).collect();
+    let mut decls: Vec<common::Decl<'_>> = names
+        .iter()
+        .zip(&routes)
+        .map(|(name, route)| (*name, counter.as_path(), &route[..], settings))
+        .collect();
+    decls.push(("slow", slow.as_path(), &["/slow"], &[]));
+    let manifest = common::manifest(dir.path(), &decls);
+    let host = Host::start_with(&manifest, dir.path(), &["--max-instances", "16"], &[]).unwrap();
+    host.wait_compiled().await;
+    for name in &names[..4] {
+        assert_eq!(host.get(&format!("/{name}")).await, (200, "1\n".to_owned()));
+        wait_for(&host, name, "idle_instances", 1, Duration::from_secs(10)).await;
+    }
+    assert_eq!(host.get("/f5").await, (200, "1\n".to_owned()));
+    (dir, host)
+}
+
+/// Instances made ahead take slots of the pool beyond the instances
+/// requests may hold: with four of them made, sixteen requests at once
+/// (`--max-instances 16`) each still get an instance, and the four stay.
+/// A fifth function finds no room for one more (the host holds a quarter
+/// of `--max-instances` at most).
+#[tokio::test]
+async fn instances_made_ahead_never_take_a_slot_a_request_needs() {
+    let (_dir, host) = four_ready_of_five(&[]).await;
+    wait_for_ready(&host, 4.0).await;
+    let client = http1();
+    let requests = (0..16).map(|_| {
+        let client = client.clone();
+        let url = host.url("/slow?ms=300");
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    assert_eq!(answers, vec![(200, "slept 300 ms\n".to_owned()); 16]);
+    assert_eq!(host.function("f5").await["idle_instances"], 0);
+    for name in ["f1", "f2", "f3", "f4"] {
+        assert_eq!(host.function(name).await["idle_instances"], 1, "{name}");
+    }
+}
+
+/// An instance made ahead goes with its function when it scales to zero,
+/// and its place and memory go back to the host: another function then
+/// gets one.
+#[tokio::test]
+async fn instances_made_ahead_go_when_their_function_scales_to_zero() {
+    let (_dir, host) = four_ready_of_five(&["idle_timeout = \"1s\""]).await;
+    for name in ["f1", "f2", "f3", "f4", "f5"] {
+        wait_for_state(&host, name, "compiled", Duration::from_secs(10)).await;
+    }
+    wait_for_ready(&host, 0.0).await;
+    assert_eq!(host.metrics().await["shoal_memory_in_use_bytes"], 0.0);
+    assert_eq!(host.get("/f5").await, (200, "1\n".to_owned()));
+    wait_for(&host, "f5", "idle_instances", 1, Duration::from_secs(10)).await;
+    assert_eq!(host.get("/f5").await, (200, "1\n".to_owned()));
+}
+
+/// `--ready-instances 0` makes every instance when its request comes; a
+/// count that is not a number is refused at start.
+#[tokio::test]
+async fn no_instance_is_made_ahead_with_ready_instances_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let manifest = common::manifest(dir.path(), &[("f", &counter, &["/f"], &[])]);
+    let host = Host::start_with(&manifest, dir.path(), &["--ready-instances", "0"], &[]).unwrap();
+    for _ in 0..3 {
+        assert_eq!(host.get("/f").await, (200, "1\n".to_owned()));
+    }
+    // Made ahead, an instance would be ready a few milliseconds after the
+    // answer; watch for a while that none comes.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        assert_eq!(host.function("f").await["idle_instances"], 0);
+        assert_eq!(ready_instances(&host).await, 0.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let refused = Host::start_with(&manifest, dir.path(), &["--ready-instances", "some"], &[]);
+    let error = refused.err().expect("--ready-instances some was accepted");
+    assert!(error.contains("--ready-instances"), "{error}");
 }

@@ -26,6 +26,7 @@ use crate::function::{Function, FunctionSpec};
 use crate::kept::KeptCode;
 use crate::limits::{EpochHandle, EpochTicker, MemoryBudget};
 use crate::outbound::OutboundClient;
+use crate::ready::{DEFAULT_READY_INSTANCES, ReadyInstances};
 use crate::source::ComponentSource;
 use crate::store::StoreState;
 
@@ -81,6 +82,9 @@ pub struct RuntimeConfig {
     /// (the functions scaled to zero most recently), so that their next
     /// cold start skips loading it; 0 unmaps code at once.
     pub keep_code: u64,
+    /// Fresh instances made ahead of their request at most, across all
+    /// functions (at most a quarter of `max_instances`); 0 makes none.
+    pub ready_instances: u32,
 }
 
 /// The compiled code kept mapped by default: 128 MiB.
@@ -119,6 +123,7 @@ impl RuntimeConfig {
             memory_budget: u64::MAX,
             cpu: TargetCpu::Native,
             keep_code: DEFAULT_KEEP_CODE,
+            ready_instances: DEFAULT_READY_INSTANCES,
         }
     }
 }
@@ -128,8 +133,10 @@ impl RuntimeConfig {
 pub enum Allocation {
     /// Pre-reserved slots with copy-on-write memory images.
     Pooling {
-        /// Instance slots in the pool.
+        /// Instance slots in the pool for requests.
         instances: u32,
+        /// Slots beyond those, for instances made ahead of their request.
+        ready: u32,
         /// Whether dropped instances' dirty pages are found with
         /// `PAGEMAP_SCAN` and restored in place (else they are unmapped).
         pagemap_scan: bool,
@@ -148,6 +155,7 @@ pub struct Runtime {
     allocation: Allocation,
     outbound: OutboundClient,
     budget: Arc<MemoryBudget>,
+    ready: Arc<ReadyInstances>,
     epoch: EpochTicker,
 }
 
@@ -163,6 +171,11 @@ impl Runtime {
                 (engine, Allocation::OnDemand)
             }
         };
+        let ready = match allocation {
+            Allocation::Pooling { ready, .. } => ready,
+            Allocation::OnDemand => ready_instances(config, config.max_instances),
+        };
+        let budget = Arc::new(MemoryBudget::new(config.memory_budget));
         let linker = linker(&engine).map_err(RuntimeError::Engine)?;
         let cache = ArtifactCache::open(
             &config.cache_dir,
@@ -181,13 +194,24 @@ impl Runtime {
             kept: Arc::new(KeptCode::new(config.keep_code)),
             allocation,
             outbound: OutboundClient::new(),
-            budget: Arc::new(MemoryBudget::new(config.memory_budget)),
+            ready: Arc::new(ReadyInstances::new(ready, budget.clone())),
+            budget,
         })
     }
 
     /// What keeps the epoch advancing while guests run.
     pub(crate) fn epoch(&self) -> EpochHandle {
         self.epoch.handle()
+    }
+
+    /// The count of instances made ahead of their request.
+    pub(crate) fn ready(&self) -> &Arc<ReadyInstances> {
+        &self.ready
+    }
+
+    /// Instances made ahead of their request, now.
+    pub fn ready_instances(&self) -> usize {
+        self.ready.count()
     }
 
     /// The memory all instances draw from.
@@ -247,15 +271,26 @@ impl Runtime {
 }
 
 /// An engine with the largest instance pool the address space holds, from
-/// the configured size down by halves to [`MIN_POOLED_INSTANCES`]; `None` if
-/// not even that fits.
+/// the configured size down by halves to [`MIN_POOLED_INSTANCES`], with the
+/// slots for instances made ahead beyond it if they fit too; `None` if not
+/// even the smallest pool fits.
 fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>, RuntimeError> {
     let instances = config.max_instances;
-    let mut size = instances;
-    loop {
+    let sizes = std::iter::successors(Some(instances), |size| {
+        (size / 2 >= MIN_POOLED_INSTANCES).then_some(size / 2)
+    });
+    // At each size, with the slots for instances made ahead, then without.
+    let pools = sizes.flat_map(|size| {
+        let ready = ready_instances(config, size);
+        [(size, ready), (size, 0)]
+            .into_iter()
+            .take(if ready > 0 { 2 } else { 1 })
+    });
+    let mut failed = None;
+    for (size, ready) in pools {
         let pool = Pool {
-            instances: size,
-            keep_resident: keep_resident(config.memory_budget, size),
+            instances: size + ready,
+            keep_resident: keep_resident(config.memory_budget, size + ready),
         };
         let settings = engine_config(Some(pool), config.cpu).map_err(RuntimeError::Engine)?;
         match Engine::new(&settings) {
@@ -272,27 +307,33 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
                     engine,
                     Allocation::Pooling {
                         instances: size,
+                        ready,
                         pagemap_scan,
                     },
                 )));
             }
-            Err(error) if size / 2 >= MIN_POOLED_INSTANCES => {
+            Err(error) => {
                 tracing::debug!(
                     size,
+                    ready,
                     error = format!("{error:#}"),
                     "the instance pool does not fit"
                 );
-                size /= 2;
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "the instance pool cannot be reserved here; allocating instances on demand"
-                );
-                return Ok(None);
+                failed = Some(error);
             }
         }
     }
+    tracing::warn!(
+        error = failed.map(|error| format!("{error:#}")),
+        "the instance pool cannot be reserved here; allocating instances on demand"
+    );
+    Ok(None)
+}
+
+/// The instances made ahead of their request at most, for `instances` of
+/// requests: as configured, up to a quarter of them.
+fn ready_instances(config: &RuntimeConfig, instances: u32) -> u32 {
+    config.ready_instances.min(instances / 4)
 }
 
 /// The size of the instance pool.

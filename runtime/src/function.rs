@@ -5,7 +5,8 @@
 //! ([`InstancePre`]) and locating the `wasi:http/incoming-handler` export
 //! (done once for all the warm functions of a component, and kept with its
 //! code when they scale to zero). A request then only creates a store,
-//! instantiates into a pooled slot and calls the handler.
+//! instantiates into a pooled slot and calls the handler; after the first
+//! request, the instance is usually made already ([`crate::ready`]).
 //!
 //! The request's own task runs the guest until the response head is ready.
 //! A guest that has not returned by then (it is still writing its body)
@@ -41,6 +42,7 @@ use crate::error::{GuestFailure, HandleError, LoadError};
 use crate::guest_log::OutputLimits;
 use crate::limits::{EpochHandle, LimitedBody, Limits, MemoryBudget, Refusal, on_epoch_tick};
 use crate::outbound::{Outbound, OutboundPolicy};
+use crate::ready::ReadySlot;
 use crate::reuse::{InstancePool, Reusable};
 use crate::store::{StoreState, StoreTemplate};
 
@@ -70,6 +72,9 @@ pub struct Function {
     template: Arc<StoreTemplate>,
     /// Idle instances, when the function reuses them.
     reuse: Option<Arc<InstancePool>>,
+    /// The fresh instance made for its next request, when it does not
+    /// reuse them (and the host makes them ahead).
+    ready: Option<Arc<ReadySlot>>,
     limits: Limits,
     /// Keeps the epoch advancing while its guests run.
     epoch: EpochHandle,
@@ -98,6 +103,8 @@ impl Function {
             }),
             reuse: (spec.max_instance_reuse.get() > 1)
                 .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
+            ready: (spec.max_instance_reuse.get() == 1 && runtime.ready().cap() > 0)
+                .then(|| Arc::new(ReadySlot::new(runtime.ready().clone()))),
             limits: spec.limits,
             epoch: runtime.epoch(),
             code,
@@ -116,10 +123,14 @@ impl Function {
         &self.template.function
     }
 
-    /// Instances kept between requests (always 0 unless the function reuses
-    /// instances).
+    /// Instances waiting for a request: the idle ones of a function that
+    /// reuses instances, else the fresh one made ahead, if it is made.
     pub fn idle_instances(&self) -> usize {
-        self.reuse.as_ref().map_or(0, |pool| pool.idle())
+        match (&self.reuse, &self.ready) {
+            (Some(pool), _) => pool.idle(),
+            (None, Some(ready)) => usize::from(ready.is_ready()),
+            (None, None) => 0,
+        }
     }
 
     /// Runs one request through a fresh instance (or an idle one, if the
@@ -146,8 +157,12 @@ impl Function {
         let body_exceeded = Arc::new(AtomicBool::new(false));
         let request =
             request.map(|body| LimitedBody::new(body, self.limits.max_body, body_exceeded.clone()));
-        let reused = self.reuse.as_ref().and_then(|pool| pool.take());
-        let (mut store, proxy, uses) = match reused {
+        let waiting = match (&self.reuse, &self.ready) {
+            (Some(pool), _) => pool.take(),
+            (None, Some(ready)) => ready.take(),
+            (None, None) => None,
+        };
+        let (mut store, proxy, uses) = match waiting {
             Some(Reusable {
                 mut store,
                 proxy,
@@ -156,12 +171,22 @@ impl Function {
                 store
                     .data_mut()
                     .begin_request(request_id, trace_headers, deadline);
-                // The epoch moved on while the instance sat idle: count this
-                // request's ticks from now, not from its last request.
+                // The epoch moved on while the instance waited: count this
+                // request's ticks from now.
                 store.set_epoch_deadline(1);
                 (store, Some(proxy), uses)
             }
-            None => (self.new_store(request_id, trace_headers, deadline), None, 0),
+            None => {
+                let store = new_store(
+                    &self.pre,
+                    &self.template,
+                    self.limits,
+                    request_id,
+                    trace_headers,
+                    deadline,
+                );
+                (store, None, 0)
+            }
         };
         let (response_tx, mut response_rx) = oneshot::channel();
         let mut http = store.data_mut().http();
@@ -207,6 +232,17 @@ impl Function {
         // From instantiation (which may run the guest's start code) to its
         // end, deadlines must be enforced.
         let running = self.epoch.running();
+        let make_next = self.ready.as_ref().map(|ready| {
+            (
+                Arc::downgrade(ready),
+                MakeInstance {
+                    pre: self.pre.clone(),
+                    template: self.template.clone(),
+                    limits: self.limits,
+                    epoch: self.epoch.clone(),
+                },
+            )
+        });
         let mut guest = GuestTask::Inline(Box::pin(
             async move {
                 let outcome = run_guest.await;
@@ -215,11 +251,15 @@ impl Function {
                     Ok(Some(store)) => {
                         // Dropping a store resets its memory, the largest
                         // part of the drop. A task of its own does it after
-                        // the answer is written: the worker runs the task
-                        // once the connection's task waits again.
+                        // the answer is written (the worker runs the task
+                        // once the connection's task waits again), then
+                        // makes the next request's instance.
                         tokio::spawn(async move {
                             drop(store);
                             drop(held);
+                            if let Some((slot, make)) = make_next {
+                                ReadySlot::fill(&slot, async || make.run().await).await;
+                            }
                         });
                         Ok(())
                     }
@@ -267,25 +307,59 @@ impl Function {
             },
         }
     }
+}
 
-    fn new_store(
-        &self,
-        request_id: &str,
-        trace_headers: HeaderMap,
-        deadline: Instant,
-    ) -> Store<StoreState> {
-        let state = StoreState::new(
+/// A new store for one instance of a function.
+fn new_store(
+    pre: &ProxyPre<StoreState>,
+    template: &StoreTemplate,
+    limits: Limits,
+    request_id: &str,
+    trace_headers: HeaderMap,
+    deadline: Instant,
+) -> Store<StoreState> {
+    let state = StoreState::new(template, request_id, trace_headers, limits.memory, deadline);
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| state.limiter());
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|store| Ok(on_epoch_tick(store.data().deadline())));
+    store
+}
+
+/// What makes a function's next instance ahead of its request.
+struct MakeInstance {
+    pre: ProxyPre<StoreState>,
+    template: Arc<StoreTemplate>,
+    limits: Limits,
+    epoch: EpochHandle,
+}
+
+impl MakeInstance {
+    /// A fresh instance, with no request yet; `None` if instantiating it
+    /// failed (a trap or a limit in its start code, a full pool): the
+    /// request that would have used it instantiates its own instead, and
+    /// meets the failure there.
+    async fn run(self) -> Option<Reusable> {
+        let deadline = Instant::now() + self.limits.timeout;
+        let mut store = new_store(
+            &self.pre,
             &self.template,
-            request_id,
-            trace_headers,
-            self.limits.memory,
+            self.limits,
+            "",
+            HeaderMap::new(),
             deadline,
         );
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| state.limiter());
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|store| Ok(on_epoch_tick(store.data().deadline())));
-        store
+        // Start code is guest code: it keeps to the same deadline.
+        let running = self.epoch.running();
+        let made =
+            tokio::time::timeout_at(deadline.into(), self.pre.instantiate_async(&mut store)).await;
+        drop(running);
+        let proxy = made.ok()?.ok()?;
+        Some(Reusable {
+            store,
+            proxy,
+            uses: 0,
+        })
     }
 }
 

@@ -34,6 +34,7 @@ mod kept;
 mod limits;
 mod outbound;
 mod precompile;
+mod ready;
 mod reuse;
 mod source;
 mod store;
@@ -53,6 +54,7 @@ pub use outbound::{
     PROPAGATED_HEADERS,
 };
 pub use precompile::Precompiler;
+pub use ready::DEFAULT_READY_INSTANCES;
 pub use source::{ComponentSource, Digest};
 pub use store::StoreState;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).

@@ -117,6 +117,17 @@ pub struct RunArgs {
           value_parser = parse_any_size)]
     keep_code: u64,
 
+    /// Fresh instances made ahead of their request, at most, across all
+    /// functions: once a function that does not reuse instances has
+    /// answered, its next instance is made after the answer is written, so
+    /// that the next request does not wait for it. Each function keeps one
+    /// at most; at most a quarter of `--max-instances`, in slots of the pool
+    /// beyond those; none while the memory budget is more than half used.
+    /// `0` makes every instance when its request comes.
+    #[arg(long, value_name = "N", env = "SHOAL_READY_INSTANCES",
+          default_value_t = shoal_runtime::DEFAULT_READY_INSTANCES)]
+    ready_instances: u32,
+
     /// Open connections at most on the public port; past it, new ones wait
     /// until one closes. Also bounded by the file descriptor limit.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS,
@@ -259,13 +270,16 @@ impl RunArgs {
         config.max_instances = max_instances;
         config.memory_budget = memory_budget;
         config.keep_code = self.keep_code;
+        config.ready_instances = self.ready_instances;
         let runtime = Arc::new(Runtime::new(&config)?);
         match runtime.allocation() {
             Allocation::Pooling {
                 instances,
+                ready,
                 pagemap_scan,
             } => tracing::info!(
                 instances,
+                ready_instances = ready,
                 memory_budget,
                 memory_reset = if pagemap_scan {
                     "dirty pages, in place (PAGEMAP_SCAN)"

@@ -195,6 +195,8 @@ pub struct Gauges {
     pub memory_in_use: u64,
     /// Bytes of compiled code kept mapped that no warm function holds.
     pub kept_code: u64,
+    /// Fresh instances made ahead of their request, waiting for it.
+    pub ready_instances: u64,
     /// Log lines dropped because the log could not keep up, so far.
     pub log_lines_dropped: u64,
     /// Requests waiting for the host-wide gate.
@@ -252,6 +254,7 @@ pub struct Metrics {
     memory_budget: IntGauge,
     memory_in_use: IntGauge,
     kept_code: IntGauge,
+    ready_instances: IntGauge,
     host_waiting: IntGauge,
     events: IntCounterVec,
     event_duplicates: IntCounterVec,
@@ -380,6 +383,10 @@ impl Metrics {
             "shoal_kept_code_bytes",
             "Compiled code of functions at zero kept mapped for their next cold start (--keep-code).",
         );
+        let ready_instances = plain_gauge(
+            "shoal_ready_instances",
+            "Fresh instances made ahead of their request, waiting for it (--ready-instances).",
+        );
         let host_waiting = plain_gauge(
             "shoal_host_queue_depth",
             "Requests waiting for the host-wide gate (a free instance).",
@@ -446,6 +453,7 @@ impl Metrics {
             memory_budget,
             memory_in_use,
             kept_code,
+            ready_instances,
             host_waiting,
             changes: counter(
                 "shoal_registry_changes_total",
@@ -594,6 +602,8 @@ impl Metrics {
             .set(i64::try_from(gauges.memory_in_use).unwrap_or(i64::MAX));
         self.kept_code
             .set(i64::try_from(gauges.kept_code).unwrap_or(i64::MAX));
+        self.ready_instances
+            .set(i64::try_from(gauges.ready_instances).unwrap_or(i64::MAX));
         self.host_waiting.set(gauges.host_waiting as i64);
         let mut families = self.registry.gather();
         families.extend(counter_family(
