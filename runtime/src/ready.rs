@@ -83,67 +83,78 @@ struct Ready {
 
 /// One function's ready instance, if it has one.
 pub(crate) struct ReadySlot {
-    ready: Mutex<Option<Ready>>,
+    state: Mutex<SlotState>,
     host: Arc<ReadyInstances>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    ready: Option<Ready>,
+    /// An instance is being made for it: requests that finish meanwhile do
+    /// not make another.
+    making: bool,
 }
 
 impl ReadySlot {
     pub(crate) fn new(host: Arc<ReadyInstances>) -> Self {
         Self {
-            ready: Mutex::new(None),
+            state: Mutex::new(SlotState::default()),
             host,
         }
     }
 
     /// The ready instance, if there is one; it is no longer counted.
     pub(crate) fn take(&self) -> Option<Reusable> {
-        let ready = self.lock().take()?;
+        let ready = self.lock().ready.take()?;
         Some(ready.instance)
     }
 
     /// Whether an instance is ready.
     pub(crate) fn is_ready(&self) -> bool {
-        self.lock().is_some()
+        self.lock().ready.is_some()
     }
 
-    /// Counts one more ready instance for this slot, unless it has one or
-    /// the host has no room: `make` is then run to make it.
+    /// Makes the slot's instance with `make`, unless the slot has one or
+    /// one is being made, or the host has no room for one more.
     pub(crate) async fn fill<F>(slot: &Weak<Self>, make: F)
     where
         F: AsyncFnOnce() -> Option<Reusable>,
     {
         let place = {
             let Some(slot) = slot.upgrade() else { return };
-            if slot.is_ready() {
+            let mut state = slot.lock();
+            if state.ready.is_some() || state.making {
                 return;
             }
             let Some(place) = slot.host.reserve() else {
                 return;
             };
+            state.making = true;
             place
         };
-        let Some(instance) = make().await else { return };
-        let ready = Ready {
-            instance,
-            _place: place,
-        };
-        // The function may have gone (scaled to zero, replaced) meanwhile,
-        // or another request may have made one first: then this one goes.
-        if let Some(slot) = slot.upgrade() {
-            let mut current = slot.lock();
-            if current.is_none() {
-                *current = Some(ready);
-            }
+        let made = make().await;
+        // The function may have gone meanwhile (scaled to zero, replaced):
+        // then the instance goes too.
+        let Some(slot) = slot.upgrade() else { return };
+        let mut state = slot.lock();
+        state.making = false;
+        if let Some(instance) = made {
+            state.ready = Some(Ready {
+                instance,
+                _place: place,
+            });
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Ready>> {
-        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future as _;
+
     use wasmtime::ResourceLimiter as _;
 
     use super::*;
@@ -166,6 +177,46 @@ mod tests {
         assert!(host.reserve().is_some());
         drop(second);
         assert_eq!(host.count(), 0);
+    }
+
+    #[test]
+    fn one_instance_at_a_time_is_made_for_a_slot() {
+        let host = Arc::new(ReadyInstances::new(
+            8,
+            Arc::new(MemoryBudget::new(u64::MAX)),
+        ));
+        let slot = Arc::new(ReadySlot::new(host.clone()));
+        let weak = Arc::downgrade(&slot);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = ReadySlot::fill(&weak, async || {
+            released.await.ok();
+            None
+        });
+        let mut first = std::pin::pin!(first);
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(host.count(), 1, "the place is taken while it is made");
+
+        // A second request done meanwhile makes nothing more.
+        let mut made_again = false;
+        let second = ReadySlot::fill(&weak, async || {
+            made_again = true;
+            None
+        });
+        assert!(std::pin::pin!(second).poll(&mut cx).is_ready());
+        assert!(!made_again, "a second instance was made for one slot");
+
+        // Making it failed: the place goes back, and the slot may try again.
+        release.send(()).unwrap();
+        assert!(first.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(host.count(), 0);
+        let third = ReadySlot::fill(&weak, async || {
+            made_again = true;
+            None
+        });
+        assert!(std::pin::pin!(third).poll(&mut cx).is_ready());
+        assert!(made_again);
     }
 
     #[test]
