@@ -8,8 +8,8 @@
 //! instance; only its creation moved earlier. Whatever its start code (if
 //! any) writes is logged without a request id.
 //!
-//! Each function keeps at most one ready instance, and the host at most
-//! [`ReadyInstances::cap`]: the pool holds that many slots beyond the
+//! Each function keeps at most one ready instance (and makes one at a
+//! time), and the host at most [`ReadyInstances::cap`]: the pool holds that many slots beyond the
 //! instances it admits requests for, so ready instances never take a slot a
 //! request needs. Past the cap, or while the memory budget is more than
 //! half used, nothing is made ahead. A ready instance goes when its
