@@ -95,8 +95,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     idle_timeout: Duration,
 
-    /// Instances alive at once, across all functions (the size of the
-    /// instance pool). Fewer if the memory budget could not hold them at
+    /// Instances alive at once for requests, across all functions (the
+    /// size of the instance pool, beyond the slots of `--ready-instances`).
+    /// Fewer if the memory budget could not hold them at
     /// 1 MiB each, or if the address space cannot hold the pool.
     #[arg(long, value_name = "N", default_value_t = sizing::DEFAULT_MAX_INSTANCES,
           value_parser = clap::value_parser!(u32).range(1..))]
