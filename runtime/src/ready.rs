@@ -132,12 +132,12 @@ impl ReadySlot {
             state.making = true;
             place
         };
+        let _making = Making(slot);
         let made = make().await;
         // The function may have gone meanwhile (scaled to zero, replaced):
         // then the instance goes too.
         let Some(slot) = slot.upgrade() else { return };
         let mut state = slot.lock();
-        state.making = false;
         if let Some(instance) = made {
             state.ready = Some(Ready {
                 instance,
@@ -148,6 +148,19 @@ impl ReadySlot {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Ends a slot's `making` when dropped, also when the making is dropped
+/// half-way (its task stopped): the slot never waits for an instance that
+/// nobody makes.
+struct Making<'a>(&'a Weak<ReadySlot>);
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.upgrade() {
+            slot.lock().making = false;
+        }
     }
 }
 
@@ -217,6 +230,30 @@ mod tests {
         });
         assert!(std::pin::pin!(third).poll(&mut cx).is_ready());
         assert!(made_again);
+    }
+
+    #[test]
+    fn a_making_dropped_half_way_leaves_the_slot_free() {
+        let host = Arc::new(ReadyInstances::new(
+            8,
+            Arc::new(MemoryBudget::new(u64::MAX)),
+        ));
+        let slot = Arc::new(ReadySlot::new(host.clone()));
+        let weak = Arc::downgrade(&slot);
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let stopped = ReadySlot::fill(&weak, async || std::future::pending().await);
+            assert!(std::pin::pin!(stopped).poll(&mut cx).is_pending());
+        }
+        assert_eq!(host.count(), 0, "the place goes with the making");
+        let mut made = false;
+        let next = ReadySlot::fill(&weak, async || {
+            made = true;
+            None
+        });
+        assert!(std::pin::pin!(next).poll(&mut cx).is_ready());
+        assert!(made, "the slot still waits for the stopped making");
     }
 
     #[test]
