@@ -777,3 +777,38 @@ async fn no_instance_is_made_ahead_with_ready_instances_zero() {
     let error = refused.err().expect("--ready-instances some was accepted");
     assert!(error.contains("--ready-instances"), "{error}");
 }
+
+/// A guest may go on working after its whole answer is sent: HTTP/1 lets
+/// go of a body of declared length once that much is sent, and the guest
+/// still runs to its end (not stopped as if its client had gone away).
+/// Its next instance is made once it has ended.
+#[tokio::test]
+async fn a_guest_that_works_on_after_its_answer_runs_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let after = common::guest("after-answer");
+    let manifest = common::manifest(dir.path(), &[("after", &after, &["/after"], &[])]);
+    let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
+    assert_eq!(
+        host.get("/after?ms=300").await,
+        (200, "answered\n".to_owned())
+    );
+    assert!(
+        host.wait_for_log("finished 300 ms after the answer", Duration::from_secs(10)),
+        "the guest was stopped after its answer: {}",
+        host.log()
+    );
+    wait_for(&host, "after", "idle_instances", 1, Duration::from_secs(10)).await;
+}
+
+/// The instance after a failed one is made ahead too: a trap does not
+/// leave the function's next request to instantiate its own.
+#[tokio::test]
+async fn an_instance_is_made_ahead_after_a_guest_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = common::guest("counter");
+    let manifest = common::manifest(dir.path(), &[("f", &counter, &["/f"], &[])]);
+    let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
+    assert_eq!(host.get("/f?trap").await.0, 500);
+    wait_for(&host, "f", "idle_instances", 1, Duration::from_secs(10)).await;
+    assert_eq!(host.get("/f").await, (200, "1\n".to_owned()));
+}

@@ -13,14 +13,16 @@
 //! goes on in a task of its own. The response body ends only when the guest
 //! has returned: if the guest traps half-way through a body, the body ends
 //! with an error (the client sees a cut connection, not a short body that
-//! looks complete).
+//! looks complete). A body dropped early stops the guest (its client went
+//! away), unless the whole length its head declared was sent: HTTP/1 lets
+//! go of such a body at once, and the guest runs on to its end.
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
 
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -232,7 +234,7 @@ impl Function {
         // From instantiation (which may run the guest's start code) to its
         // end, deadlines must be enforced.
         let running = self.epoch.running();
-        let make_next = self.ready.as_ref().map(|ready| {
+        let make_next = MakeNext(self.ready.as_ref().map(|ready| {
             (
                 Arc::downgrade(ready),
                 MakeInstance {
@@ -242,7 +244,7 @@ impl Function {
                     epoch: self.epoch.clone(),
                 },
             )
-        });
+        }));
         let mut guest = GuestTask::Inline(Box::pin(
             async move {
                 let outcome = run_guest.await;
@@ -257,14 +259,13 @@ impl Function {
                         tokio::spawn(async move {
                             drop(store);
                             drop(held);
-                            if let Some((slot, make)) = make_next {
-                                ReadySlot::fill(&slot, async || make.run().await).await;
-                            }
+                            make_next.run().await;
                         });
                         Ok(())
                     }
                     // The instance (owned by `run_guest`) is gone, or back
-                    // among the idle ones.
+                    // among the idle ones; a failed one's successor is
+                    // made when `make_next` drops.
                     outcome => {
                         drop(held);
                         outcome.map(|_| ())
@@ -293,9 +294,11 @@ impl Function {
         match answered {
             Ok(Ok(response)) => {
                 guest.detach();
+                let unsent = content_length(response.headers());
                 Ok(response.map(|body| GuestBody {
                     body,
                     guest: Some(guest),
+                    unsent,
                 }))
             }
             Ok(Err(code)) => Err(HandleError::GuestError(code)),
@@ -324,6 +327,40 @@ fn new_store(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|store| Ok(on_epoch_tick(store.data().deadline())));
     store
+}
+
+/// The length a response head declares, if it declares one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Makes a function's next instance once its request's instance is done
+/// with: when [`MakeNext::run`] is awaited after the store is dropped, or
+/// in a task of its own if dropped first (the guest failed, or was stopped
+/// when its client went away).
+struct MakeNext(Option<(Weak<ReadySlot>, MakeInstance)>);
+
+impl MakeNext {
+    async fn run(mut self) {
+        if let Some((slot, make)) = self.0.take() {
+            ReadySlot::fill(&slot, async || make.run().await).await;
+        }
+    }
+}
+
+impl Drop for MakeNext {
+    fn drop(&mut self) {
+        if let Some(next) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(Self(Some(next)).run());
+        }
+    }
 }
 
 /// What makes a function's next instance ahead of its request.
@@ -410,7 +447,7 @@ impl GuestTask {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let outcome = match self {
             Self::Inline(run) => ready!(run.poll_unpin(cx)),
-            Self::Detached(Detached(task)) => match ready!(task.poll_unpin(cx)) {
+            Self::Detached(Detached { task, .. }) => match ready!(task.poll_unpin(cx)) {
                 Ok(outcome) => outcome,
                 Err(join_error) => Err(GuestFailure::Trap(wasmtime::Error::msg(format!(
                     "the guest task failed: {join_error}"
@@ -427,7 +464,10 @@ impl GuestTask {
         if let Self::Inline(_) = self
             && let Self::Inline(run) = std::mem::replace(self, Self::Ended(None))
         {
-            *self = Self::Detached(Detached(tokio::spawn(run)));
+            *self = Self::Detached(Detached {
+                task: tokio::spawn(run),
+                stop_when_dropped: true,
+            });
         }
     }
 }
@@ -444,12 +484,25 @@ impl Future for GuestTask {
     }
 }
 
-/// A guest's own task, stopped when dropped (the client went away).
-struct Detached(tokio::task::JoinHandle<Result<(), GuestFailure>>);
+/// A guest's own task, stopped when dropped (the client went away) unless
+/// let go of first.
+struct Detached {
+    task: tokio::task::JoinHandle<Result<(), GuestFailure>>,
+    stop_when_dropped: bool,
+}
+
+impl Detached {
+    /// Lets the guest run on to its end (or its deadline) unwatched.
+    fn let_go(mut self) {
+        self.stop_when_dropped = false;
+    }
+}
 
 impl Drop for Detached {
     fn drop(&mut self) {
-        self.0.abort();
+        if self.stop_when_dropped {
+            self.task.abort();
+        }
     }
 }
 
@@ -459,6 +512,9 @@ impl Drop for Detached {
 pub struct GuestBody {
     body: HyperOutgoingBody,
     guest: Option<GuestTask>,
+    /// What is left of the length the response head declared. HTTP/1
+    /// drops a body once that much is sent, without waiting for its end.
+    unsent: Option<u64>,
 }
 
 /// Why a guest's response body ended early.
@@ -481,6 +537,11 @@ impl Body for GuestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(frame) = ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            if let (Ok(frame), Some(unsent)) = (&frame, &mut self.unsent)
+                && let Some(data) = frame.data_ref()
+            {
+                *unsent = unsent.saturating_sub(data.len() as u64);
+            }
             return Poll::Ready(Some(frame.map_err(BodyError::Stream)));
         }
         let Some(guest) = self.guest.as_mut() else {
@@ -497,5 +558,18 @@ impl Body for GuestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Drop for GuestBody {
+    /// A body dropped before its end stops the guest (the client went
+    /// away), unless all of its declared length was sent: then the guest
+    /// may still be finishing, and runs on to its end, within its deadline.
+    fn drop(&mut self) {
+        if self.unsent == Some(0)
+            && let Some(GuestTask::Detached(guest)) = self.guest.take()
+        {
+            guest.let_go();
+        }
     }
 }
