@@ -348,17 +348,19 @@ struct MakeNext(Option<(Weak<ReadySlot>, MakeInstance)>);
 impl MakeNext {
     async fn run(mut self) {
         if let Some((slot, make)) = self.0.take() {
-            ReadySlot::fill(&slot, async || make.run().await).await;
+            make.fill(&slot).await;
         }
     }
 }
 
 impl Drop for MakeNext {
     fn drop(&mut self) {
-        if let Some(next) = self.0.take()
+        // The task owns no `MakeNext`: a runtime shutting down drops the
+        // task unpolled, and that must not spawn another.
+        if let Some((slot, make)) = self.0.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(Self(Some(next)).run());
+            runtime.spawn(async move { make.fill(&slot).await });
         }
     }
 }
@@ -372,6 +374,11 @@ struct MakeInstance {
 }
 
 impl MakeInstance {
+    /// Makes `slot`'s instance, if it has none and the host has room.
+    async fn fill(self, slot: &Weak<ReadySlot>) {
+        ReadySlot::fill(slot, async || self.run().await).await;
+    }
+
     /// A fresh instance, with no request yet; `None` if instantiating it
     /// failed (a trap or a limit in its start code, a full pool): the
     /// request that would have used it instantiates its own instead, and
