@@ -104,6 +104,34 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     }
 }
 
+/// The SDK sends a body of up to 4 KiB in one host call, a larger one in
+/// pieces, and sets the status only when it is not 200: every size and
+/// status arrives whole, with its length.
+#[tokio::test]
+async fn sdk_bodies_of_every_size_arrive_whole_with_their_status() {
+    let host = Host::start(&guest("status"));
+    for bytes in [0, 1, 4095, 4096, 4097, 100_000] {
+        for code in [200, 201, 404] {
+            let url = host.url(&format!("/?code={code}&bytes={bytes}"));
+            let (status, headers, body) = get(&http1(), url).await;
+            assert_eq!(status, code, "{bytes} bytes");
+            assert_eq!(
+                headers[reqwest::header::CONTENT_LENGTH],
+                bytes.to_string(),
+                "{code}, {bytes} bytes"
+            );
+            let expected: String = (0..bytes)
+                .map(|i| char::from(b'0' + (i % 10) as u8))
+                .collect();
+            assert!(
+                body == expected,
+                "{code}, {bytes} bytes: got {} bytes",
+                body.len()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_bare_component_is_served_at_every_path() {
     let host = Host::start(&example("hello"));

@@ -6,19 +6,28 @@ use std::io::{self, Read};
 use wasip2::http::types::{IncomingBody, IncomingRequest, Method};
 use wasip2::io::streams::InputStream;
 
-/// An incoming HTTP request. The method and path are read up front; the
-/// headers and the body only when asked for (each is a call into the host),
-/// and the body can be streamed.
+/// An incoming HTTP request. Its parts are read from the host when first
+/// asked for (each is a call into the host), and the body can be streamed.
 pub struct Request {
-    method: String,
-    path_with_query: String,
+    method: OnceCell<String>,
+    path_with_query: OnceCell<String>,
     headers: OnceCell<Vec<(String, Vec<u8>)>>,
     inner: IncomingRequest,
 }
 
 impl Request {
     pub(crate) fn from_incoming(inner: IncomingRequest) -> Self {
-        let method = match inner.method() {
+        Self {
+            method: OnceCell::new(),
+            path_with_query: OnceCell::new(),
+            headers: OnceCell::new(),
+            inner,
+        }
+    }
+
+    /// The method, upper-case (`GET`, `POST`, ...).
+    pub fn method(&self) -> &str {
+        self.method.get_or_init(|| match self.inner.method() {
             Method::Get => "GET".to_owned(),
             Method::Head => "HEAD".to_owned(),
             Method::Post => "POST".to_owned(),
@@ -29,35 +38,29 @@ impl Request {
             Method::Trace => "TRACE".to_owned(),
             Method::Patch => "PATCH".to_owned(),
             Method::Other(other) => other,
-        };
-        Self {
-            method,
-            path_with_query: inner.path_with_query().unwrap_or_else(|| "/".to_owned()),
-            headers: OnceCell::new(),
-            inner,
-        }
-    }
-
-    /// The method, upper-case (`GET`, `POST`, ...).
-    pub fn method(&self) -> &str {
-        &self.method
+        })
     }
 
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        self.path_with_query
-            .split_once('?')
-            .map_or(&self.path_with_query, |(path, _)| path)
+        let whole = self.path_with_query();
+        whole.split_once('?').map_or(whole, |(path, _)| path)
     }
 
     /// The query string after `?`, if there is one.
     pub fn query(&self) -> Option<&str> {
-        self.path_with_query.split_once('?').map(|(_, query)| query)
+        self.path_with_query()
+            .split_once('?')
+            .map(|(_, query)| query)
     }
 
     /// The path and query as sent.
     pub fn path_with_query(&self) -> &str {
-        &self.path_with_query
+        self.path_with_query.get_or_init(|| {
+            self.inner
+                .path_with_query()
+                .unwrap_or_else(|| "/".to_owned())
+        })
     }
 
     /// The authority the request was sent to: its `Host` header (HTTP/1.1)

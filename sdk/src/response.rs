@@ -4,9 +4,13 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::io::streams::StreamError;
 
 /// Bytes read from a streamed body and written to the host at a time.
 const CHUNK: usize = 64 * 1024;
+
+/// The most `blocking-write-and-flush` takes in one call (WASI 0.2).
+const ONE_CALL: usize = 4096;
 
 /// An HTTP response: status, headers and a body held in memory or streamed
 /// from a reader.
@@ -119,7 +123,8 @@ impl Response {
             }
         };
         let response = OutgoingResponse::new(fields);
-        if response.set_status_code(self.status).is_err() {
+        // 200 is where a new response starts: one host call fewer.
+        if self.status != 200 && response.set_status_code(self.status).is_err() {
             return Response::error(500, format!("invalid status code {}", self.status)).send(out);
         }
         let body = response.body().expect("a new response has a body");
@@ -141,6 +146,16 @@ fn write_body(body: &OutgoingBody, content: Body) -> io::Result<()> {
         .write()
         .map_err(|()| io::Error::other("the response body is already being written"))?;
     match content {
+        // A small body goes in one host call (`std::io::Write` makes three:
+        // `check-write`, `write` and `blocking-flush`).
+        Body::Bytes(bytes) if bytes.len() <= ONE_CALL => {
+            return stream
+                .blocking_write_and_flush(&bytes)
+                .map_err(|error| match error {
+                    StreamError::Closed => io::ErrorKind::UnexpectedEof.into(),
+                    StreamError::LastOperationFailed(e) => io::Error::other(e.to_debug_string()),
+                });
+        }
         Body::Bytes(bytes) => stream.write_all(&bytes)?,
         Body::Reader(mut reader) => {
             let mut buf = vec![0; CHUNK];
