@@ -559,3 +559,41 @@ async fn past_max_instances_requests_wait_for_an_instance() {
     assert_eq!(statuses, [200, 200, 200]);
     assert!(took < Duration::from_millis(2500), "one waited: {took:?}");
 }
+
+/// Idle instances of a function that reuses them hold slots of the instance
+/// pool without a request. They are counted apart from the instances of
+/// admitted requests, so that another function's requests still find the
+/// slots they were admitted for, rather than a 503.
+#[tokio::test]
+async fn idle_reused_instances_leave_the_slots_of_admitted_requests_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = guest("slow");
+    let reuse: &[&str] = &["max_instance_reuse = 100"];
+    let manifest = manifest(
+        dir.path(),
+        &[("a", &slow, &["/a"], reuse), ("b", &slow, &["/b"], reuse)],
+    );
+    let host = Host::start_with(&manifest, dir.path(), &["--max-instances", "4"], &[]).unwrap();
+    let at_once = |path: &'static str| {
+        let requests: Vec<_> = (0..4)
+            .map(|_| send(http1().get(host.url(path)).timeout(Duration::from_secs(20))))
+            .collect();
+        async move {
+            let answers = futures::future::join_all(requests).await;
+            for answer in answers.iter().filter(|a| a.status != 200) {
+                println!("{}: {}", answer.status, answer.body);
+            }
+            answers.iter().map(|a| a.status).collect::<Vec<u16>>()
+        }
+    };
+    // Four at once to `a`: four instances; the ones the host keeps idle
+    // are back in the pool soon after the answers.
+    assert_eq!(at_once("/a?ms=300").await, [200; 4]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(host.function("a").await["idle_instances"].as_u64().unwrap() > 0);
+    // Four at once to `b`, which has no instance yet: each is admitted, and
+    // each needs a slot.
+    assert_eq!(at_once("/b?ms=300").await, [200; 4]);
+    // And `a` is served again.
+    assert_eq!(at_once("/a?ms=1").await, [200; 4]);
+}

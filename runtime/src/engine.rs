@@ -26,9 +26,11 @@ use crate::function::{Function, FunctionSpec};
 use crate::kept::KeptCode;
 use crate::limits::{EpochHandle, EpochTicker, MemoryBudget};
 use crate::outbound::OutboundClient;
-use crate::ready::{DEFAULT_READY_INSTANCES, ReadyInstances};
+use crate::ready::DEFAULT_READY_INSTANCES;
+use crate::reuse::IDLE_INSTANCES;
 use crate::source::ComponentSource;
 use crate::store::StoreState;
+use crate::waiting::WaitingInstances;
 
 /// How many instances may be alive at once across all functions, by default.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1_000;
@@ -137,6 +139,8 @@ pub enum Allocation {
         instances: u32,
         /// Slots beyond those, for instances made ahead of their request.
         ready: u32,
+        /// And for idle instances of functions that reuse them.
+        idle: u32,
         /// Whether dropped instances' dirty pages are found with
         /// `PAGEMAP_SCAN` and restored in place (else they are unmapped).
         pagemap_scan: bool,
@@ -155,7 +159,8 @@ pub struct Runtime {
     allocation: Allocation,
     outbound: OutboundClient,
     budget: Arc<MemoryBudget>,
-    ready: Arc<ReadyInstances>,
+    ready: Arc<WaitingInstances>,
+    idle: Arc<WaitingInstances>,
     epoch: EpochTicker,
 }
 
@@ -171,9 +176,9 @@ impl Runtime {
                 (engine, Allocation::OnDemand)
             }
         };
-        let ready = match allocation {
-            Allocation::Pooling { ready, .. } => ready,
-            Allocation::OnDemand => ready_instances(config, config.max_instances),
+        let (ready, idle) = match allocation {
+            Allocation::Pooling { ready, idle, .. } => (ready, idle),
+            Allocation::OnDemand => waiting_instances(config, config.max_instances),
         };
         let budget = Arc::new(MemoryBudget::new(config.memory_budget));
         let linker = linker(&engine).map_err(RuntimeError::Engine)?;
@@ -194,7 +199,8 @@ impl Runtime {
             kept: Arc::new(KeptCode::new(config.keep_code)),
             allocation,
             outbound: OutboundClient::new(),
-            ready: Arc::new(ReadyInstances::new(ready, budget.clone())),
+            ready: Arc::new(WaitingInstances::new(ready, budget.clone())),
+            idle: Arc::new(WaitingInstances::new(idle, budget.clone())),
             budget,
         })
     }
@@ -205,8 +211,13 @@ impl Runtime {
     }
 
     /// The count of instances made ahead of their request.
-    pub(crate) fn ready(&self) -> &Arc<ReadyInstances> {
+    pub(crate) fn ready(&self) -> &Arc<WaitingInstances> {
         &self.ready
+    }
+
+    /// The count of idle instances of functions that reuse them.
+    pub(crate) fn idle(&self) -> &Arc<WaitingInstances> {
+        &self.idle
     }
 
     /// Instances made ahead of their request, now.
@@ -279,18 +290,19 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
     let sizes = std::iter::successors(Some(instances), |size| {
         (size / 2 >= MIN_POOLED_INSTANCES).then_some(size / 2)
     });
-    // At each size, with the slots for instances made ahead, then without.
+    // At each size, with the slots for waiting instances, then without.
     let pools = sizes.flat_map(|size| {
-        let ready = ready_instances(config, size);
-        [(size, ready), (size, 0)]
+        let (ready, idle) = waiting_instances(config, size);
+        [(size, ready, idle), (size, 0, 0)]
             .into_iter()
-            .take(if ready > 0 { 2 } else { 1 })
+            .take(if ready + idle > 0 { 2 } else { 1 })
     });
     let mut failed = None;
-    for (size, ready) in pools {
+    for (size, ready, idle) in pools {
+        let slots = size + ready + idle;
         let pool = Pool {
-            instances: size + ready,
-            keep_resident: keep_resident(config.memory_budget, size + ready),
+            instances: slots,
+            keep_resident: keep_resident(config.memory_budget, slots),
         };
         let settings = engine_config(Some(pool), config.cpu).map_err(RuntimeError::Engine)?;
         match Engine::new(&settings) {
@@ -308,6 +320,7 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
                     Allocation::Pooling {
                         instances: size,
                         ready,
+                        idle,
                         pagemap_scan,
                     },
                 )));
@@ -316,6 +329,7 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
                 tracing::debug!(
                     size,
                     ready,
+                    idle,
                     error = format!("{error:#}"),
                     "the instance pool does not fit"
                 );
@@ -330,10 +344,14 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
     Ok(None)
 }
 
-/// The instances made ahead of their request at most, for `instances` of
-/// requests: as configured, up to a quarter of them.
-fn ready_instances(config: &RuntimeConfig, instances: u32) -> u32 {
-    config.ready_instances.min(instances / 4)
+/// The instances that may wait for a request at most, for `instances` of
+/// requests: made ahead (as configured) and idle, each up to a quarter of
+/// them.
+fn waiting_instances(config: &RuntimeConfig, instances: u32) -> (u32, u32) {
+    (
+        config.ready_instances.min(instances / 4),
+        IDLE_INSTANCES.min(instances / 4),
+    )
 }
 
 /// The size of the instance pool.

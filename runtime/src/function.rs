@@ -103,8 +103,12 @@ impl Function {
                 budget: runtime.memory_budget().clone(),
                 output: spec.output,
             }),
-            reuse: (spec.max_instance_reuse.get() > 1)
-                .then(|| Arc::new(InstancePool::new(spec.max_instance_reuse.get()))),
+            reuse: (spec.max_instance_reuse.get() > 1).then(|| {
+                Arc::new(InstancePool::new(
+                    spec.max_instance_reuse.get(),
+                    runtime.idle().clone(),
+                ))
+            }),
             ready: (spec.max_instance_reuse.get() == 1 && runtime.ready().cap() > 0)
                 .then(|| Arc::new(ReadySlot::new(runtime.ready().clone()))),
             limits: spec.limits,

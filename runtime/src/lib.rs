@@ -38,6 +38,7 @@ mod ready;
 mod reuse;
 mod source;
 mod store;
+mod waiting;
 
 pub use artifact::{Artifact, Provenance};
 pub use engine::{

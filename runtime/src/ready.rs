@@ -9,71 +9,18 @@
 //! any) writes is logged without a request id.
 //!
 //! Each function keeps at most one ready instance (and makes one at a
-//! time), and the host at most [`ReadyInstances::cap`]: the pool holds that many slots beyond the
-//! instances it admits requests for, so ready instances never take a slot a
-//! request needs. Past the cap, or while the memory budget is more than
-//! half used, nothing is made ahead. A ready instance goes when its
-//! function scales to zero, is replaced, or is removed.
+//! time), and the host at most `--ready-instances`, counted as waiting
+//! instances (see [`crate::waiting`]): past that, or while the memory budget
+//! is more than half used, nothing is made ahead. A ready instance goes
+//! when its function scales to zero, is replaced, or is removed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::limits::MemoryBudget;
 use crate::reuse::Reusable;
+use crate::waiting::{Place, WaitingInstances};
 
 /// The fresh instances kept ready across the host, by default.
 pub const DEFAULT_READY_INSTANCES: u32 = 64;
-
-/// The host's count of ready instances (made, or being made).
-pub(crate) struct ReadyInstances {
-    cap: usize,
-    count: AtomicUsize,
-    budget: Arc<MemoryBudget>,
-}
-
-impl ReadyInstances {
-    pub(crate) fn new(cap: u32, budget: Arc<MemoryBudget>) -> Self {
-        Self {
-            cap: usize::try_from(cap).unwrap_or(usize::MAX),
-            count: AtomicUsize::new(0),
-            budget,
-        }
-    }
-
-    /// The most ready instances at once; 0 makes none.
-    pub(crate) fn cap(&self) -> usize {
-        self.cap
-    }
-
-    /// Ready instances now.
-    pub(crate) fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// A place for one more ready instance, if the cap and the memory
-    /// budget leave room for it.
-    fn reserve(self: &Arc<Self>) -> Option<Place> {
-        let budget = &self.budget;
-        if budget.used() > (budget.limit() - budget.headroom()) / 2 {
-            return None;
-        }
-        self.count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
-                (count < self.cap).then_some(count + 1)
-            })
-            .ok()?;
-        Some(Place(self.clone()))
-    }
-}
-
-/// One counted ready instance; counted until dropped.
-struct Place(Arc<ReadyInstances>);
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A ready instance and the place it counts in.
 struct Ready {
@@ -84,7 +31,7 @@ struct Ready {
 /// One function's ready instance, if it has one.
 pub(crate) struct ReadySlot {
     state: Mutex<SlotState>,
-    host: Arc<ReadyInstances>,
+    host: Arc<WaitingInstances>,
 }
 
 #[derive(Default)]
@@ -96,7 +43,7 @@ struct SlotState {
 }
 
 impl ReadySlot {
-    pub(crate) fn new(host: Arc<ReadyInstances>) -> Self {
+    pub(crate) fn new(host: Arc<WaitingInstances>) -> Self {
         Self {
             state: Mutex::new(SlotState::default()),
             host,
@@ -168,38 +115,24 @@ impl Drop for Making<'_> {
 mod tests {
     use std::future::Future as _;
 
-    use wasmtime::ResourceLimiter as _;
-
     use super::*;
-    use crate::limits::MemoryLimiter;
+    use crate::limits::MemoryBudget;
 
-    const MIB: usize = 1 << 20;
-
-    #[test]
-    fn places_are_bounded_by_the_cap_and_given_back_when_dropped() {
-        let host = Arc::new(ReadyInstances::new(
-            2,
-            Arc::new(MemoryBudget::new(u64::MAX)),
-        ));
-        let first = host.reserve().expect("a first place");
-        let second = host.reserve().expect("a second place");
-        assert!(host.reserve().is_none(), "a third place past the cap");
-        assert_eq!(host.count(), 2);
-        drop(first);
-        assert_eq!(host.count(), 1);
-        assert!(host.reserve().is_some());
-        drop(second);
-        assert_eq!(host.count(), 0);
-    }
-
-    #[test]
-    fn one_instance_at_a_time_is_made_for_a_slot() {
-        let host = Arc::new(ReadyInstances::new(
+    /// The host's count (room for 8), a slot taking places from it, and a
+    /// weak reference to the slot.
+    fn slot() -> (Arc<WaitingInstances>, Arc<ReadySlot>, Weak<ReadySlot>) {
+        let host = Arc::new(WaitingInstances::new(
             8,
             Arc::new(MemoryBudget::new(u64::MAX)),
         ));
         let slot = Arc::new(ReadySlot::new(host.clone()));
         let weak = Arc::downgrade(&slot);
+        (host, slot, weak)
+    }
+
+    #[test]
+    fn one_instance_at_a_time_is_made_for_a_slot() {
+        let (host, _slot, weak) = slot();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let first = ReadySlot::fill(&weak, async || {
             released.await.ok();
@@ -234,12 +167,7 @@ mod tests {
 
     #[test]
     fn a_making_dropped_half_way_leaves_the_slot_free() {
-        let host = Arc::new(ReadyInstances::new(
-            8,
-            Arc::new(MemoryBudget::new(u64::MAX)),
-        ));
-        let slot = Arc::new(ReadySlot::new(host.clone()));
-        let weak = Arc::downgrade(&slot);
+        let (host, _slot, weak) = slot();
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         {
@@ -254,20 +182,5 @@ mod tests {
         });
         assert!(std::pin::pin!(next).poll(&mut cx).is_ready());
         assert!(made, "the slot still waits for the stopped making");
-    }
-
-    #[test]
-    fn nothing_is_made_ahead_while_the_budget_is_more_than_half_used() {
-        // 64 MiB, 16 of them headroom: half of the other 48 is 24.
-        let budget = Arc::new(MemoryBudget::new(64 * MIB as u64));
-        assert_eq!(budget.headroom(), 16 * MIB as u64);
-        let host = Arc::new(ReadyInstances::new(8, budget.clone()));
-        let mut instance = MemoryLimiter::new(u64::MAX, budget.clone());
-        assert!(instance.memory_growing(0, 24 * MIB, None).unwrap());
-        assert!(host.reserve().is_some(), "half used leaves room");
-        assert!(instance.memory_growing(24 * MIB, 25 * MIB, None).unwrap());
-        assert!(host.reserve().is_none(), "more than half used");
-        drop(instance);
-        assert!(host.reserve().is_some(), "the budget was given back");
     }
 }

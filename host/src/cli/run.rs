@@ -277,10 +277,12 @@ impl RunArgs {
             Allocation::Pooling {
                 instances,
                 ready,
+                idle,
                 pagemap_scan,
             } => tracing::info!(
                 instances,
                 ready_instances = ready,
+                idle_instances = idle,
                 memory_budget,
                 memory_reset = if pagemap_scan {
                     "dirty pages, in place (PAGEMAP_SCAN)"
