@@ -456,7 +456,7 @@ impl RunArgs {
             let _ = rx.wait_for(Option::is_some).await;
         };
         let drain_timeout = self.drain_timeout;
-        let give_up = |mut forced: watch::Receiver<bool>| async move {
+        let give_up = move |mut forced: watch::Receiver<bool>| async move {
             tokio::select! {
                 () = tokio::time::sleep(drain_timeout) => tracing::warn!(
                     timeout_s = drain_timeout.as_secs_f64(),
@@ -480,14 +480,23 @@ impl RunArgs {
         stdout.flush()?;
         drop(stdout);
 
+        // The public accept loop runs as a task of its own, on a worker
+        // thread: a connection it accepts starts on that thread. Run by
+        // `block_on`, it would accept on this thread and hand each new
+        // connection over to a worker, one more thread woken per connection.
+        let public = tokio::spawn(server::serve(
+            Functions::new(registry.clone(), metrics.clone(), self.events_batch),
+            public,
+            public_limits,
+            stopped(stop_rx.clone()),
+            give_up(forced_rx.clone()),
+        ));
         tokio::join!(
-            server::serve(
-                Functions::new(registry.clone(), metrics.clone(), self.events_batch),
-                public,
-                public_limits,
-                stopped(stop_rx.clone()),
-                give_up(forced_rx.clone()),
-            ),
+            async {
+                if let Err(error) = public.await {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+            },
             server::serve(
                 Admin::new(registry.clone(), metrics.clone(), deployments, token),
                 admin,
