@@ -597,3 +597,35 @@ async fn idle_reused_instances_leave_the_slots_of_admitted_requests_free() {
     // And `a` is served again.
     assert_eq!(at_once("/a?ms=1").await, [200; 4]);
 }
+
+/// With a single instance in all, a function that reuses instances still
+/// keeps its instance between requests.
+#[tokio::test]
+async fn instance_reuse_works_with_one_instance_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[(
+            "counter",
+            &guest("counter"),
+            &["/counter"],
+            &["max_instance_reuse = 3"],
+        )],
+    );
+    let host = Host::start_with(&manifest, dir.path(), &["--max-instances", "1"], &[]).unwrap();
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        let answer = get(&host, "/counter").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let count: u32 = answer.body.trim().parse().unwrap();
+        counts.push(count);
+        // The client can read the answer just before the instance is back.
+        let idle = u64::from(count < 3);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while host.function("counter").await["idle_instances"] != idle {
+            assert!(Instant::now() < deadline, "{counts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(counts, [1, 2, 3, 1]);
+}

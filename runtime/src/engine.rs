@@ -346,11 +346,12 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
 
 /// The instances that may wait for a request at most, for `instances` of
 /// requests: made ahead (as configured) and idle, each up to a quarter of
-/// them.
+/// them; one idle instance at least, so that instance reuse works with any
+/// instance cap.
 fn waiting_instances(config: &RuntimeConfig, instances: u32) -> (u32, u32) {
     (
         config.ready_instances.min(instances / 4),
-        IDLE_INSTANCES.min(instances / 4),
+        IDLE_INSTANCES.min(instances / 4).max(1),
     )
 }
 

@@ -25,8 +25,8 @@ use crate::waiting::{Place, WaitingInstances};
 /// not hold all the host's.
 pub(crate) const MAX_IDLE_INSTANCES: usize = 32;
 
-/// The most idle instances kept across the host, by default (at most a
-/// quarter of `max_instances`).
+/// The most idle instances kept across the host (at most a quarter of
+/// `max_instances`, and at least one).
 pub(crate) const IDLE_INSTANCES: u32 = 64;
 
 /// An instance between two requests.
