@@ -9,7 +9,6 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use shoal_runtime::{BodyError, GuestBody};
 
-use crate::admission::Admitted;
 use crate::answer::Failure;
 use crate::registry::entry::Lease;
 use crate::telemetry::metrics::FunctionMetrics;
@@ -21,8 +20,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body.
 pub enum HostBody {
     /// Streamed from the guest as it writes. The request stays in flight
-    /// (and holds its place) until the body is done; its record is written
-    /// then.
+    /// until the body is done; its record is written then.
     Guest {
         /// The body.
         body: GuestBody,
@@ -37,8 +35,6 @@ pub enum HostBody {
 pub struct InFlight {
     /// The warm function, counted as in flight.
     pub lease: Lease,
-    /// Its place through the function's gate.
-    pub place: Admitted,
     /// Its telemetry, written when the body is done.
     pub record: RequestRecord,
 }

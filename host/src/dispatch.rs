@@ -176,9 +176,10 @@ impl Functions {
             Err(error) => return fail(Failure::Unavailable(&error), record),
         };
         let request = request.map(|body| CountedBody::new(body, entry.metrics().clone()));
-        // The host's place counts instances: the instance holds it, to the
+        // The places count running guests: the instance holds them to the
         // end of its work, which may outlast the response body.
-        let response = match lease.function().handle(request, id_text, host_place).await {
+        let places = (function_place, host_place);
+        let response = match lease.function().handle(request, id_text, places).await {
             Ok(response) => response,
             Err(error) => return fail(Failure::of(&error), record),
         };
@@ -191,11 +192,7 @@ impl Functions {
         record.status(status);
         response.map(|body| HostBody::Guest {
             body,
-            in_flight: InFlight {
-                lease,
-                place: function_place,
-                record,
-            },
+            in_flight: InFlight { lease, record },
         })
     }
 }

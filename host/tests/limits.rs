@@ -629,3 +629,40 @@ async fn instance_reuse_works_with_one_instance_in_all() {
     }
     assert_eq!(counts, [1, 2, 3, 1]);
 }
+
+/// A guest that works on after its answer is still running: it keeps its
+/// place through the function's gate until it ends, so `max_concurrency`
+/// bounds the guests that run, not only the requests not yet answered.
+#[tokio::test]
+async fn a_guest_working_after_its_answer_keeps_its_place_until_it_ends() {
+    let (host, _dir) = one_function(
+        "after",
+        "after-answer",
+        &["max_concurrency = 1", "max_queue = 0"],
+    );
+    let first = get(&host, "/after?ms=2000").await;
+    assert_eq!((first.status, first.body.as_str()), (200, "answered\n"));
+    // Answered, but its guest works on for 2 s: no place for another.
+    let refused = get(&host, "/after?ms=1").await;
+    assert_failure(
+        &refused,
+        503,
+        "after",
+        "is overloaded: 1 requests are running",
+    );
+    assert!(
+        host.wait_for_log("finished 2000 ms after the answer", Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+    // Once it has ended, the place is free.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let next = get(&host, "/after?ms=1").await;
+        if next.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", next.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
