@@ -626,6 +626,8 @@ async fn instance_reuse_works_with_one_instance_in_all() {
             assert!(Instant::now() < deadline, "{counts:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The host counts it too.
+        assert_eq!(host.metrics().await["shoal_idle_instances"], idle as f64);
     }
     assert_eq!(counts, [1, 2, 3, 1]);
 }

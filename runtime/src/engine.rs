@@ -225,6 +225,11 @@ impl Runtime {
         self.ready.count()
     }
 
+    /// Idle instances of functions that reuse them, now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.count()
+    }
+
     /// The memory all instances draw from.
     pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
         &self.budget

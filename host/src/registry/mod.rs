@@ -583,6 +583,7 @@ impl Registry {
             memory_in_use: budget.used(),
             kept_code: self.runtime.kept_code(),
             ready_instances: self.runtime.ready_instances() as u64,
+            idle_instances: self.runtime.idle_instances() as u64,
             log_lines_dropped: crate::telemetry::logs::dropped_lines(),
             host_waiting: self.gate.waiting() as u64,
         }

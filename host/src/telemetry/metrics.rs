@@ -197,6 +197,8 @@ pub struct Gauges {
     pub kept_code: u64,
     /// Fresh instances made ahead of their request, waiting for it.
     pub ready_instances: u64,
+    /// Idle instances of functions that reuse them, waiting for a request.
+    pub idle_instances: u64,
     /// Log lines dropped because the log could not keep up, so far.
     pub log_lines_dropped: u64,
     /// Requests waiting for the host-wide gate.
@@ -255,6 +257,7 @@ pub struct Metrics {
     memory_in_use: IntGauge,
     kept_code: IntGauge,
     ready_instances: IntGauge,
+    idle_instances: IntGauge,
     host_waiting: IntGauge,
     events: IntCounterVec,
     event_duplicates: IntCounterVec,
@@ -387,6 +390,10 @@ impl Metrics {
             "shoal_ready_instances",
             "Fresh instances made ahead of their request, waiting for it (--ready-instances).",
         );
+        let idle_instances = plain_gauge(
+            "shoal_idle_instances",
+            "Idle instances of functions that reuse them, waiting for a request (max_instance_reuse).",
+        );
         let host_waiting = plain_gauge(
             "shoal_host_queue_depth",
             "Requests waiting for the host-wide gate (a free instance).",
@@ -454,6 +461,7 @@ impl Metrics {
             memory_in_use,
             kept_code,
             ready_instances,
+            idle_instances,
             host_waiting,
             changes: counter(
                 "shoal_registry_changes_total",
@@ -604,6 +612,8 @@ impl Metrics {
             .set(i64::try_from(gauges.kept_code).unwrap_or(i64::MAX));
         self.ready_instances
             .set(i64::try_from(gauges.ready_instances).unwrap_or(i64::MAX));
+        self.idle_instances
+            .set(i64::try_from(gauges.idle_instances).unwrap_or(i64::MAX));
         self.host_waiting.set(gauges.host_waiting as i64);
         let mut families = self.registry.gather();
         families.extend(counter_family(
