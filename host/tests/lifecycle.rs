@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Host, example, http1, write};
+use common::{Host, example, http1, wait_for, write};
 
 /// Polls the admin API until function `name` is in `state`.
 async fn wait_for_state(
@@ -16,29 +16,6 @@ async fn wait_for_state(
     timeout: Duration,
 ) -> serde_json::Value {
     wait_for(host, name, "state", state, timeout).await
-}
-
-/// Polls the admin API until `field` of function `name` is `value`.
-async fn wait_for(
-    host: &Host,
-    name: &str,
-    field: &str,
-    value: impl Into<serde_json::Value>,
-    timeout: Duration,
-) -> serde_json::Value {
-    let value = value.into();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let function = host.function(name).await;
-        if function[field] == value {
-            return function;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {field} never became {value}: {function}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Host, guest, http1, manifest};
+use common::{Host, guest, http1, manifest, wait_for};
 
 struct Answer {
     status: u16,
@@ -621,11 +621,14 @@ async fn instance_reuse_works_with_one_instance_in_all() {
         counts.push(count);
         // The client can read the answer just before the instance is back.
         let idle = u64::from(count < 3);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while host.function("counter").await["idle_instances"] != idle {
-            assert!(Instant::now() < deadline, "{counts:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for(
+            &host,
+            "counter",
+            "idle_instances",
+            idle,
+            Duration::from_secs(5),
+        )
+        .await;
         // The host counts it too.
         assert_eq!(host.metrics().await["shoal_idle_instances"], idle as f64);
     }

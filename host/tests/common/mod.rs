@@ -510,6 +510,29 @@ pub fn run_to_exit_with(target: &Path, data_dir: &Path, args: &[&str]) -> (ExitS
     (status, reader.join().unwrap())
 }
 
+/// Polls the admin API until `field` of function `name` is `value`.
+pub async fn wait_for(
+    host: &Host,
+    name: &str,
+    field: &str,
+    value: impl Into<serde_json::Value>,
+    timeout: Duration,
+) -> serde_json::Value {
+    let value = value.into();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let function = host.function(name).await;
+        if function[field] == value {
+            return function;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {field} never became {value}: {function}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
