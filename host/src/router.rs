@@ -6,13 +6,14 @@
 //! An exact route beats every wildcard; among wildcards the longest wins.
 //! Paths are matched as they arrive, still percent-encoded.
 //!
-//! The table is built as a whole and checked for conflicts; a lookup costs
-//! time linear in the path's length, whatever the path.
+//! Routes are put in and taken out one at a time, each checked for a
+//! conflict. The maps are persistent: a clone shares them, and a change to
+//! the clone copies only the few nodes it touches, so that a table of
+//! 100,000 routes changes one route without copying the others. A lookup
+//! costs time linear in the path's length, whatever the path.
 
-use std::collections::hash_map::Entry;
 use std::fmt;
 
-use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 
 /// The suffix that makes a route a wildcard.
@@ -101,6 +102,11 @@ pub struct RouteConflict<T> {
     pub second: T,
 }
 
+/// A persistent hash map (a clone shares it; a change copies only the
+/// nodes it touches), hashed as the host's other maps are.
+pub type PersistentMap<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// The route table.
 ///
 /// Exact routes sit in one hash map, looked up with the whole path. Wildcard
@@ -109,7 +115,7 @@ pub struct RouteConflict<T> {
 /// shape (a path of 60,000 `/` costs as little as any other).
 #[derive(Debug, Clone)]
 pub struct Router<T> {
-    exact: HashMap<String, T>,
+    exact: PersistentMap<String, T>,
     prefixes: Node<T>,
 }
 
@@ -118,14 +124,23 @@ pub struct Router<T> {
 #[derive(Debug, Clone)]
 struct Node<T> {
     target: Option<T>,
-    children: HashMap<String, Node<T>>,
+    children: PersistentMap<String, Node<T>>,
 }
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Self {
             target: None,
-            children: HashMap::new(),
+            children: PersistentMap::default(),
+        }
+    }
+}
+
+impl<T: Clone> Default for Router<T> {
+    fn default() -> Self {
+        Self {
+            exact: PersistentMap::default(),
+            prefixes: Node::default(),
         }
     }
 }
@@ -135,42 +150,54 @@ impl<T: Clone> Router<T> {
     pub fn new(
         routes: impl IntoIterator<Item = (RoutePattern, T)>,
     ) -> Result<Self, RouteConflict<T>> {
-        let mut router = Self {
-            exact: HashMap::new(),
-            prefixes: Node::default(),
-        };
+        let mut router = Self::default();
         for (pattern, target) in routes {
-            let (pattern, taken) = match pattern {
-                RoutePattern::Exact(path) => match router.exact.entry(path) {
-                    Entry::Vacant(slot) => {
-                        slot.insert(target);
-                        continue;
-                    }
-                    Entry::Occupied(taken) => (
-                        RoutePattern::Exact(taken.key().clone()),
-                        taken.get().clone(),
-                    ),
-                },
-                RoutePattern::Prefix(prefix) => {
-                    let node = segments(&prefix).fold(&mut router.prefixes, |node, segment| {
-                        node.children.entry(segment.to_owned()).or_default()
-                    });
-                    match &node.target {
-                        None => {
-                            node.target = Some(target);
-                            continue;
-                        }
-                        Some(taken) => (RoutePattern::Prefix(prefix), taken.clone()),
-                    }
-                }
-            };
-            return Err(RouteConflict {
-                pattern,
-                first: taken,
-                second: target,
-            });
+            router.insert(pattern, target)?;
         }
         Ok(router)
+    }
+
+    /// Routes `pattern` to `target`; a conflict if it is routed already
+    /// (and then the table is as it was).
+    pub fn insert(&mut self, pattern: RoutePattern, target: T) -> Result<(), RouteConflict<T>> {
+        let taken = match &pattern {
+            RoutePattern::Exact(path) => match self.exact.get(path) {
+                None => {
+                    self.exact.insert(path.clone(), target);
+                    return Ok(());
+                }
+                Some(taken) => taken.clone(),
+            },
+            RoutePattern::Prefix(prefix) => {
+                let node = segments(prefix).fold(&mut self.prefixes, |node, segment| {
+                    node.children.entry(segment.to_owned()).or_default()
+                });
+                match &node.target {
+                    None => {
+                        node.target = Some(target);
+                        return Ok(());
+                    }
+                    Some(taken) => taken.clone(),
+                }
+            }
+        };
+        Err(RouteConflict {
+            pattern,
+            first: taken,
+            second: target,
+        })
+    }
+
+    /// Takes `pattern` out, with the wildcard nodes it leaves empty; what
+    /// it led to, if it was routed.
+    pub fn remove(&mut self, pattern: &RoutePattern) -> Option<T> {
+        match pattern {
+            RoutePattern::Exact(path) => self.exact.remove(path),
+            RoutePattern::Prefix(prefix) => {
+                let segments: Vec<&str> = segments(prefix).collect();
+                remove_below(&mut self.prefixes, &segments)
+            }
+        }
     }
 
     /// The target serving `path`, if any.
@@ -203,6 +230,20 @@ impl<T: Clone> Router<T> {
         }
         best.map(|(end, target)| (RouteMatch::Prefix(&path[..end]), target))
     }
+}
+
+/// Takes the target at `segments` below `node` out, and each node on the
+/// way that is left with neither a target nor children.
+fn remove_below<T: Clone>(node: &mut Node<T>, segments: &[&str]) -> Option<T> {
+    let Some((first, rest)) = segments.split_first() else {
+        return node.target.take();
+    };
+    let child = node.children.get_mut(*first)?;
+    let removed = remove_below(child, rest);
+    if child.target.is_none() && child.children.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
 }
 
 /// The segments of a path or prefix: `/api/users` is `api`, `users`; the
@@ -270,6 +311,35 @@ mod tests {
                 second: 3
             }
         );
+    }
+
+    #[test]
+    fn a_route_taken_out_falls_back_to_the_next_best_and_leaves_no_empty_nodes() {
+        let mut r = router(&[
+            ("/...", "root"),
+            ("/api/...", "api"),
+            ("/api/users/...", "users"),
+            ("/api/users/me", "me"),
+        ]);
+        let before = r.clone();
+        assert_eq!(r.remove(&route("/api/users/...")), Some("users"));
+        assert_eq!(r.remove(&route("/api/users/me")), Some("me"));
+        assert_eq!(r.remove(&route("/api/users/me")), None, "taken out already");
+        assert_eq!(r.remove(&route("/nowhere/...")), None);
+        assert_eq!(r.lookup("/api/users/me"), Some(&"api"));
+        assert_eq!(r.lookup("/api/users/7"), Some(&"api"));
+        // The `users` node went with its route; `api` stays for its own.
+        let api = r.prefixes.children.get("api").unwrap();
+        assert!(api.children.is_empty(), "{api:?}");
+        // A clone taken before is untouched by changes to the other.
+        assert_eq!(before.lookup("/api/users/7"), Some(&"users"));
+        assert_eq!(before.lookup("/api/users/me"), Some(&"me"));
+        // The route is free again, and taken once more is a conflict.
+        r.insert(route("/api/users/..."), "again").unwrap();
+        assert_eq!(r.lookup("/api/users/7"), Some(&"again"));
+        let conflict = r.insert(route("/api/users/..."), "third").unwrap_err();
+        assert_eq!((conflict.first, conflict.second), ("again", "third"));
+        assert_eq!(r.lookup("/api/users/7"), Some(&"again"));
     }
 
     #[test]

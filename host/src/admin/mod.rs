@@ -127,7 +127,7 @@ impl Admin {
             StatusCode::OK,
             &serde_json::json!({
                 "generation": table.generation(),
-                "functions": table.functions().len(),
+                "functions": table.len(),
                 "compiled": self.registry.all_compiled(),
                 "waiting": self.registry.gate().waiting(),
             }),
@@ -136,11 +136,7 @@ impl Admin {
 
     fn functions(&self) -> Response<HostBody> {
         let table = self.registry.table();
-        let views: Vec<FunctionView> = table
-            .functions()
-            .iter()
-            .map(|f| FunctionView::of(f))
-            .collect();
+        let views: Vec<FunctionView> = table.functions().map(|f| FunctionView::of(f)).collect();
         json(StatusCode::OK, &views)
     }
 

@@ -357,7 +357,7 @@ impl RunArgs {
             .change(
                 Publish::Now,
                 |sources| {
-                    sources.manifest = Desired::from_manifest(&manifest.functions);
+                    sources.manifest = Desired::from_manifest(&manifest.functions).into();
                     sources.deployed = deployed;
                     Ok::<_, ChangeError>(())
                 },
@@ -415,7 +415,7 @@ impl RunArgs {
             async move {
                 match registry.compiled().await {
                     Ok(()) => tracing::info!(
-                        functions = registry.table().functions().len(),
+                        functions = registry.table().len(),
                         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "ready: every component is compiled"
                     ),
@@ -466,7 +466,7 @@ impl RunArgs {
             }
         };
 
-        tracing::info!(functions = registry.table().functions().len(), %public_addr, %admin_addr, "serving");
+        tracing::info!(functions = registry.table().len(), %public_addr, %admin_addr, "serving");
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "admin on http://{admin_addr}")?;
         if let Some(listener) = &metrics_only {

@@ -125,7 +125,6 @@ async fn report_progress(registry: Weak<Registry>) {
         }
         let mut jobs: Vec<_> = table
             .functions()
-            .iter()
             .flat_map(|f| f.revisions())
             .map(|entry| entry.job().clone())
             .collect();

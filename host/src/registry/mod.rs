@@ -199,10 +199,23 @@ impl Desired {
 /// Every source of functions.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// The manifest's functions.
-    pub manifest: Vec<Desired>,
+    /// The manifest's functions: replaced as a whole when the manifest is
+    /// (reloaded), shared as they are by every other change.
+    pub manifest: Arc<[Desired]>,
     /// The functions deployed through the admin API.
     pub deployed: Vec<Desired>,
+}
+
+impl Sources {
+    /// The deployed functions, after the manifest's if `with_manifest`.
+    fn scope(&self, with_manifest: bool) -> impl Iterator<Item = &Desired> {
+        let manifest = if with_manifest {
+            &self.manifest[..]
+        } else {
+            &[]
+        };
+        manifest.iter().chain(&self.deployed)
+    }
 }
 
 /// The functions of the host, behind their routes.
@@ -270,7 +283,7 @@ impl Registry {
             .change(
                 publish,
                 |sources| {
-                    sources.manifest = desired;
+                    sources.manifest = desired.into();
                     Ok::<_, ChangeError>(())
                 },
                 |()| Ok(()),
@@ -292,7 +305,7 @@ impl Registry {
         let mut next_sources = sources.clone();
         let edited = edit(&mut next_sources)?;
         let current = self.table.load_full();
-        let (next, applied, fresh) = self.plan(&current, &next_sources).await?;
+        let (next, applied, fresh) = self.plan(&current, &sources, &next_sources).await?;
         let Some(next) = next else {
             commit(&edited)?;
             *sources = next_sources;
@@ -314,18 +327,28 @@ impl Registry {
         Ok((applied, edited))
     }
 
-    /// The table `sources` describe, built beside `current` (`None` if it
-    /// would serve as `current` does), what changes, and the new revisions
-    /// with whether each replaces a warm one.
+    /// The table `after` describes, built beside `current` (which serves
+    /// `before`; `None` if it would serve as `current` does), what changes,
+    /// and the new revisions with whether each replaces a warm one.
+    ///
+    /// A change that keeps the manifest as it was (a deploy, a traffic
+    /// split, a deletion) looks at the deployed functions only: with
+    /// 100,000 functions in the manifest, a deploy does not look at them.
     async fn plan(
         &self,
         current: &Table<Function>,
-        sources: &Sources,
+        before: &Sources,
+        after: &Sources,
     ) -> Result<PlannedTable, ChangeError> {
-        let all: Vec<&Desired> = sources.manifest.iter().chain(&sources.deployed).collect();
+        let whole = !Arc::ptr_eq(&before.manifest, &after.manifest);
+        let all: Vec<&Desired> = after.scope(whole).collect();
         let mut names = HashSet::with_capacity(all.len());
         for desired in &all {
-            if !names.insert(&desired.name) {
+            let manifest_has_it = !whole
+                && current
+                    .get(&desired.name)
+                    .is_some_and(|f| f.source() == Source::Manifest);
+            if !names.insert(&desired.name) || manifest_has_it {
                 return Err(ChangeError::NameTaken(desired.name.clone()));
             }
         }
@@ -421,10 +444,11 @@ impl Registry {
                 }
             }
         }
-        for function in current.functions() {
-            if !names.contains(function.name()) {
-                applied.removed.push(function.name().clone());
-                changes.push(Change::Remove(function.name().clone()));
+        // What `current` served in the same scope and `after` no longer has.
+        for desired in before.scope(whole) {
+            if !names.contains(&desired.name) {
+                applied.removed.push(desired.name.clone());
+                changes.push(Change::Remove(desired.name.clone()));
             }
         }
         if changes.is_empty() {
@@ -513,7 +537,7 @@ impl Registry {
         loop {
             let table = self.table.load_full();
             let mut refused = None;
-            for entry in table.functions().iter().flat_map(|f| f.revisions()) {
+            for entry in table.functions().flat_map(|f| f.revisions()) {
                 if let Err(error) = entry.job().artifact().await {
                     refused = Some(FunctionError {
                         function: entry.name().to_string(),
@@ -537,7 +561,6 @@ impl Registry {
         self.table
             .load()
             .functions()
-            .iter()
             .flat_map(|f| f.revisions())
             .all(|entry| matches!(entry.job().state(), JobState::Done(Ok(_))))
     }
