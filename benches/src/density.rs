@@ -222,7 +222,7 @@ async fn measure(paths: &Paths, plan: &Plan, density: &mut Density) -> anyhow::R
 }
 
 /// `density-<n>.toml`: the hello component as `f0`…`f<n-1>`.
-fn write_manifest(paths: &Paths, functions: usize) -> anyhow::Result<PathBuf> {
+pub fn write_manifest(paths: &Paths, functions: usize) -> anyhow::Result<PathBuf> {
     let path = paths.work.join(format!("density-{functions}.toml"));
     Manifest {
         function: (0..functions)

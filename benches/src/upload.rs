@@ -8,6 +8,11 @@
 //! - "deployed": the deploy answered (the revision built, warmed, written
 //!   durably, swapped in);
 //! - "first answer": the answer to the request sent then, checked.
+//!
+//! Then the cost of a change in a host that serves many functions already:
+//! one host per count, the hello registered that many times in its manifest
+//! (as in section 3), and deploys and traffic changes of one more function,
+//! each timed from the call to its answer.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -18,12 +23,13 @@ use http::{Method, StatusCode};
 
 use crate::client::{Connection, call};
 use crate::cold_start::Language;
+use crate::density;
 use crate::manifest::{Function, Manifest};
 use crate::plan::{CLIENT_CPU, Plan, RELOAD_TIMEOUT, SERVER_CPU};
 use crate::reload::variant;
-use crate::report::{Table, format_latency_or_dash};
+use crate::report::{Table, format_count, format_latency_or_dash};
 use crate::section::Section;
-use crate::servers::{Paths, Server};
+use crate::servers::{HELLO_BODY, Paths, Server};
 use crate::stats::Sample;
 
 /// The admin token the section's host is started with.
@@ -44,17 +50,55 @@ pub struct FunctionUploads {
     pub answered: Sample,
 }
 
+/// Deploys timed at each function count.
+const DEPLOYS: usize = 20;
+
+/// Traffic changes timed at each function count.
+const SPLITS: usize = 10;
+
+/// The function the deploys at scale make.
+const DEPLOYED: &str = "deployed";
+
+/// Changes to one function of a host that serves `functions`.
+#[derive(Debug, Clone)]
+pub struct ChangesAtScale {
+    /// Functions in the host's manifest.
+    pub functions: usize,
+    /// Each deploy, from the call to its answer.
+    pub deployed: Sample,
+    /// Each traffic change, from the call to its answer.
+    pub split: Sample,
+}
+
 /// Section 5's results.
-pub type Uploads = Section<FunctionUploads>;
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    /// A new build of each hello, uploaded and deployed.
+    pub builds: Section<FunctionUploads>,
+    /// Deploys and traffic changes at each function count.
+    pub at_scale: Section<ChangesAtScale>,
+}
 
 /// Runs the section.
 pub async fn measure_section(paths: &Paths, plan: &Plan) -> Uploads {
-    Section::run("uploads", measure(paths, plan)).await
+    Uploads {
+        builds: Section::run("uploads", measure(paths, plan)).await,
+        at_scale: Section::run("deploys at scale", measure_at_scale(paths, plan)).await,
+    }
 }
 
 impl Uploads {
     /// The section, as markdown.
     pub fn render(&self) -> String {
+        let mut out = self.builds.render();
+        out.push_str(&self.at_scale.render());
+        out
+    }
+}
+
+impl Section<FunctionUploads> {
+    /// The uploads' part, as markdown.
+    fn render(&self) -> String {
         let mut out = String::from("## 5. Upload\n\n");
         let _ = writeln!(
             out,
@@ -89,6 +133,52 @@ impl Uploads {
                 format_latency_or_dash(f.deployed.p50()),
                 format_latency_or_dash(f.answered.p50()),
                 format_latency_or_dash(f.answered.max()),
+            ]);
+        }
+        out.push_str(&table.render());
+        out.push('\n');
+        out
+    }
+}
+
+impl Section<ChangesAtScale> {
+    /// The changes at scale, as markdown.
+    fn render(&self) -> String {
+        let mut out = String::from("### Changes in a host that serves many functions\n\n");
+        let _ = writeln!(
+            out,
+            "One `host run --admin-token-file ...` (CPU {SERVER_CPU}) per count, its manifest \
+             registering the Rust hello that many times (`f0`…, as in section 3). The harness \
+             (CPU {CLIENT_CPU}) uploads the hello once, deploys {DEPLOYS} revisions of one more \
+             function `{DEPLOYED}` (`PUT /v1/functions/{DEPLOYED}`: the same component, one \
+             environment variable changed each time, so nothing compiles, and nothing warms \
+             since nothing called it), then changes its traffic split between its last two \
+             revisions {SPLITS} times. Each is timed from the call to its answer (the state \
+             written and synced, the table swapped). Then `/{DEPLOYED}` and the manifest's last \
+             function are asked once each (checked: 200 and the hello's body).\n"
+        );
+        if let Some(failure) = self.failure_line() {
+            let _ = writeln!(out, "{failure}");
+            return out;
+        }
+        let mut table = Table::new(&[
+            "functions in the manifest",
+            "deploys",
+            "deploy p50",
+            "deploy max",
+            "traffic changes",
+            "traffic change p50",
+            "traffic change max",
+        ]);
+        for point in &self.functions {
+            table.row(vec![
+                format_count(point.functions as u64),
+                point.deployed.len().to_string(),
+                format_latency_or_dash(point.deployed.p50()),
+                format_latency_or_dash(point.deployed.max()),
+                point.split.len().to_string(),
+                format_latency_or_dash(point.split.p50()),
+                format_latency_or_dash(point.split.max()),
             ]);
         }
         out.push_str(&table.render());
@@ -183,4 +273,103 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionUploa
     // Give the last answer's log lines time to land.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(results)
+}
+
+/// Deploys and traffic changes in a host of one function, then of the
+/// largest count of section 3.
+async fn measure_at_scale(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ChangesAtScale>> {
+    let largest = plan.densities.iter().copied().max().unwrap_or(1);
+    let mut points = Vec::new();
+    for functions in [1, largest] {
+        eprintln!("    {functions} functions");
+        let point = changes_at(paths, functions)
+            .await
+            .with_context(|| format!("with {functions} functions"))?;
+        points.push(point);
+    }
+    Ok(points)
+}
+
+async fn changes_at(paths: &Paths, functions: usize) -> anyhow::Result<ChangesAtScale> {
+    let dir = Paths::fresh_dir(&paths.work, "deploy-scale")?;
+    let token = dir.join("admin-token");
+    std::fs::write(&token, TOKEN)?;
+    let token = token.to_string_lossy().into_owned();
+    let manifest = density::write_manifest(paths, functions)?;
+    let data = Paths::fresh_dir(&paths.work, "deploy-scale-data")?;
+    let mut server =
+        Server::host_with(paths, &manifest, &data, &["--admin-token-file", &token]).await?;
+    server.wait_ready().await?;
+    let admin = server.admin()?;
+    let send = async |method: Method, path: &str, body: String, expected: StatusCode| {
+        let (status, answer) =
+            call(admin, method, path, TOKEN, body.into(), RELOAD_TIMEOUT).await?;
+        if status != expected {
+            bail!(
+                "{path} was answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&answer)?)
+    };
+
+    let hello = std::fs::read(&paths.hello_wasm)?;
+    let (status, body) = call(
+        admin,
+        Method::POST,
+        "/v1/components",
+        TOKEN,
+        hello.into(),
+        RELOAD_TIMEOUT,
+    )
+    .await?;
+    if !status.is_success() {
+        bail!(
+            "the upload was answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let uploaded: serde_json::Value = serde_json::from_slice(&body)?;
+    let digest = uploaded["component"].as_str().context("no digest")?;
+
+    let function = format!("/v1/functions/{DEPLOYED}");
+    let (mut deployed, mut revisions) = (Vec::new(), Vec::new());
+    for round in 0..DEPLOYS {
+        let definition = format!(
+            "component = {digest:?}\nroutes = [\"/{DEPLOYED}\"]\nenv = {{ ROUND = \"{round}\" }}\n"
+        );
+        let start = Instant::now();
+        let answer = send(Method::PUT, &function, definition, StatusCode::CREATED).await?;
+        deployed.push(start.elapsed());
+        let revision = answer["revision"].as_str().context("no revision")?;
+        revisions.push(revision.to_owned());
+    }
+    let [.., older, newer] = &revisions[..] else {
+        bail!("fewer than two revisions deployed");
+    };
+    let traffic = format!("{function}/traffic");
+    let mut split = Vec::new();
+    for round in 0..SPLITS {
+        // Each differs from the one before: a change, not a no-op.
+        let percent = 40 + 10 * (round % 2);
+        let body = format!(
+            r#"{{"split": {{"{older}": {percent}, "{newer}": {}}}}}"#,
+            100 - percent
+        );
+        let start = Instant::now();
+        send(Method::PUT, &traffic, body, StatusCode::OK).await?;
+        split.push(start.elapsed());
+    }
+    let mut connection = Connection::open(server.addr).await?;
+    for path in [format!("/{DEPLOYED}"), format!("/f{}", functions - 1)] {
+        let answer = connection.get(&path).await?;
+        answer
+            .expect(HELLO_BODY)
+            .with_context(|| format!("GET {path}"))?;
+    }
+    Ok(ChangesAtScale {
+        functions,
+        deployed: Sample::new(deployed),
+        split: Sample::new(split),
+    })
 }
