@@ -410,9 +410,13 @@ impl StateFile {
             ..state.clone()
         };
         let dir = self.path.parent().expect("the state file is in a folder");
+        // Written in one piece: straight into the file, serde writes each
+        // token with a call of its own (a state of 1,000 functions took
+        // 160 ms to write that way).
+        let mut json = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
+        json.push(b'\n');
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer_pretty(&mut file, &state).map_err(std::io::Error::other)?;
-        file.write_all(b"\n")?;
+        file.write_all(&json)?;
         file.as_file().sync_all()?;
         file.persist(&self.path).map_err(|e| e.error)?;
         sync_dir(dir)
