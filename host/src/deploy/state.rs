@@ -405,9 +405,16 @@ impl StateFile {
     /// Writes `state` durably: a whole new file replaces the old one, and
     /// both the file and its folder are synced before this returns.
     pub fn save(&self, state: &DeployState) -> std::io::Result<()> {
-        let state = DeployState {
+        /// The state as written: this host's format, the functions as
+        /// they are (not copied).
+        #[derive(Serialize)]
+        struct Saved<'a> {
+            format: u32,
+            functions: &'a BTreeMap<FunctionName, Deployed>,
+        }
+        let state = Saved {
             format: FORMAT,
-            ..state.clone()
+            functions: &state.functions,
         };
         let dir = self.path.parent().expect("the state file is in a folder");
         // Written in one piece: straight into the file, serde writes each
