@@ -10,9 +10,10 @@
 //! - "first answer": the answer to the request sent then, checked.
 //!
 //! Then the cost of a change in a host that serves many functions already:
-//! one host per count, the hello registered that many times in its manifest
-//! (as in section 3), and deploys and traffic changes of one more function,
-//! each timed from the call to its answer.
+//! one host per case, the hello registered many times in its manifest (as
+//! in section 3) or deployed many times through the admin API, and deploys
+//! and traffic changes of one more function, each timed from the call to
+//! its answer.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -59,11 +60,17 @@ const SPLITS: usize = 10;
 /// The function the deploys at scale make.
 const DEPLOYED: &str = "deployed";
 
-/// Changes to one function of a host that serves `functions`.
+/// Functions deployed through the admin API, untimed, before the timed
+/// changes of the last case.
+const DEPLOYED_BEFORE: usize = 1_000;
+
+/// Changes to one function of a host that serves many.
 #[derive(Debug, Clone)]
 pub struct ChangesAtScale {
     /// Functions in the host's manifest.
-    pub functions: usize,
+    pub manifest: usize,
+    /// Functions deployed through the admin API before the timed changes.
+    pub deployed_before: usize,
     /// Each deploy, from the call to its answer.
     pub deployed: Sample,
     /// Each traffic change, from the call to its answer.
@@ -147,15 +154,17 @@ impl Section<ChangesAtScale> {
         let mut out = String::from("### Changes in a host that serves many functions\n\n");
         let _ = writeln!(
             out,
-            "One `host run --admin-token-file ...` (CPU {SERVER_CPU}) per count, its manifest \
+            "One `host run --admin-token-file ...` (CPU {SERVER_CPU}) per row, its manifest \
              registering the Rust hello that many times (`f0`…, as in section 3). The harness \
-             (CPU {CLIENT_CPU}) uploads the hello once, deploys {DEPLOYS} revisions of one more \
-             function `{DEPLOYED}` (`PUT /v1/functions/{DEPLOYED}`: the same component, one \
-             environment variable changed each time, so nothing compiles, and nothing warms \
-             since nothing called it), then changes its traffic split between its last two \
-             revisions {SPLITS} times. Each is timed from the call to its answer (the state \
-             written and synced, the table swapped). Then `/{DEPLOYED}` and the manifest's last \
-             function are asked once each (checked: 200 and the hello's body).\n"
+             (CPU {CLIENT_CPU}) uploads the hello once; in the last row it first deploys it as \
+             {DEPLOYED_BEFORE} functions through the admin API (`d0`…, untimed). Then it \
+             deploys {DEPLOYS} revisions of one more function `{DEPLOYED}` (`PUT \
+             /v1/functions/{DEPLOYED}`: the same component, one environment variable changed \
+             each time, so nothing compiles, and nothing warms since nothing called it), then \
+             changes its traffic split between its last two revisions {SPLITS} times. Each is \
+             timed from the call to its answer (the state written and synced, the table \
+             swapped). Then `/{DEPLOYED}`, the manifest's last function and the last one \
+             deployed before are asked once each (checked: 200 and the hello's body).\n"
         );
         if let Some(failure) = self.failure_line() {
             let _ = writeln!(out, "{failure}");
@@ -163,6 +172,7 @@ impl Section<ChangesAtScale> {
         }
         let mut table = Table::new(&[
             "functions in the manifest",
+            "deployed before",
             "deploys",
             "deploy p50",
             "deploy max",
@@ -172,7 +182,8 @@ impl Section<ChangesAtScale> {
         ]);
         for point in &self.functions {
             table.row(vec![
-                format_count(point.functions as u64),
+                format_count(point.manifest as u64),
+                format_count(point.deployed_before as u64),
                 point.deployed.len().to_string(),
                 format_latency_or_dash(point.deployed.p50()),
                 format_latency_or_dash(point.deployed.max()),
@@ -275,22 +286,29 @@ async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<FunctionUploa
     Ok(results)
 }
 
-/// Deploys and traffic changes in a host of one function, then of the
-/// largest count of section 3.
+/// Deploys and traffic changes in a host of one function, of the largest
+/// count of section 3 in its manifest, and of [`DEPLOYED_BEFORE`] deployed
+/// through the admin API.
 async fn measure_at_scale(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ChangesAtScale>> {
     let largest = plan.densities.iter().copied().max().unwrap_or(1);
     let mut points = Vec::new();
-    for functions in [1, largest] {
-        eprintln!("    {functions} functions");
-        let point = changes_at(paths, functions)
+    for (manifest, deployed_before) in [(1, 0), (largest, 0), (1, DEPLOYED_BEFORE)] {
+        eprintln!("    {manifest} in the manifest, {deployed_before} deployed");
+        let point = changes_at(paths, manifest, deployed_before)
             .await
-            .with_context(|| format!("with {functions} functions"))?;
+            .with_context(|| {
+                format!("with {manifest} functions in the manifest, {deployed_before} deployed")
+            })?;
         points.push(point);
     }
     Ok(points)
 }
 
-async fn changes_at(paths: &Paths, functions: usize) -> anyhow::Result<ChangesAtScale> {
+async fn changes_at(
+    paths: &Paths,
+    functions: usize,
+    deployed_before: usize,
+) -> anyhow::Result<ChangesAtScale> {
     let dir = Paths::fresh_dir(&paths.work, "deploy-scale")?;
     let token = dir.join("admin-token");
     std::fs::write(&token, TOKEN)?;
@@ -332,6 +350,11 @@ async fn changes_at(paths: &Paths, functions: usize) -> anyhow::Result<ChangesAt
     let uploaded: serde_json::Value = serde_json::from_slice(&body)?;
     let digest = uploaded["component"].as_str().context("no digest")?;
 
+    for i in 0..deployed_before {
+        let definition = format!("component = {digest:?}\nroutes = [\"/d{i}\"]\n");
+        let path = format!("/v1/functions/d{i}");
+        send(Method::PUT, &path, definition, StatusCode::CREATED).await?;
+    }
     let function = format!("/v1/functions/{DEPLOYED}");
     let (mut deployed, mut revisions) = (Vec::new(), Vec::new());
     for round in 0..DEPLOYS {
@@ -361,14 +384,19 @@ async fn changes_at(paths: &Paths, functions: usize) -> anyhow::Result<ChangesAt
         split.push(start.elapsed());
     }
     let mut connection = Connection::open(server.addr).await?;
-    for path in [format!("/{DEPLOYED}"), format!("/f{}", functions - 1)] {
+    let mut asked = vec![format!("/{DEPLOYED}"), format!("/f{}", functions - 1)];
+    if deployed_before > 0 {
+        asked.push(format!("/d{}", deployed_before - 1));
+    }
+    for path in asked {
         let answer = connection.get(&path).await?;
         answer
             .expect(HELLO_BODY)
             .with_context(|| format!("GET {path}"))?;
     }
     Ok(ChangesAtScale {
-        functions,
+        manifest: functions,
+        deployed_before,
         deployed: Sample::new(deployed),
         split: Sample::new(split),
     })
