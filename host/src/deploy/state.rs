@@ -13,6 +13,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use shoal_runtime::Digest;
 
@@ -82,8 +83,10 @@ impl From<RevisionName> for String {
 #[serde(deny_unknown_fields)]
 pub struct DeployState {
     format: u32,
-    /// The functions, by name.
-    pub functions: BTreeMap<FunctionName, Deployed>,
+    /// The functions, by name: a persistent map, so that a copy of the
+    /// state (each change edits one) shares every function it does not
+    /// change.
+    pub functions: OrdMap<FunctionName, Deployed>,
 }
 
 /// One uploaded function.
@@ -312,7 +315,16 @@ impl DeployState {
     /// that serve no traffic. Returns the removed revisions.
     pub fn prune(&mut self, keep: usize) -> Vec<RevisionName> {
         let mut removed = Vec::new();
-        for deployed in self.functions.values_mut() {
+        // Only the functions with revisions to spare are touched (a copy of
+        // the state shares the others).
+        let over: Vec<FunctionName> = self
+            .functions
+            .iter()
+            .filter(|(_, deployed)| deployed.revisions.len() > keep)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in over {
+            let deployed = self.functions.get_mut(&name).expect("listed just now");
             let serving: Vec<RevisionName> = deployed.traffic.serving().cloned().collect();
             let older = deployed.revisions.len().saturating_sub(keep);
             let mut index = 0;
@@ -410,7 +422,7 @@ impl StateFile {
         #[derive(Serialize)]
         struct Saved<'a> {
             format: u32,
-            functions: &'a BTreeMap<FunctionName, Deployed>,
+            functions: &'a OrdMap<FunctionName, Deployed>,
         }
         let state = Saved {
             format: FORMAT,
