@@ -7,13 +7,19 @@
 //! Paths are matched as they arrive, still percent-encoded.
 //!
 //! Routes are put in and taken out one at a time, each checked for a
-//! conflict. The maps are persistent: a clone shares them, and a change to
-//! the clone copies only the few nodes it touches, so that a table of
-//! 100,000 routes changes one route without copying the others. A lookup
-//! costs time linear in the path's length, whatever the path.
+//! conflict. The maps are persistent B-trees ([`imbl::OrdMap`]): a clone
+//! shares them, and a change to the clone copies only the few nodes it
+//! touches, so that a table of 100,000 routes changes one route without
+//! copying the others. A lookup costs time linear in the path's length
+//! (times the logarithm of the number of routes), whatever the path.
+//! imbl's hash maps were tried first: their nodes keep room for 32
+//! entries however few they hold, and 100,000 functions took 37 MiB more
+//! (15 MiB with B-trees). Copying hash maps at each change instead cost
+//! 57 ms per deploy at 100,000 functions, against 3.6 ms.
 
 use std::fmt;
 
+use imbl::OrdMap;
 use serde::Deserialize;
 
 /// The suffix that makes a route a wildcard.
@@ -102,20 +108,16 @@ pub struct RouteConflict<T> {
     pub second: T,
 }
 
-/// A persistent hash map (a clone shares it; a change copies only the
-/// nodes it touches), hashed as the host's other maps are.
-pub type PersistentMap<K, V> =
-    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
-
 /// The route table.
 ///
-/// Exact routes sit in one hash map, looked up with the whole path. Wildcard
-/// routes sit in a tree with one level per path segment, walked once from
-/// the root: every byte of the path is hashed at most twice, whatever its
-/// shape (a path of 60,000 `/` costs as little as any other).
+/// Exact routes sit in one sorted map, looked up with the whole path.
+/// Wildcard routes sit in a tree with one level per path segment, walked
+/// once from the root, each segment compared with a few keys of its level,
+/// whatever the path's shape (a path of 60,000 `/` costs as little as any
+/// other).
 #[derive(Debug, Clone)]
 pub struct Router<T> {
-    exact: PersistentMap<String, T>,
+    exact: OrdMap<String, T>,
     prefixes: Node<T>,
 }
 
@@ -124,14 +126,14 @@ pub struct Router<T> {
 #[derive(Debug, Clone)]
 struct Node<T> {
     target: Option<T>,
-    children: PersistentMap<String, Node<T>>,
+    children: OrdMap<String, Node<T>>,
 }
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Self {
             target: None,
-            children: PersistentMap::default(),
+            children: OrdMap::new(),
         }
     }
 }
@@ -139,7 +141,7 @@ impl<T> Default for Node<T> {
 impl<T: Clone> Default for Router<T> {
     fn default() -> Self {
         Self {
-            exact: PersistentMap::default(),
+            exact: OrdMap::new(),
             prefixes: Node::default(),
         }
     }

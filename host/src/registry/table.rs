@@ -8,8 +8,9 @@
 //! found, so a swap never pulls a function from under a request.
 //!
 //! The new table shares what did not change with the current one: its maps
-//! are persistent, so a change costs the functions it touches (and the
-//! logarithm of the table's size), not the whole table. With 100,000
+//! are persistent B-trees ([`imbl::OrdMap`]), so a change costs the
+//! functions it touches (and the logarithm of the table's size), not the
+//! whole table. With 100,000
 //! functions, a deploy of one does not copy the other 99,999.
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use imbl::OrdMap;
 
 use crate::events::{DEFAULT_EVENTS_PATH, Trigger, TriggerConflict, Triggers};
 use crate::manifest::FunctionName;
-use crate::router::{PersistentMap, RouteConflict, RouteMatch, RoutePattern, Router};
+use crate::router::{RouteConflict, RouteMatch, RoutePattern, Router};
 
 /// What a table holds: anything with a name, routes and event triggers.
 pub trait Routed {
@@ -107,7 +108,7 @@ pub struct Table<F> {
     /// is never given twice, so the order stays that of the additions.
     order: OrdMap<u64, Arc<F>>,
     /// Each function's place, by name.
-    places: PersistentMap<FunctionName, u64>,
+    places: OrdMap<FunctionName, u64>,
     /// The place the next function added takes.
     next_place: u64,
     router: Router<Arc<F>>,
@@ -131,7 +132,7 @@ impl<F: Routed> Table<F> {
         Self {
             generation: 0,
             order: OrdMap::new(),
-            places: PersistentMap::default(),
+            places: OrdMap::new(),
             next_place: 0,
             router: Router::default(),
             with_events: OrdMap::new(),
