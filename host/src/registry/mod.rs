@@ -16,8 +16,9 @@
 //!    definition keeps its revision as it is (warm, counting); a new or
 //!    different one gets a new revision, whose component compiles in the
 //!    background (or reuses the artifact of the same bytes);
-//! 4. build the whole new table beside the current one and check it (route
-//!    conflicts, names claimed by both sources);
+//! 4. build the new table beside the current one, sharing with it what the
+//!    change leaves alone, and check it (route conflicts, names claimed by
+//!    both sources);
 //! 5. wait until what is new has compiled, and warm what replaces a warm
 //!    revision, so that no request meets a cold or failing function because
 //!    of the change;
