@@ -10,8 +10,8 @@
 //! The new table shares what did not change with the current one: its maps
 //! are persistent B-trees ([`imbl::OrdMap`]), so a change costs the
 //! functions it touches (and the logarithm of the table's size), not the
-//! whole table. With 100,000
-//! functions, a deploy of one does not copy the other 99,999.
+//! whole table. With 100,000 functions, a deploy of one does not copy the
+//! other 99,999.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
