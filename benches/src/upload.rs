@@ -319,9 +319,8 @@ async fn changes_at(
         Server::host_with(paths, &manifest, &data, &["--admin-token-file", &token]).await?;
     server.wait_ready().await?;
     let admin = server.admin()?;
-    let send = async |method: Method, path: &str, body: String, expected: StatusCode| {
-        let (status, answer) =
-            call(admin, method, path, TOKEN, body.into(), RELOAD_TIMEOUT).await?;
+    let send = async |method: Method, path: &str, body: Bytes, expected: StatusCode| {
+        let (status, answer) = call(admin, method, path, TOKEN, body, RELOAD_TIMEOUT).await?;
         if status != expected {
             bail!(
                 "{path} was answered {status}: {}",
@@ -332,28 +331,20 @@ async fn changes_at(
     };
 
     let hello = std::fs::read(&paths.hello_wasm)?;
-    let (status, body) = call(
-        admin,
+    // A fresh data dir: the upload is new, 201.
+    let uploaded = send(
         Method::POST,
         "/v1/components",
-        TOKEN,
         hello.into(),
-        RELOAD_TIMEOUT,
+        StatusCode::CREATED,
     )
     .await?;
-    if !status.is_success() {
-        bail!(
-            "the upload was answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let uploaded: serde_json::Value = serde_json::from_slice(&body)?;
     let digest = uploaded["component"].as_str().context("no digest")?;
 
     for i in 0..deployed_before {
         let definition = format!("component = {digest:?}\nroutes = [\"/d{i}\"]\n");
         let path = format!("/v1/functions/d{i}");
-        send(Method::PUT, &path, definition, StatusCode::CREATED).await?;
+        send(Method::PUT, &path, definition.into(), StatusCode::CREATED).await?;
     }
     let function = format!("/v1/functions/{DEPLOYED}");
     let (mut deployed, mut revisions) = (Vec::new(), Vec::new());
@@ -362,7 +353,13 @@ async fn changes_at(
             "component = {digest:?}\nroutes = [\"/{DEPLOYED}\"]\nenv = {{ ROUND = \"{round}\" }}\n"
         );
         let start = Instant::now();
-        let answer = send(Method::PUT, &function, definition, StatusCode::CREATED).await?;
+        let answer = send(
+            Method::PUT,
+            &function,
+            definition.into(),
+            StatusCode::CREATED,
+        )
+        .await?;
         deployed.push(start.elapsed());
         let revision = answer["revision"].as_str().context("no revision")?;
         revisions.push(revision.to_owned());
@@ -380,7 +377,7 @@ async fn changes_at(
             100 - percent
         );
         let start = Instant::now();
-        send(Method::PUT, &traffic, body, StatusCode::OK).await?;
+        send(Method::PUT, &traffic, body.into(), StatusCode::OK).await?;
         split.push(start.elapsed());
     }
     let mut connection = Connection::open(server.addr).await?;
