@@ -447,6 +447,12 @@ async fn an_artifact_copied_from_another_component_is_refused_and_compiled_again
         host.get("/hello").await,
         (200, "Hello, world!\n".to_owned())
     );
+    // The log has its own writing thread: wait for its last line.
+    assert!(
+        host.wait_for_log("component compiled again", Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
     let log = host.log();
     assert!(log.contains("discarding a cached artifact"), "{log}");
     assert!(log.contains("compiled from another component"), "{log}");
