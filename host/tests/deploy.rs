@@ -491,6 +491,49 @@ async fn a_restart_restores_the_functions_revisions_and_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_state_written_whole_by_an_earlier_host_is_served_and_moved_to_a_file_per_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = start_in(dir.path(), &[]);
+    let api = admin(&host);
+    api.deploy_component("f", &example("hello"), &["/f"]).await;
+    api.deploy_component("g", &guest("counter"), &["/g"]).await;
+    let (_, before) = api.revisions("f").await;
+    host.signal("TERM");
+    assert!(host.wait_exit(Duration::from_secs(10)).success());
+
+    // The state as hosts before wrote it: one file, every function in it.
+    let deploy = dir.path().join("data/deploy");
+    let mut functions = serde_json::Map::new();
+    for name in ["f", "g"] {
+        let file = deploy.join(format!("functions/{name}.json"));
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        functions.insert(name.to_owned(), file["function"].clone());
+    }
+    std::fs::remove_dir_all(deploy.join("functions")).unwrap();
+    let whole = serde_json::json!({ "format": 1, "functions": functions });
+    std::fs::write(deploy.join("state.json"), whole.to_string()).unwrap();
+
+    let mut host = start_in(dir.path(), &[]);
+    let api = admin(&host);
+    assert_eq!(api.revisions("f").await.1, before);
+    assert_eq!(served(&host, "/f").await.2, "Hello, world!\n");
+    assert_eq!(served(&host, "/g").await.2, "1\n");
+    assert!(!deploy.join("state.json").exists());
+    assert!(deploy.join("functions/g.json").exists());
+    // Changes go on from there, and survive a restart.
+    assert_eq!(
+        api.deploy_component("f", &guest("counter"), &["/f"]).await,
+        "f-00002"
+    );
+    host.signal("TERM");
+    assert!(host.wait_exit(Duration::from_secs(10)).success());
+    let host = start_in(dir.path(), &[]);
+    assert_eq!(served(&host, "/f").await.1.as_deref(), Some("f-00002"));
+    assert_eq!(served(&host, "/g").await.2, "1\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_leaves_the_other_functions_as_they_were_even_if_their_files_changed() {
     // The manifest's `hello` is served from a copy the test then replaces
     // (no --watch, no reload): a deploy of another function must not
@@ -726,14 +769,25 @@ async fn a_deploy_under_load_fails_no_request() {
 async fn old_revisions_without_traffic_are_pruned_with_their_components() {
     let (host, dir) = deploy_host(&["--keep-revisions", "2"]);
     let api = admin(&host);
+    let blobs = || {
+        std::fs::read_dir(dir.path().join("data/deploy/blobs"))
+            .unwrap()
+            .count()
+    };
+    // `g` uses the component of `f`'s first revision too.
+    api.deploy_component("g", &example("hello"), &["/g"]).await;
     let components = [
         example("hello"),
         guest("counter"),
         example("echo"),
         guest("slow"),
     ];
-    for component in &components {
+    // Every revision kept keeps its component: hello; hello and counter;
+    // then (hello pruned from `f`, but `g`'s) hello, counter and echo;
+    // hello, echo and slow.
+    for (component, stored) in components.iter().zip([1, 2, 3, 3]) {
         api.deploy_component("f", component, &["/f"]).await;
+        assert_eq!(blobs(), stored, "after {}", component.display());
     }
     let (_, revisions) = api.revisions("f").await;
     let names: Vec<&str> = revisions["revisions"]
@@ -743,8 +797,11 @@ async fn old_revisions_without_traffic_are_pruned_with_their_components() {
         .map(|r| r["revision"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["f-00003", "f-00004"]);
-    let blobs = std::fs::read_dir(dir.path().join("data/deploy/blobs"))
-        .unwrap()
-        .count();
-    assert_eq!(blobs, 2, "the pruned revisions' components stayed");
+    // hello (still `g`'s), echo and slow.
+    assert_eq!(blobs(), 3, "the pruned revisions' components stayed");
+    let (status, _) = api
+        .call(Method::DELETE, "/v1/functions/g", Vec::new())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(blobs(), 2, "the deleted function's component stayed");
 }

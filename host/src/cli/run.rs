@@ -181,7 +181,8 @@ pub struct RunArgs {
     max_upload: u64,
 
     /// Revisions kept per deployed function: older ones that carry no
-    /// traffic are removed, with their components.
+    /// traffic are removed at the function's next change, with their
+    /// components.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_REVISIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     keep_revisions: usize,

@@ -21,11 +21,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::Stream;
 use http::StatusCode;
+use imbl::OrdMap;
 use shoal_runtime::{ComponentSource, Digest, LoadError};
 
 use self::blobs::{BlobStore, Stored, UploadError};
-use self::state::{DeployState, RevisionName, StateError, StateFile, Traffic};
-use crate::manifest::{FunctionDecl, FunctionName, ManifestError, parse_definition};
+use self::state::{DeployState, Deployed, RevisionName, StateError, StateFiles, Traffic};
+use crate::manifest::{FunctionName, ManifestError, parse_definition};
 use crate::registry::function::{Share, Source};
 use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry};
 
@@ -111,9 +112,9 @@ pub struct Deployments {
     registry: Arc<Registry>,
     dir: PathBuf,
     blobs: BlobStore,
-    file: StateFile,
+    files: StateFiles,
     /// The state last committed.
-    state: Mutex<DeployState>,
+    committed: Mutex<Committed>,
     keep_revisions: usize,
     max_upload: u64,
     /// The lock on the state folder; `None` if another host holds it.
@@ -139,13 +140,13 @@ impl Deployments {
             );
         }
         let blobs = BlobStore::open(&dir.join("blobs"))?;
-        let file = StateFile::new(&dir);
-        let state = file.load()?;
+        let files = StateFiles::new(&dir);
+        let state = files.load()?;
         Ok(Self {
             registry,
             blobs,
-            file,
-            state: Mutex::new(state),
+            files,
+            committed: Mutex::new(Committed::new(state)),
             keep_revisions: keep_revisions.max(1),
             max_upload,
             owner,
@@ -160,12 +161,18 @@ impl Deployments {
 
     /// The state committed last.
     pub fn state(&self) -> DeployState {
-        self.lock_state().clone()
+        self.lock_committed().state.clone()
     }
 
     /// The deployed functions, as the registry serves them.
-    pub fn desired(&self) -> Result<Vec<Desired>, DeployError> {
-        desired(&self.lock_state(), &self.blobs, &[])
+    pub fn desired(&self) -> Result<OrdMap<FunctionName, Desired>, DeployError> {
+        let state = self.state();
+        let mut functions = OrdMap::new();
+        for (name, deployed) in &state.functions {
+            let desired = desired(name, deployed, &self.blobs, None)?;
+            functions.insert(name.clone(), desired);
+        }
+        Ok(functions)
     }
 
     /// Stores an uploaded component and checks that it compiles and serves
@@ -253,43 +260,52 @@ impl Deployments {
         .await
     }
 
-    /// Applies `operation` to a copy of the state, through the registry's
-    /// change path, writing the state before the change is published. The
-    /// state in memory is replaced there too, inside the serialised path,
-    /// so that the next change starts from this one.
+    /// Applies `operation` (which changes function `name` only) to a copy
+    /// of the state, through the registry's change path, writing the
+    /// function's state before the change is published. The state in
+    /// memory is replaced there too, inside the serialised path, so that
+    /// the next change starts from this one.
     async fn edit(
         &self,
         name: &FunctionName,
         operation: impl FnOnce(&mut DeployState) -> Result<Option<RevisionName>, StateError>,
     ) -> Result<Done, DeployError> {
-        let mut released: HashSet<Digest> = HashSet::new();
+        let mut released = Vec::new();
         let (applied, (_, revision, pruned)) = self
             .registry
             .change(
                 Publish::WhenCompiled,
                 |sources| {
-                    if sources.manifest.iter().any(|d| d.name == *name) {
+                    // The table serving is the one `sources` made.
+                    let table = self.registry.table();
+                    if table
+                        .get(name)
+                        .is_some_and(|f| f.source() == Source::Manifest)
+                    {
                         return Err(DeployError::ManifestFunction(name.clone()));
                     }
                     let mut state = self.state();
                     let revision = operation(&mut state)?;
-                    let pruned = state.prune(self.keep_revisions);
-                    sources.deployed = desired(&state, &self.blobs, &sources.deployed)?;
+                    let pruned = state.prune(name, self.keep_revisions);
+                    match state.functions.get(name) {
+                        Some(deployed) => {
+                            let before = sources.deployed.get(name);
+                            let desired = desired(name, deployed, &self.blobs, before)?;
+                            sources.deployed.insert(name.clone(), desired);
+                        }
+                        None => {
+                            sources.deployed.remove(name);
+                        }
+                    }
                     Ok((state, revision, pruned))
                 },
                 |(state, ..)| {
-                    self.file.save(state).map_err(|e| {
+                    self.files.save(state, [name]).map_err(|e| {
                         DeployError::Change(ChangeError::Commit(format!(
                             "cannot write the deployed state: {e}"
                         )))
                     })?;
-                    let mut current = self.lock_state();
-                    let after: HashSet<Digest> = state.components().collect();
-                    released = current
-                        .components()
-                        .filter(|c| !after.contains(c))
-                        .collect();
-                    *current = state.clone();
+                    released = self.lock_committed().replace(name, state);
                     Ok(())
                 },
             )
@@ -310,7 +326,7 @@ impl Deployments {
     /// Removes uploaded components that no revision uses and that were
     /// uploaded long enough ago (an upload waits that long for its deploy).
     pub fn collect_blobs(&self) {
-        let keep: HashSet<Digest> = self.lock_state().components().collect();
+        let keep: HashSet<Digest> = self.lock_committed().users.keys().copied().collect();
         match self.blobs.collect(&keep, UNUSED_UPLOAD_GRACE) {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "unused uploaded components removed"),
@@ -319,7 +335,7 @@ impl Deployments {
     }
 
     fn uses(&self, digest: &Digest) -> bool {
-        self.lock_state().components().any(|used| used == *digest)
+        self.lock_committed().users.contains_key(digest)
     }
 
     fn check_owner(&self) -> Result<(), DeployError> {
@@ -329,75 +345,115 @@ impl Deployments {
         }
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, DeployState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_committed(&self) -> std::sync::MutexGuard<'_, Committed> {
+        self.committed.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The functions of `state` as the registry serves them: each with the
-/// revisions its traffic names. A revision already in `before` (the
-/// functions served so far) keeps its declaration, since a revision never
-/// changes: the registry then keeps it as it is, without reading its
-/// component again.
-fn desired(
-    state: &DeployState,
-    blobs: &BlobStore,
-    before: &[Desired],
-) -> Result<Vec<Desired>, DeployError> {
-    let declared: HashMap<(&FunctionName, &RevisionName), &Arc<FunctionDecl>> = before
-        .iter()
-        .flat_map(|desired| {
-            desired.revisions.iter().filter_map(|wanted| {
-                Some(((&desired.name, wanted.revision.as_ref()?), &wanted.decl))
-            })
-        })
-        .collect();
-    let mut functions = Vec::with_capacity(state.functions.len());
-    for (name, deployed) in &state.functions {
-        let mut revisions = Vec::new();
-        for serving in deployed.traffic.serving() {
-            let record = deployed
-                .revisions
-                .iter()
-                .find(|r| r.name == *serving)
-                .ok_or_else(|| StateError::NoRevision {
-                    function: name.clone(),
-                    revision: serving.to_string(),
-                })?;
-            let decl = match declared.get(&(name, &record.name)) {
-                Some(&decl) => decl.clone(),
-                None => Arc::new(parse_definition(&record.definition, name, |text| {
-                    resolve(blobs, text)
-                })?),
-            };
-            let pins = deployed
-                .traffic
-                .pins
-                .iter()
-                .filter(|pin| pin.revision == *serving)
-                .filter_map(|pin| {
-                    Some((
-                        http::HeaderName::try_from(pin.header.as_str()).ok()?,
-                        http::HeaderValue::try_from(pin.value.as_str()).ok()?,
-                    ))
-                })
-                .collect();
-            revisions.push(DesiredRevision {
-                revision: Some(record.name.clone()),
-                decl,
-                share: Share {
-                    percent: deployed.traffic.split.get(serving).copied().unwrap_or(0),
-                    pins,
-                },
-            });
+/// The state last committed, and how many revisions use each component.
+struct Committed {
+    state: DeployState,
+    /// Revisions per component, for the components some revision uses.
+    users: HashMap<Digest, usize>,
+}
+
+impl Committed {
+    fn new(state: DeployState) -> Self {
+        let mut users = HashMap::new();
+        for component in state.components() {
+            *users.entry(component).or_default() += 1;
         }
-        functions.push(Desired {
-            name: name.clone(),
-            source: Source::Deployed,
-            revisions,
+        Self { state, users }
+    }
+
+    /// Takes `next`, which differs from the state committed in function
+    /// `changed` only. Returns the components no revision uses any more.
+    fn replace(&mut self, changed: &FunctionName, next: &DeployState) -> Vec<Digest> {
+        let components = |state: &DeployState| -> Vec<Digest> {
+            state
+                .functions
+                .get(changed)
+                .map(|deployed| deployed.components().collect())
+                .unwrap_or_default()
+        };
+        // Counted up before down, so that a component the function keeps
+        // never reaches zero.
+        for component in components(next) {
+            *self.users.entry(component).or_default() += 1;
+        }
+        let mut released = Vec::new();
+        for component in components(&self.state) {
+            let users = self
+                .users
+                .get_mut(&component)
+                .expect("a component in use is counted");
+            *users -= 1;
+            if *users == 0 {
+                self.users.remove(&component);
+                released.push(component);
+            }
+        }
+        self.state = next.clone();
+        released
+    }
+}
+
+/// Function `name` as the registry serves it: with the revisions its
+/// traffic names. A revision already in `before` (the function as served
+/// so far) keeps its declaration, since a revision never changes: the
+/// registry then keeps it as it is, without reading its component again.
+fn desired(
+    name: &FunctionName,
+    deployed: &Deployed,
+    blobs: &BlobStore,
+    before: Option<&Desired>,
+) -> Result<Desired, DeployError> {
+    let mut revisions = Vec::new();
+    for serving in deployed.traffic.serving() {
+        let record = deployed
+            .revisions
+            .iter()
+            .find(|r| r.name == *serving)
+            .ok_or_else(|| StateError::NoRevision {
+                function: name.clone(),
+                revision: serving.to_string(),
+            })?;
+        let declared = before
+            .into_iter()
+            .flat_map(|before| &before.revisions)
+            .find(|wanted| wanted.revision.as_ref() == Some(&record.name));
+        let decl = match declared {
+            Some(wanted) => wanted.decl.clone(),
+            None => Arc::new(parse_definition(&record.definition, name, |text| {
+                resolve(blobs, text)
+            })?),
+        };
+        let pins = deployed
+            .traffic
+            .pins
+            .iter()
+            .filter(|pin| pin.revision == *serving)
+            .filter_map(|pin| {
+                Some((
+                    http::HeaderName::try_from(pin.header.as_str()).ok()?,
+                    http::HeaderValue::try_from(pin.value.as_str()).ok()?,
+                ))
+            })
+            .collect();
+        revisions.push(DesiredRevision {
+            revision: Some(record.name.clone()),
+            decl,
+            share: Share {
+                percent: deployed.traffic.split.get(serving).copied().unwrap_or(0),
+                pins,
+            },
         });
     }
-    Ok(functions)
+    Ok(Desired {
+        name: name.clone(),
+        source: Source::Deployed,
+        revisions,
+    })
 }
 
 /// The blob a definition's `component = "sha256:..."` names.

@@ -1,12 +1,18 @@
 //! What has been deployed through the admin API: every uploaded function,
 //! its immutable revisions, and how its traffic is split between them.
 //!
-//! The state is one JSON file (`DATA_DIR/deploy/state.json`). Each change
-//! is computed on a copy ([`DeployState`]'s operations are pure), checked by
-//! the registry's change path, then written to a temporary file, synced,
-//! renamed over the old one, and its folder synced, before the change is
-//! published or acknowledged: a host killed at any instant restarts into the
-//! last state written whole.
+//! The state is a JSON file per function (`DATA_DIR/deploy/functions/
+//! NAME.json`). Each change is computed on a copy ([`DeployState`]'s
+//! operations are pure), checked by the registry's change path, then the
+//! changed function's file is written to a temporary file, synced, renamed
+//! over the old one, and its folder synced, before the change is published
+//! or acknowledged: a host killed at any instant restarts with each
+//! function as it was last written whole. A change writes its own function
+//! only, so it costs the same with one function deployed or 100,000.
+//!
+//! Hosts before this one wrote the whole state to one file
+//! (`DATA_DIR/deploy/state.json`); a host that finds it moves it to files
+//! of their own, then removes it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,6 +105,13 @@ pub struct Deployed {
     pub revisions: Vec<Revision>,
     /// Which revisions serve its requests.
     pub traffic: Traffic,
+}
+
+impl Deployed {
+    /// The components its revisions use, once per revision.
+    pub fn components(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.revisions.iter().map(|r| r.component)
+    }
 }
 
 /// One immutable revision.
@@ -311,40 +324,34 @@ impl DeployState {
             .ok_or_else(|| StateError::NoFunction(function.clone()))
     }
 
-    /// Removes, beyond the newest `keep` revisions of each function, those
+    /// Removes, beyond the newest `keep` revisions of `function`, those
     /// that serve no traffic. Returns the removed revisions.
-    pub fn prune(&mut self, keep: usize) -> Vec<RevisionName> {
+    pub fn prune(&mut self, function: &FunctionName, keep: usize) -> Vec<RevisionName> {
         let mut removed = Vec::new();
-        // Only the functions with revisions to spare are touched (a copy of
-        // the state shares the others).
-        let over: Vec<FunctionName> = self
+        let Some(deployed) = self
             .functions
-            .iter()
-            .filter(|(_, deployed)| deployed.revisions.len() > keep)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in over {
-            let deployed = self.functions.get_mut(&name).expect("listed just now");
-            let serving: Vec<RevisionName> = deployed.traffic.serving().cloned().collect();
-            let older = deployed.revisions.len().saturating_sub(keep);
-            let mut index = 0;
-            deployed.revisions.retain(|revision| {
-                let old = index < older && !serving.contains(&revision.name);
-                index += 1;
-                if old {
-                    removed.push(revision.name.clone());
-                }
-                !old
-            });
-        }
+            .get_mut(function)
+            .filter(|deployed| deployed.revisions.len() > keep)
+        else {
+            return removed;
+        };
+        let serving: Vec<RevisionName> = deployed.traffic.serving().cloned().collect();
+        let older = deployed.revisions.len().saturating_sub(keep);
+        let mut index = 0;
+        deployed.revisions.retain(|revision| {
+            let old = index < older && !serving.contains(&revision.name);
+            index += 1;
+            if old {
+                removed.push(revision.name.clone());
+            }
+            !old
+        });
         removed
     }
 
-    /// The components some revision uses.
+    /// The components some revision uses, once per revision.
     pub fn components(&self) -> impl Iterator<Item = Digest> + '_ {
-        self.functions
-            .values()
-            .flat_map(|f| f.revisions.iter().map(|r| r.component))
+        self.functions.values().flat_map(Deployed::components)
     }
 
     fn function_mut(&mut self, function: &FunctionName) -> Result<&mut Deployed, StateError> {
@@ -371,75 +378,157 @@ mod digest_text {
     }
 }
 
-/// The state's file.
-pub struct StateFile {
-    path: PathBuf,
+/// The state's files: one per function.
+pub struct StateFiles {
+    /// The folder of the functions' files.
+    dir: PathBuf,
+    /// The one file that held the whole state, before.
+    whole: PathBuf,
 }
 
-impl StateFile {
-    /// The state file in folder `dir`.
+/// A function's file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionFile<D> {
+    format: u32,
+    function: D,
+}
+
+impl StateFiles {
+    /// The state's files in folder `dir` (`DATA_DIR/deploy`).
     pub fn new(dir: &Path) -> Self {
         Self {
-            path: dir.join("state.json"),
+            dir: dir.join("functions"),
+            whole: dir.join("state.json"),
         }
     }
 
-    /// The state written last; empty if none was ever written.
+    /// The state written last; empty if none was ever written. A state
+    /// written whole to one file by an earlier host is moved to files of
+    /// their own first.
     pub fn load(&self) -> std::io::Result<DeployState> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => {
-                let state: DeployState = serde_json::from_slice(&bytes).map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} is not a valid state: {e}", self.path.display()),
-                    )
-                })?;
-                if state.format != FORMAT {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "{} has format {}; this host reads format {FORMAT}",
-                            self.path.display(),
-                            state.format
-                        ),
-                    ));
-                }
-                Ok(state)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeployState {
-                format: FORMAT,
-                ..DeployState::default()
-            }),
-            Err(e) => Err(e),
+        std::fs::create_dir_all(&self.dir)?;
+        if let Some(state) = self.load_whole()? {
+            self.move_from_whole(&state)?;
+            return Ok(state);
         }
+        let mut functions = OrdMap::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+            // A temporary file a host killed while writing left behind (a
+            // function's name never starts with a dot).
+            if file_name.starts_with('.') {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let name = file_name
+                .strip_suffix(".json")
+                .and_then(|stem| FunctionName::try_from(stem.to_owned()).ok())
+                .ok_or_else(|| invalid(&path, "is not a deployed function's file"))?;
+            let bytes = std::fs::read(&path)?;
+            let file: FunctionFile<Deployed> = serde_json::from_slice(&bytes)
+                .map_err(|e| invalid(&path, &format!("is not a valid state: {e}")))?;
+            check_format(&path, file.format)?;
+            functions.insert(name, file.function);
+        }
+        Ok(DeployState {
+            format: FORMAT,
+            functions,
+        })
     }
 
-    /// Writes `state` durably: a whole new file replaces the old one, and
-    /// both the file and its folder are synced before this returns.
-    pub fn save(&self, state: &DeployState) -> std::io::Result<()> {
-        /// The state as written: this host's format, the functions as
-        /// they are (not copied).
-        #[derive(Serialize)]
-        struct Saved<'a> {
-            format: u32,
-            functions: &'a OrdMap<FunctionName, Deployed>,
+    /// Writes the files of `changed` functions durably as `state` has them
+    /// (removing those of functions it no longer has): each a whole new
+    /// file replacing the old one, and the folder synced, before this
+    /// returns.
+    pub fn save<'a>(
+        &self,
+        state: &DeployState,
+        changed: impl IntoIterator<Item = &'a FunctionName>,
+    ) -> std::io::Result<()> {
+        for name in changed {
+            match state.functions.get(name) {
+                Some(deployed) => self.write(name, deployed)?,
+                None => match std::fs::remove_file(self.path(name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                },
+            }
         }
-        let state = Saved {
-            format: FORMAT,
-            functions: &state.functions,
-        };
-        let dir = self.path.parent().expect("the state file is in a folder");
-        // Written in one piece: straight into the file, serde writes each
-        // token with a call of its own (a state of 1,000 functions took
-        // 160 ms to write that way).
-        let mut json = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        let mut file = tempfile::NamedTempFile::new_in(dir)?;
-        file.write_all(&json)?;
-        file.as_file().sync_all()?;
-        file.persist(&self.path).map_err(|e| e.error)?;
-        sync_dir(dir)
+        sync_dir(&self.dir)
     }
+
+    fn path(&self, name: &FunctionName) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Writes function `name`'s file whole (not its folder).
+    fn write(&self, name: &FunctionName, deployed: &Deployed) -> std::io::Result<()> {
+        let file = FunctionFile {
+            format: FORMAT,
+            function: deployed,
+        };
+        // Serialised to memory and written in one piece: straight into the
+        // file, serde writes each token with a call of its own.
+        let mut json = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        let mut temporary = tempfile::Builder::new()
+            .prefix(".")
+            .tempfile_in(&self.dir)?;
+        temporary.write_all(&json)?;
+        temporary.as_file().sync_all()?;
+        temporary.persist(self.path(name)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The state an earlier host wrote whole to one file, if there is one.
+    fn load_whole(&self) -> std::io::Result<Option<DeployState>> {
+        let bytes = match std::fs::read(&self.whole) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let state: DeployState = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(&self.whole, &format!("is not a valid state: {e}")))?;
+        check_format(&self.whole, state.format)?;
+        Ok(Some(state))
+    }
+
+    /// Writes every function of `state` (read from the whole file) to its
+    /// own file, then removes the whole file. Killed before the end, the
+    /// next start does it again from the whole file.
+    fn move_from_whole(&self, state: &DeployState) -> std::io::Result<()> {
+        for (name, deployed) in &state.functions {
+            self.write(name, deployed)?;
+        }
+        sync_dir(&self.dir)?;
+        std::fs::remove_file(&self.whole)?;
+        sync_dir(self.whole.parent().expect("the state file is in a folder"))?;
+        tracing::info!(
+            functions = state.functions.len(),
+            dir = %self.dir.display(),
+            "the deployed state, written whole by an earlier host, now has a file per function"
+        );
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{} {why}", path.display()),
+    )
+}
+
+fn check_format(path: &Path, format: u32) -> std::io::Result<()> {
+    if format == FORMAT {
+        return Ok(());
+    }
+    Err(invalid(
+        path,
+        &format!("has format {format}; this host reads format {FORMAT}"),
+    ))
 }
 
 /// Syncs a folder, so that a rename into it survives a crash.
@@ -564,8 +653,14 @@ mod tests {
         traffic.split.insert(revision("a-00001"), 50);
         traffic.split.insert(revision("a-00005"), 50);
         state.set_traffic(&name("a"), traffic).unwrap();
-        let removed = state.prune(2);
+        deploy(&mut state, "b", 1);
+        for n in 2..=4 {
+            deploy(&mut state, "b", n);
+        }
+        // Another function's revisions are left to its own changes.
+        let removed = state.prune(&name("a"), 2);
         assert_eq!(removed, [revision("a-00002"), revision("a-00003")]);
+        assert_eq!(state.functions[&name("b")].revisions.len(), 4);
         let left: Vec<String> = state.functions[&name("a")]
             .revisions
             .iter()
@@ -576,18 +671,102 @@ mod tests {
         assert_eq!(deploy(&mut state, "a", 6), revision("a-00006"));
     }
 
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn the_state_file_is_written_whole_and_read_back() {
+    fn each_function_is_written_to_its_own_file_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path());
-        assert_eq!(file.load().unwrap().functions.len(), 0);
-        let mut state = file.load().unwrap();
+        let files = StateFiles::new(dir.path());
+        let functions = dir.path().join("functions");
+        assert_eq!(files.load().unwrap().functions.len(), 0);
+        let mut state = files.load().unwrap();
         deploy(&mut state, "a", 1);
-        file.save(&state).unwrap();
-        assert_eq!(file.load().unwrap(), state);
+        deploy(&mut state, "b", 2);
+        files.save(&state, [&name("a"), &name("b")]).unwrap();
+        assert_eq!(files.load().unwrap(), state);
         // No temporary file is left behind.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        std::fs::write(dir.path().join("state.json"), "{ not json").unwrap();
-        assert!(file.load().is_err());
+        assert_eq!(files_in(&functions), ["a.json", "b.json"]);
+
+        // A change writes the files it names, and only those.
+        let before_b = std::fs::read(functions.join("b.json")).unwrap();
+        deploy(&mut state, "a", 3);
+        deploy(&mut state, "b", 4);
+        files.save(&state, [&name("a")]).unwrap();
+        assert_eq!(std::fs::read(functions.join("b.json")).unwrap(), before_b);
+        assert_eq!(
+            files.load().unwrap().functions[&name("a")].revisions.len(),
+            2
+        );
+        assert_eq!(
+            files.load().unwrap().functions[&name("b")].revisions.len(),
+            1
+        );
+
+        // A function taken out takes its file with it.
+        state.delete(&name("a")).unwrap();
+        files.save(&state, [&name("a")]).unwrap();
+        assert_eq!(files_in(&functions), ["b.json"]);
+    }
+
+    #[test]
+    fn what_a_killed_write_left_is_removed_and_a_damaged_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StateFiles::new(dir.path());
+        let functions = dir.path().join("functions");
+        let mut state = files.load().unwrap();
+        deploy(&mut state, "a", 1);
+        files.save(&state, [&name("a")]).unwrap();
+        std::fs::write(functions.join(".tmpXYZ"), "{ half writ").unwrap();
+        assert_eq!(files.load().unwrap(), state);
+        assert_eq!(files_in(&functions), ["a.json"]);
+
+        std::fs::write(functions.join("a.json"), "{ not json").unwrap();
+        let error = files.load().unwrap_err().to_string();
+        assert!(error.contains("a.json is not a valid state"), "{error}");
+        std::fs::remove_file(functions.join("a.json")).unwrap();
+        std::fs::write(functions.join("Not A Name.json"), "{}").unwrap();
+        let error = files.load().unwrap_err().to_string();
+        assert!(
+            error.contains("is not a deployed function's file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_state_written_whole_by_an_earlier_host_moves_to_a_file_per_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = DeployState {
+            format: FORMAT,
+            ..DeployState::default()
+        };
+        deploy(&mut state, "a", 1);
+        deploy(&mut state, "a", 2);
+        deploy(&mut state, "b", 3);
+        // As earlier hosts wrote it.
+        let whole = dir.path().join("state.json");
+        std::fs::write(&whole, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        // A first move killed half-way left a file behind: the next start
+        // does it again from the whole state.
+        std::fs::create_dir(dir.path().join("functions")).unwrap();
+        std::fs::write(dir.path().join("functions/b.json"), "{ half").unwrap();
+
+        let files = StateFiles::new(dir.path());
+        assert_eq!(files.load().unwrap(), state);
+        assert!(!whole.exists());
+        assert_eq!(
+            files_in(&dir.path().join("functions")),
+            ["a.json", "b.json"]
+        );
+        assert_eq!(files.load().unwrap(), state);
+
+        std::fs::write(&whole, "{ not json").unwrap();
+        assert!(files.load().is_err());
     }
 }

@@ -54,7 +54,7 @@ enum Choice {
 
 /// A revision's share of a function's requests, and the header rules that
 /// pin requests to it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Share {
     /// Percent of the requests not pinned.
     pub percent: u8,

@@ -11,11 +11,14 @@
 //! time:
 //!
 //! 1. edit a copy of the sources;
-//! 2. read every component they name, and name each by its content digest;
-//! 3. compare each revision's definition with the one serving now: an equal
-//!    definition keeps its revision as it is (warm, counting); a new or
-//!    different one gets a new revision, whose component compiles in the
-//!    background (or reuses the artifact of the same bytes);
+//! 2. find the functions to look at: all of them if the manifest was
+//!    replaced, else only the deployed functions the edit changed;
+//! 3. read the components of their new declarations, naming each by its
+//!    content digest, and compare each revision's definition with the one
+//!    serving now: an equal definition keeps its revision as it is (warm,
+//!    counting); a new or different one gets a new revision, whose
+//!    component compiles in the background (or reuses the artifact of the
+//!    same bytes);
 //! 4. build the new table beside the current one, sharing with it what the
 //!    change leaves alone, and check it (route conflicts, names claimed by
 //!    both sources);
@@ -48,6 +51,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 use shoal_runtime::{ComponentSource, LoadError, Runtime};
 
 use self::compiler::{Compiler, JobState};
@@ -154,7 +159,7 @@ pub enum ChangeError {
 }
 
 /// One function as a source wants it served.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     /// Its name.
     pub name: FunctionName,
@@ -174,6 +179,17 @@ pub struct DesiredRevision {
     pub decl: Arc<FunctionDecl>,
     /// Its share of the function's requests.
     pub share: Share,
+}
+
+/// Two revisions are the same if they are declared by the same declaration
+/// (not an equal one: the registry keeps what a declaration made) and
+/// share alike.
+impl PartialEq for DesiredRevision {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision
+            && Arc::ptr_eq(&self.decl, &other.decl)
+            && self.share == other.share
+    }
 }
 
 impl Desired {
@@ -203,20 +219,11 @@ pub struct Sources {
     /// The manifest's functions: replaced as a whole when the manifest is
     /// (reloaded), shared as they are by every other change.
     pub manifest: Arc<[Desired]>,
-    /// The functions deployed through the admin API.
-    pub deployed: Vec<Desired>,
-}
-
-impl Sources {
-    /// The deployed functions, after the manifest's if `with_manifest`.
-    fn scope(&self, with_manifest: bool) -> impl Iterator<Item = &Desired> {
-        let manifest = if with_manifest {
-            &self.manifest[..]
-        } else {
-            &[]
-        };
-        manifest.iter().chain(&self.deployed)
-    }
+    /// The functions deployed through the admin API, by name: a
+    /// persistent map, so that a change to one of them copies none of the
+    /// others and the plan finds the changed ones without looking at every
+    /// one.
+    pub deployed: OrdMap<FunctionName, Desired>,
 }
 
 /// The functions of the host, behind their routes.
@@ -333,8 +340,9 @@ impl Registry {
     /// and the new revisions with whether each replaces a warm one.
     ///
     /// A change that keeps the manifest as it was (a deploy, a traffic
-    /// split, a deletion) looks at the deployed functions only: with
-    /// 100,000 functions in the manifest, a deploy does not look at them.
+    /// split, a deletion) looks only at the deployed functions that differ
+    /// between `before` and `after`: with 100,000 functions, in the
+    /// manifest or deployed, a deploy looks at its own.
     async fn plan(
         &self,
         current: &Table<Function>,
@@ -342,7 +350,24 @@ impl Registry {
         after: &Sources,
     ) -> Result<PlannedTable, ChangeError> {
         let whole = !Arc::ptr_eq(&before.manifest, &after.manifest);
-        let all: Vec<&Desired> = after.scope(whole).collect();
+        // The functions to look at, and those taken out.
+        let mut all: Vec<&Desired> = Vec::new();
+        let mut gone: Vec<&FunctionName> = Vec::new();
+        if whole {
+            all.extend(after.manifest.iter().chain(after.deployed.values()));
+        } else {
+            for item in before.deployed.diff(&after.deployed) {
+                match item {
+                    DiffItem::Add(_, desired)
+                    | DiffItem::Update {
+                        new: (_, desired), ..
+                    } => {
+                        all.push(desired);
+                    }
+                    DiffItem::Remove(name, _) => gone.push(name),
+                }
+            }
+        }
         let mut names = HashSet::with_capacity(all.len());
         for desired in &all {
             let manifest_has_it = !whole
@@ -352,6 +377,10 @@ impl Registry {
             if !names.insert(&desired.name) || manifest_has_it {
                 return Err(ChangeError::NameTaken(desired.name.clone()));
             }
+        }
+        if whole {
+            let before = before.manifest.iter().chain(before.deployed.values());
+            gone.extend(before.map(|d| &d.name).filter(|name| !names.contains(name)));
         }
         // Each function as the table serves it now, looked up once: with
         // 100,000 functions, these lookups were a third of a deploy's time.
@@ -445,12 +474,9 @@ impl Registry {
                 }
             }
         }
-        // What `current` served in the same scope and `after` no longer has.
-        for desired in before.scope(whole) {
-            if !names.contains(&desired.name) {
-                applied.removed.push(desired.name.clone());
-                changes.push(Change::Remove(desired.name.clone()));
-            }
+        for name in gone {
+            applied.removed.push(name.clone());
+            changes.push(Change::Remove(name.clone()));
         }
         if changes.is_empty() {
             applied.generation = current.generation();
