@@ -795,3 +795,75 @@ async fn an_instance_is_made_ahead_after_a_guest_traps() {
     wait_for(&host, "f", "idle_instances", 1, Duration::from_secs(10)).await;
     assert_eq!(host.get("/f").await, (200, "1\n".to_owned()));
 }
+
+/// Start code (what a component runs as it is instantiated, before any
+/// request) is guest code under its function's limits, whether it runs
+/// for a request or for an instance made ahead: code that loops is stopped
+/// at the timeout, code that traps fails the request, and neither holds up
+/// the other functions or keeps the host busy afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn start_code_that_loops_or_traps_fails_its_own_requests_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = common::guest("start-code");
+    let manifest = common::manifest(
+        dir.path(),
+        &[
+            ("fine", &start, &["/fine"], &[]),
+            (
+                "looping",
+                &start,
+                &["/loop"],
+                &["timeout = \"500ms\"", "env = { START = \"loop\" }"],
+            ),
+            (
+                "trapping",
+                &start,
+                &["/trap"],
+                &["env = { START = \"trap\" }"],
+            ),
+            ("hello", &example("hello"), &["/hello"], &[]),
+        ],
+    );
+    let host = Host::start_with(&manifest, dir.path(), &[], &[]).unwrap();
+    // Each instance runs its start code once: the first request's as it
+    // is made, the next ones' ahead of them.
+    for _ in 0..3 {
+        assert_eq!(
+            host.get("/fine").await,
+            (200, "start code ran 1 time(s)\n".to_owned())
+        );
+        wait_for(&host, "fine", "idle_instances", 1, Duration::from_secs(10)).await;
+    }
+    for _ in 0..3 {
+        let (status, body) = host.get("/loop").await;
+        assert_eq!(status, 504, "{body}");
+        let (status, body) = host.get("/trap").await;
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(
+            host.get("/hello").await,
+            (200, "Hello, world!\n".to_owned())
+        );
+    }
+    assert!(
+        host.wait_for_log("start code trapped", Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+    // No instance of theirs is kept, and once the last one made ahead has
+    // met the timeout, nothing of the host spins.
+    for name in ["looping", "trapping"] {
+        assert_eq!(host.function(name).await["idle_instances"], 0, "{name}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = host.cpu_time();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = host.cpu_time() - busy;
+    assert!(
+        busy < Duration::from_millis(500),
+        "the host used {busy:?} of CPU in 1 s at rest"
+    );
+    assert_eq!(
+        host.get("/fine").await,
+        (200, "start code ran 1 time(s)\n".to_owned())
+    );
+}
