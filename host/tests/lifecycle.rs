@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Host, example, http1, wait_for, write};
@@ -263,6 +264,95 @@ async fn an_artifact_from_another_engine_is_compiled_again_never_run() {
         host.get("/hello").await,
         (200, "Hello, world!\n".to_owned())
     );
+}
+
+/// The artifact cache keeps what the host serves and what any host sharing
+/// it used lately; an artifact no host has used for a day goes at the next
+/// start, and so does a temporary file a killed writer left.
+#[tokio::test]
+async fn artifacts_unused_for_a_day_leave_the_cache_and_used_ones_stay() {
+    use sha2::{Digest, Sha256};
+    let data = tempfile::tempdir().unwrap();
+    let artifacts = data.path().join("artifacts");
+    let (hello, echo) = (example("hello"), example("echo"));
+    let artifact_of = |component: &Path| {
+        let digest = hex(&Sha256::digest(std::fs::read(component).unwrap()));
+        std::fs::read_dir(&artifacts)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&digest)
+            })
+    };
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 60 * 60);
+    let age = |path: &Path| {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(two_days_ago).unwrap();
+    };
+    let killed_writer = |name: &str| {
+        let path = artifacts.join(name);
+        std::fs::write(&path, "half an artifact").unwrap();
+        age(&path);
+        path
+    };
+
+    // A first start compiles both.
+    let manifest = common::manifest(
+        data.path(),
+        &[
+            ("hello", &hello, &["/hello"], &[]),
+            ("echo", &echo, &["/echo"], &[]),
+        ],
+    );
+    let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
+    wait_for_state(&host, "hello", "compiled", Duration::from_secs(30)).await;
+    wait_for_state(&host, "echo", "compiled", Duration::from_secs(30)).await;
+    drop(host);
+    for component in [&hello, &echo] {
+        age(&artifact_of(component).expect("an artifact"));
+    }
+    let stale = killed_writer(".tmpKILLED1");
+
+    // Two days later, a host that serves hello only: hello's artifact is
+    // used (and so used lately), echo's and the temporary file go.
+    let manifest = common::manifest(data.path(), &[("hello", &hello, &["/hello"], &[])]);
+    let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
+    let removed = host
+        .wait_for_line(Duration::from_secs(10), |line| {
+            line.contains("unused compiled artifacts removed")
+        })
+        .unwrap_or_else(|| panic!("nothing collected:\n{}", host.log()));
+    assert!(removed.contains("files=2"), "{removed}");
+    assert!(artifact_of(&hello).is_some());
+    assert!(artifact_of(&echo).is_none());
+    assert!(!stale.exists());
+    assert_eq!(
+        host.get("/hello").await,
+        (200, "Hello, world!\n".to_owned())
+    );
+    drop(host);
+
+    // Then a host that serves echo only: hello's artifact is unused, but a
+    // host used it lately, so it stays (the temporary file shows that the
+    // collection ran); echo compiles again.
+    let stale = killed_writer(".tmpKILLED2");
+    let manifest = common::manifest(data.path(), &[("echo", &echo, &["/echo"], &[])]);
+    let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
+    let removed = host
+        .wait_for_line(Duration::from_secs(10), |line| {
+            line.contains("unused compiled artifacts removed")
+        })
+        .unwrap_or_else(|| panic!("nothing collected:\n{}", host.log()));
+    assert!(removed.contains("files=1"), "{removed}");
+    assert!(!stale.exists());
+    assert!(artifact_of(&hello).is_some());
+    wait_for_state(&host, "echo", "compiled", Duration::from_secs(30)).await;
+    assert!(artifact_of(&echo).is_some());
+    assert_eq!(host.get("/echo").await.0, 200);
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -32,6 +32,14 @@
 //! place, so a reader sees a complete file or none, and two hosts writing
 //! the same artifact at once each leave a valid one.
 //!
+//! The folder is collected: an artifact that no function of this host
+//! uses, and that no host sharing the folder has used or written for
+//! [`UNUSED_ARTIFACT_GRACE`] (each use sets the file's modification time),
+//! is removed, whatever engine it was compiled for; so are temporary files
+//! a killed writer left. A running host never needs the shared file again
+//! (it runs its private copy), so removing one costs at most a compile at
+//! some host's next start.
+//!
 //! A second, read-only folder may hold artifacts compiled ahead of time
 //! (`host package` puts them in the image). It is consulted when the cache
 //! has no artifact, under the same two rules, and never written. Where it
@@ -39,12 +47,14 @@
 //! a machine with other CPU features, or with other settings), the lookup
 //! says so, and the component is compiled into the cache as usual.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
@@ -57,6 +67,19 @@ const MAGIC: &str = "shoal-artifact 1";
 
 /// The longest header line read; longer means the file is not an artifact.
 const MAX_HEADER_LINE: usize = 256;
+
+/// How long an artifact that no function uses is kept after some host
+/// last used or wrote it.
+pub const UNUSED_ARTIFACT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What a collection of the cache folder removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Files removed.
+    pub files: usize,
+    /// Their size, in bytes.
+    pub bytes: u64,
+}
 
 /// A checked artifact in a file that only this process can reach.
 pub(crate) struct PrivateArtifact {
@@ -186,6 +209,11 @@ impl ArtifactCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return Lookup::Unusable(path.to_owned(), format!("cannot read it: {e}")),
         };
+        if origin == Origin::Cache {
+            // Used now: kept from collection for a while. Best effort (a
+            // file of another user's host cannot be touched).
+            let _ = file.set_modified(SystemTime::now());
+        }
         match self.copy_checked(file, component) {
             Ok(artifact) => Lookup::Hit(artifact, origin),
             Err(Refused(reason)) => Lookup::Unusable(path.to_owned(), reason),
@@ -265,6 +293,57 @@ impl ArtifactCache {
         file.as_file().sync_all()?;
         file.persist(&path).map_err(|e| e.error)?;
         Ok(path)
+    }
+}
+
+impl ArtifactCache {
+    /// Removes from the cache folder the artifacts not of a component in
+    /// `used` for this engine, and the temporary files, that were last
+    /// modified more than `grace` ago. A file that cannot be read or
+    /// removed is left; one removed meanwhile by another host is not
+    /// counted.
+    pub(crate) fn collect(&self, used: &HashSet<Digest>, grace: Duration) -> io::Result<Collected> {
+        let mut collected = Collected::default();
+        let now = SystemTime::now();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ours = name
+                .strip_suffix(".cwasm")
+                .and_then(|stem| stem.split_once('-'))
+                .is_some_and(|(component, engine)| {
+                    engine == self.engine_key
+                        && Digest::from_hex(component).is_some_and(|c| used.contains(&c))
+                });
+            // Artifacts and the writers' temporary files; nothing else.
+            if ours || !(name.ends_with(".cwasm") || name.starts_with(".tmp")) {
+                continue;
+            }
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            let age = metadata
+                .modified()
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok());
+            if !metadata.is_file() || age.is_none_or(|age| age < grace) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    collected.files += 1;
+                    collected.bytes += metadata.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(
+                    file = %entry.path().display(),
+                    %error,
+                    "cannot remove an unused artifact"
+                ),
+            }
+        }
+        Ok(collected)
     }
 }
 
@@ -408,6 +487,66 @@ mod tests {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).unwrap();
         bytes
+    }
+
+    /// Sets the modification time of `path` to `ago` before now.
+    fn age(path: &Path, ago: Duration) {
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - ago).unwrap();
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn unused_artifacts_go_once_no_host_has_used_them_for_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_in(dir.path());
+        let other = ArtifactCache {
+            engine_key: "fedcba9876543210".to_owned(),
+            ..cache_in(dir.path())
+        };
+        let [used, unused, recent, looked_up] =
+            ["used", "unused", "recent", "looked up"].map(|name| Digest::of(name.as_bytes()));
+        for component in [&used, &unused, &recent, &looked_up] {
+            cache.store(component, b"native code").unwrap();
+        }
+        other.store(&used, b"other native code").unwrap();
+        let day = Duration::from_secs(24 * 60 * 60);
+        for old in [cache.path(&used), cache.path(&unused), other.path(&used)] {
+            age(&old, 2 * day);
+        }
+        age(&cache.path(&looked_up), 2 * day);
+        assert!(matches!(cache.lookup(&looked_up), Lookup::Hit(..)));
+        let stale = dir.path().join(".tmpKILLED");
+        std::fs::write(&stale, b"half an artifact").unwrap();
+        age(&stale, 2 * day);
+        std::fs::write(dir.path().join("notes.txt"), b"not the cache's").unwrap();
+        age(&dir.path().join("notes.txt"), 2 * day);
+
+        let collected = cache.collect(&HashSet::from([used]), day).unwrap();
+        // The unused artifact, the other engine's one of a used component,
+        // and the temporary file; not the used, the recent, the one just
+        // looked up (which is used again), nor a file not the cache's.
+        assert_eq!(collected.files, 3, "{:?}", names_in(dir.path()));
+        let mut kept = vec![
+            cache.file_name(&used),
+            cache.file_name(&recent),
+            cache.file_name(&looked_up),
+            "notes.txt".to_owned(),
+        ];
+        kept.sort();
+        assert_eq!(names_in(dir.path()), kept);
+        assert_eq!(
+            cache.collect(&HashSet::from([used]), day).unwrap(),
+            Collected::default()
+        );
     }
 
     #[test]

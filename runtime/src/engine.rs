@@ -12,6 +12,7 @@
 //! space), creating the pooled engine fails; the runtime then falls back to
 //! on-demand allocation and says so in the log.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use wasmtime::component::Linker;
@@ -20,7 +21,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use std::sync::Arc;
 
 use crate::artifact::{Artifact, Kept};
-use crate::cache::ArtifactCache;
+use crate::cache::{ArtifactCache, Collected, UNUSED_ARTIFACT_GRACE};
 use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
 use crate::kept::KeptCode;
@@ -28,7 +29,7 @@ use crate::limits::{EpochHandle, EpochTicker, MemoryBudget};
 use crate::outbound::OutboundClient;
 use crate::ready::DEFAULT_READY_INSTANCES;
 use crate::reuse::IDLE_INSTANCES;
-use crate::source::ComponentSource;
+use crate::source::{ComponentSource, Digest};
 use crate::store::StoreState;
 use crate::waiting::WaitingInstances;
 
@@ -247,6 +248,14 @@ impl Runtime {
             Allocation::Pooling { instances, .. } => instances,
             Allocation::OnDemand => configured,
         }
+    }
+
+    /// Removes the cached artifacts that no function of this host uses
+    /// (`used` are the components of those that it serves) and no host
+    /// sharing the cache folder has used for [`UNUSED_ARTIFACT_GRACE`].
+    /// Lists and removes files: run it off the request path.
+    pub fn collect_artifacts(&self, used: &HashSet<Digest>) -> std::io::Result<Collected> {
+        self.cache.collect(used, UNUSED_ARTIFACT_GRACE)
     }
 
     /// Compiles the component of `source`, or finds its artifact in the

@@ -41,6 +41,7 @@ mod store;
 mod waiting;
 
 pub use artifact::{Artifact, Provenance};
+pub use cache::{Collected, UNUSED_ARTIFACT_GRACE};
 pub use engine::{
     Allocation, DEFAULT_KEEP_CODE, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig, TargetCpu,
 };

@@ -366,6 +366,9 @@ impl RunArgs {
             )
             .await?;
         deployments.collect_blobs();
+        // Now that the first table names what this host serves.
+        let collecting = registry.clone();
+        tokio::task::spawn_blocking(move || collecting.collect_artifacts());
         let public_limits = ConnectionLimits {
             max_connections: public_connections(self.max_connections),
             header_read_timeout: self.header_read_timeout,

@@ -1,6 +1,7 @@
 //! The registry's work beside the requests: scaling idle functions to zero
 //! (and giving their memory back once none is warm), reporting long
-//! compiles, and warming functions kept warm.
+//! compiles, warming functions kept warm, and collecting the artifact
+//! cache.
 //!
 //! Each task holds a weak reference to the registry and reads the table
 //! serving at the time, so it follows every change and ends with the
@@ -25,6 +26,9 @@ const MAX_SWEEP: Duration = Duration::from_secs(1);
 /// How often a long compile reports its progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often the artifact cache is collected, after the start's collection.
+const COLLECT_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
 /// The registry's background tasks.
 pub struct Background {
     registry: Weak<Registry>,
@@ -38,6 +42,7 @@ impl Background {
             tasks: vec![
                 tokio::spawn(scale_idle_to_zero(weak.clone())),
                 tokio::spawn(report_progress(weak.clone())),
+                tokio::spawn(collect_artifacts(weak.clone())),
             ],
             registry: weak,
         }
@@ -152,6 +157,24 @@ async fn report_progress(registry: Weak<Registry>) {
                 compiling = %running.join(", "),
                 "still compiling components"
             );
+        }
+    }
+}
+
+/// Collects the artifact cache every [`COLLECT_INTERVAL`]; the first
+/// collection is the start's, once the first table is in place (see
+/// [`Registry::collect_artifacts`]).
+async fn collect_artifacts(registry: Weak<Registry>) {
+    let mut ticks = tokio::time::interval(COLLECT_INTERVAL);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let collected = tokio::task::spawn_blocking(move || registry.collect_artifacts()).await;
+        if let Err(error) = collected {
+            tracing::error!(%error, "collecting the artifact cache failed");
         }
     }
 }

@@ -53,7 +53,7 @@ use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use imbl::OrdMap;
 use imbl::ordmap::DiffItem;
-use shoal_runtime::{ComponentSource, LoadError, Runtime};
+use shoal_runtime::{ComponentSource, Digest, LoadError, Runtime};
 
 use self::compiler::{Compiler, JobState};
 use self::entry::{FunctionDef, FunctionEntry, FunctionError, Lease, LifeState, WarmSet};
@@ -580,6 +580,28 @@ impl Registry {
                 }
                 Some(_) => {}
             }
+        }
+    }
+
+    /// Removes the cached artifacts that no function of the table serving
+    /// uses and that no host sharing the cache has used for
+    /// [`UNUSED_ARTIFACT_GRACE`](shoal_runtime::UNUSED_ARTIFACT_GRACE).
+    /// Blocking: it lists and removes files.
+    pub fn collect_artifacts(&self) {
+        let used: std::collections::HashSet<Digest> = self
+            .table()
+            .functions()
+            .flat_map(|f| f.revisions())
+            .map(|entry| entry.def().component)
+            .collect();
+        match self.runtime.collect_artifacts(&used) {
+            Ok(collected) if collected.files == 0 => {}
+            Ok(collected) => tracing::info!(
+                files = collected.files,
+                bytes = collected.bytes,
+                "unused compiled artifacts removed from the cache"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot collect the artifact cache"),
         }
     }
 
