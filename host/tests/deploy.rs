@@ -533,6 +533,74 @@ async fn a_state_written_whole_by_an_earlier_host_is_served_and_moved_to_a_file_
     assert_eq!(served(&host, "/g").await.2, "1\n");
 }
 
+/// A second host on the data dir of one that owns its deployed state
+/// serves what was deployed, refuses changes, and leaves the owner's work
+/// under way alone: an upload in the middle as it starts still lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_host_on_the_data_dir_refuses_changes_and_leaves_the_owners_uploads_alone() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let owner = start_in(dir.path(), &[]);
+    let api = admin(&owner);
+    let one = api.deploy_component("f", &example("hello"), &["/f"]).await;
+
+    // An upload to the owner, stopped in the middle.
+    let component = std::fs::read(guest("counter")).unwrap();
+    let (first, rest) = component.split_at(component.len() / 2);
+    let mut upload = tokio::net::TcpStream::connect(owner.admin.to_string())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/components HTTP/1.1\r\nhost: shoal\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        component.len()
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload.write_all(first).await.unwrap();
+    let blobs = dir.path().join("data/deploy/blobs");
+    let partial = || {
+        std::fs::read_dir(&blobs)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with('.'))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !partial() {
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A second host on the same data dir, meanwhile.
+    let second = start_in(dir.path(), &[]);
+    assert!(
+        second.wait_for_log(
+            "another host owns the deployed state",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        served(&second, "/f").await,
+        (200, Some(one.clone()), "Hello, world!\n".to_owned())
+    );
+    let (status, answer) = admin(&second)
+        .deploy("f", "component = \"sha256:00\"\nroutes = [\"/f\"]\n")
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(partial(), "the owner's upload under way was removed");
+
+    // The owner's upload goes on and lands, and deploys.
+    upload.write_all(rest).await.unwrap();
+    let mut answer = String::new();
+    upload.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(
+        api.deploy_component("f", &guest("counter"), &["/f"]).await,
+        "f-00002"
+    );
+    assert_eq!(served(&owner, "/f").await.2, "1\n");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_leaves_the_other_functions_as_they_were_even_if_their_files_changed() {
     // The manifest's `hello` is served from a copy the test then replaces

@@ -56,11 +56,17 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) the store in `dir`, removing what uploads
-    /// cut off by a crash left behind.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    /// Opens (creating if needed) the store in `dir`; if `owner` (no other
+    /// host uploads into it), removes what uploads cut off by a crash left
+    /// behind.
+    pub fn open(dir: &Path, owner: bool) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        for entry in std::fs::read_dir(dir)? {
+        let entries = if owner {
+            std::fs::read_dir(dir)?.collect()
+        } else {
+            Vec::new()
+        };
+        for entry in entries {
             let entry = entry?;
             if entry
                 .file_name()
@@ -196,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn uploads_are_stored_once_by_digest_and_limited_in_size() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = BlobStore::open(dir.path(), true).unwrap();
         let stored = store.put(chunks(&[b"\0asm", b"more"]), 100).await.unwrap();
         assert_eq!(stored.digest, Digest::of(b"\0asmmore"));
         assert_eq!((stored.size, stored.existed), (8, false));
@@ -235,7 +241,11 @@ mod tests {
     fn what_a_crash_left_behind_is_removed_when_the_store_opens() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".upload-abc"), b"half an upload").unwrap();
-        BlobStore::open(dir.path()).unwrap();
+        // Not by a host that does not own the store: it may be another's
+        // upload, under way.
+        BlobStore::open(dir.path(), false).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        BlobStore::open(dir.path(), true).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

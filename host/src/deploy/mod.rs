@@ -139,9 +139,12 @@ impl Deployments {
                 "another host owns the deployed state here; serving it as it is, refusing changes"
             );
         }
-        let blobs = BlobStore::open(&dir.join("blobs"))?;
+        // What a crash left (a cut-off upload, a state file half written)
+        // is cleaned up by the owner only: for another host, it may be the
+        // owner's work under way.
+        let blobs = BlobStore::open(&dir.join("blobs"), owner.is_some())?;
         let files = StateFiles::new(&dir);
-        let state = files.load()?;
+        let state = files.load(owner.is_some())?;
         Ok(Self {
             registry,
             blobs,
@@ -325,7 +328,12 @@ impl Deployments {
 
     /// Removes uploaded components that no revision uses and that were
     /// uploaded long enough ago (an upload waits that long for its deploy).
+    /// Only the owner does: another host's state may be older than the
+    /// owner's, which may use them.
     pub fn collect_blobs(&self) {
+        if self.owner.is_none() {
+            return;
+        }
         let keep: HashSet<Digest> = self.lock_committed().users.keys().copied().collect();
         match self.blobs.collect(&keep, UNUSED_UPLOAD_GRACE) {
             Ok(0) => {}

@@ -403,13 +403,18 @@ impl StateFiles {
         }
     }
 
-    /// The state written last; empty if none was ever written. A state
-    /// written whole to one file by an earlier host is moved to files of
-    /// their own first.
-    pub fn load(&self) -> std::io::Result<DeployState> {
+    /// The state written last; empty if none was ever written. If `owner`
+    /// (no other host writes the files), a state written whole to one file
+    /// by an earlier host is moved to files of their own first, and the
+    /// temporary files of a write cut off by a crash are removed; another
+    /// host leaves them as they are (they may be the owner's work under
+    /// way).
+    pub fn load(&self, owner: bool) -> std::io::Result<DeployState> {
         std::fs::create_dir_all(&self.dir)?;
         if let Some(state) = self.load_whole()? {
-            self.move_from_whole(&state)?;
+            if owner {
+                self.move_from_whole(&state)?;
+            }
             return Ok(state);
         }
         let mut functions = OrdMap::new();
@@ -419,7 +424,9 @@ impl StateFiles {
             // A temporary file a host killed while writing left behind (a
             // function's name never starts with a dot).
             if file_name.starts_with('.') {
-                std::fs::remove_file(&path)?;
+                if owner {
+                    std::fs::remove_file(&path)?;
+                }
                 continue;
             }
             let name = file_name
@@ -685,12 +692,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = StateFiles::new(dir.path());
         let functions = dir.path().join("functions");
-        assert_eq!(files.load().unwrap().functions.len(), 0);
-        let mut state = files.load().unwrap();
+        assert_eq!(files.load(true).unwrap().functions.len(), 0);
+        let mut state = files.load(true).unwrap();
         deploy(&mut state, "a", 1);
         deploy(&mut state, "b", 2);
         files.save(&state, [&name("a"), &name("b")]).unwrap();
-        assert_eq!(files.load().unwrap(), state);
+        assert_eq!(files.load(true).unwrap(), state);
         // No temporary file is left behind.
         assert_eq!(files_in(&functions), ["a.json", "b.json"]);
 
@@ -701,11 +708,15 @@ mod tests {
         files.save(&state, [&name("a")]).unwrap();
         assert_eq!(std::fs::read(functions.join("b.json")).unwrap(), before_b);
         assert_eq!(
-            files.load().unwrap().functions[&name("a")].revisions.len(),
+            files.load(true).unwrap().functions[&name("a")]
+                .revisions
+                .len(),
             2
         );
         assert_eq!(
-            files.load().unwrap().functions[&name("b")].revisions.len(),
+            files.load(true).unwrap().functions[&name("b")]
+                .revisions
+                .len(),
             1
         );
 
@@ -720,19 +731,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = StateFiles::new(dir.path());
         let functions = dir.path().join("functions");
-        let mut state = files.load().unwrap();
+        let mut state = files.load(true).unwrap();
         deploy(&mut state, "a", 1);
         files.save(&state, [&name("a")]).unwrap();
         std::fs::write(functions.join(".tmpXYZ"), "{ half writ").unwrap();
-        assert_eq!(files.load().unwrap(), state);
+        // Another host leaves it: it may be the owner's write under way.
+        assert_eq!(files.load(false).unwrap(), state);
+        assert_eq!(files_in(&functions), [".tmpXYZ", "a.json"]);
+        assert_eq!(files.load(true).unwrap(), state);
         assert_eq!(files_in(&functions), ["a.json"]);
 
         std::fs::write(functions.join("a.json"), "{ not json").unwrap();
-        let error = files.load().unwrap_err().to_string();
+        let error = files.load(true).unwrap_err().to_string();
         assert!(error.contains("a.json is not a valid state"), "{error}");
         std::fs::remove_file(functions.join("a.json")).unwrap();
         std::fs::write(functions.join("Not A Name.json"), "{}").unwrap();
-        let error = files.load().unwrap_err().to_string();
+        let error = files.load(true).unwrap_err().to_string();
         assert!(
             error.contains("is not a deployed function's file"),
             "{error}"
@@ -758,15 +772,18 @@ mod tests {
         std::fs::write(dir.path().join("functions/b.json"), "{ half").unwrap();
 
         let files = StateFiles::new(dir.path());
-        assert_eq!(files.load().unwrap(), state);
+        // A host that does not own the state reads it as it is.
+        assert_eq!(files.load(false).unwrap(), state);
+        assert!(whole.exists());
+        assert_eq!(files.load(true).unwrap(), state);
         assert!(!whole.exists());
         assert_eq!(
             files_in(&dir.path().join("functions")),
             ["a.json", "b.json"]
         );
-        assert_eq!(files.load().unwrap(), state);
+        assert_eq!(files.load(true).unwrap(), state);
 
         std::fs::write(&whole, "{ not json").unwrap();
-        assert!(files.load().is_err());
+        assert!(files.load(true).is_err());
     }
 }
