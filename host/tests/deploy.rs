@@ -601,6 +601,69 @@ async fn a_second_host_on_the_data_dir_refuses_changes_and_leaves_the_owners_upl
     assert_eq!(served(&owner, "/f").await.2, "1\n");
 }
 
+/// A second host on the data dir follows what the owner deploys, changes
+/// and deletes, refusing changes of its own; once the owner is gone, it
+/// takes the deployed state over and changes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_host_follows_the_owners_changes_and_takes_over_when_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut owner = start_in(dir.path(), &[]);
+    let second = start_in(dir.path(), &[]);
+    let api = admin(&owner);
+    // Until the second host answers `path` with `status`, from `revision`,
+    // with a body that starts with `body`.
+    let follows = async |path: &str, status: u16, revision: Option<&str>, body: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = served(&second, path).await;
+            if answer.0 == status && answer.1.as_deref() == revision && answer.2.starts_with(body) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {answer:?}, not {status} from {revision:?}:\n{}",
+                second.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let hello = "Hello, world!\n";
+
+    let one = api.deploy_component("f", &example("hello"), &["/f"]).await;
+    follows("/f", 200, Some(&one), hello).await;
+    let two = api.deploy_component("f", &guest("counter"), &["/f"]).await;
+    follows("/f", 200, Some(&two), "1\n").await;
+    api.deploy_component("g", &example("hello"), &["/g"]).await;
+    follows("/g", 200, Some("g-00001"), hello).await;
+    let (status, _) = api
+        .call(Method::DELETE, "/v1/functions/g", Vec::new())
+        .await;
+    assert_eq!(status, 200);
+    follows("/g", 404, None, "404 Not Found").await;
+    let (status, answer) = admin(&second)
+        .deploy("f", "component = \"sha256:00\"\nroutes = [\"/f\"]\n")
+        .await;
+    assert_eq!(status, 409, "{answer}");
+
+    // The owner goes; the second host takes over.
+    owner.signal("KILL");
+    owner.wait_exit(Duration::from_secs(10));
+    assert!(
+        second.wait_for_log("this one owns it now", Duration::from_secs(10)),
+        "{}",
+        second.log()
+    );
+    let api = admin(&second);
+    assert_eq!(
+        api.deploy_component("f", &example("hello"), &["/f"]).await,
+        "f-00003"
+    );
+    assert_eq!(
+        served(&second, "/f").await,
+        (200, Some("f-00003".to_owned()), hello.to_owned())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_leaves_the_other_functions_as_they_were_even_if_their_files_changed() {
     // The manifest's `hello` is served from a copy the test then replaces

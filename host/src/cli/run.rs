@@ -366,6 +366,10 @@ impl RunArgs {
             )
             .await?;
         deployments.collect_blobs();
+        if !deployments.owns() {
+            let following = deployments.clone();
+            tokio::spawn(async move { following.follow().await });
+        }
         // Now that the first table names what this host serves.
         let collecting = registry.clone();
         tokio::task::spawn_blocking(move || collecting.collect_artifacts());

@@ -8,7 +8,9 @@
 //! then the state is written durably, and only then is the table swapped in
 //! and the caller answered. A refused operation changes neither. The state
 //! folder is locked by one host at a time; a second host sharing the data
-//! dir serves what was deployed when it started, and refuses changes.
+//! dir serves what the owner deploys, reading its changes as they are
+//! written, and refuses changes of its own until the owner is gone and it
+//! takes the lock.
 
 pub mod blobs;
 pub mod state;
@@ -22,6 +24,7 @@ use bytes::Bytes;
 use futures::Stream;
 use http::StatusCode;
 use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 use shoal_runtime::{ComponentSource, Digest, LoadError};
 
 use self::blobs::{BlobStore, Stored, UploadError};
@@ -29,6 +32,10 @@ use self::state::{DeployState, Deployed, RevisionName, StateError, StateFiles, T
 use crate::manifest::{FunctionName, ManifestError, parse_definition};
 use crate::registry::function::{Share, Source};
 use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry};
+
+/// How often a host that does not own the deployed state looks for the
+/// owner's changes, and for the owner being gone.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long an uploaded component that no revision uses is kept (the time
 /// between an upload and the deploy that uses it).
@@ -60,8 +67,8 @@ pub enum DeployError {
     Change(#[from] ChangeError),
     /// Another host owns this data dir's deployed state.
     #[error(
-        "another host owns the deployed state in {0}; this one serves what was deployed when it \
-         started and changes nothing"
+        "another host owns the deployed state in {0}; this one serves its changes and makes none \
+         until that host is gone"
     )]
     NotOwner(PathBuf),
 }
@@ -117,8 +124,11 @@ pub struct Deployments {
     committed: Mutex<Committed>,
     keep_revisions: usize,
     max_upload: u64,
-    /// The lock on the state folder; `None` if another host holds it.
-    owner: Option<std::fs::File>,
+    /// The lock on the state folder; `None` while another host holds it.
+    owner: Mutex<Option<std::fs::File>>,
+    /// When the state folder was last changed, as read just before the
+    /// state was loaded.
+    loaded_version: Option<SystemTime>,
 }
 
 impl Deployments {
@@ -136,7 +146,7 @@ impl Deployments {
         if owner.is_none() {
             tracing::warn!(
                 dir = %dir.display(),
-                "another host owns the deployed state here; serving it as it is, refusing changes"
+                "another host owns the deployed state here; serving its changes, refusing changes of this host's own"
             );
         }
         // What a crash left (a cut-off upload, a state file half written)
@@ -144,6 +154,7 @@ impl Deployments {
         // owner's work under way.
         let blobs = BlobStore::open(&dir.join("blobs"), owner.is_some())?;
         let files = StateFiles::new(&dir);
+        let loaded_version = files.version();
         let state = files.load(owner.is_some())?;
         Ok(Self {
             registry,
@@ -152,7 +163,8 @@ impl Deployments {
             committed: Mutex::new(Committed::new(state)),
             keep_revisions: keep_revisions.max(1),
             max_upload,
-            owner,
+            owner: Mutex::new(owner),
+            loaded_version,
             dir,
         })
     }
@@ -331,7 +343,7 @@ impl Deployments {
     /// Only the owner does: another host's state may be older than the
     /// owner's, which may use them.
     pub fn collect_blobs(&self) {
-        if self.owner.is_none() {
+        if !self.owns() {
             return;
         }
         let keep: HashSet<Digest> = self.lock_committed().users.keys().copied().collect();
@@ -346,11 +358,128 @@ impl Deployments {
         self.lock_committed().users.contains_key(digest)
     }
 
+    /// Whether this host owns the deployed state (and may change it).
+    pub fn owns(&self) -> bool {
+        self.owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     fn check_owner(&self) -> Result<(), DeployError> {
-        match self.owner {
-            Some(_) => Ok(()),
-            None => Err(DeployError::NotOwner(self.dir.clone())),
+        if self.owns() {
+            Ok(())
+        } else {
+            Err(DeployError::NotOwner(self.dir.clone()))
         }
+    }
+
+    /// While another host owns the deployed state, serves its changes once
+    /// they are written (looking every [`FOLLOW_INTERVAL`]), and takes the
+    /// state over once that host is gone. Returns when this host owns it.
+    pub async fn follow(&self) {
+        // The folder's version whose state is served; one changed less than
+        // an interval ago is read again (its time may be too coarse to show
+        // a change made right after).
+        let settled = |version: Option<SystemTime>| {
+            version.filter(|v| v.elapsed().is_ok_and(|age| age > FOLLOW_INTERVAL))
+        };
+        let mut served = settled(self.loaded_version);
+        let mut last_error = None;
+        while !self.owns() {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            match lock(&self.dir.join("lock")) {
+                Ok(Some(file)) => {
+                    *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+                    tracing::info!(
+                        dir = %self.dir.display(),
+                        "the host that owned the deployed state is gone; this one owns it now"
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot look at the deployed state's lock"),
+            }
+            let owner = self.owns();
+            let version = self.files.version();
+            if !owner && version.is_some() && version == served {
+                continue;
+            }
+            match self.catch_up(owner).await {
+                Ok(changed) => {
+                    served = settled(version);
+                    last_error = None;
+                    if changed > 0 {
+                        tracing::info!(
+                            changed,
+                            "the owner's changes to the deployed state are served"
+                        );
+                    }
+                }
+                // Said once, not every interval.
+                Err(error) => {
+                    let error = error.to_string();
+                    if last_error.as_ref() != Some(&error) {
+                        tracing::warn!(%error, "cannot serve the deployed state as its owner wrote it; trying again");
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        // What the owner left under way is now left behind.
+        if let Err(error) = BlobStore::open(&self.dir.join("blobs"), true) {
+            tracing::warn!(%error, "cannot clean up the uploads");
+        }
+        self.collect_blobs();
+    }
+
+    /// Serves the deployed state as the files have it; if `owner`, cleans
+    /// up what a cut-off write left. Returns how many functions changed.
+    async fn catch_up(&self, owner: bool) -> Result<usize, DeployError> {
+        let files = self.files.clone();
+        let loaded = tokio::task::spawn_blocking(move || files.load(owner))
+            .await
+            .expect("reading the state does not panic")
+            .map_err(|e| {
+                DeployError::Change(ChangeError::Commit(format!(
+                    "cannot read the deployed state: {e}"
+                )))
+            })?;
+        let (_, changed) = self
+            .registry
+            .change(
+                Publish::WhenCompiled,
+                |sources| {
+                    let current = self.state();
+                    let changed: Vec<FunctionName> = current
+                        .functions
+                        .diff(&loaded.functions)
+                        .map(|item| match item {
+                            DiffItem::Add(name, _)
+                            | DiffItem::Update { new: (name, _), .. }
+                            | DiffItem::Remove(name, _) => name.clone(),
+                        })
+                        .collect();
+                    for name in &changed {
+                        match loaded.functions.get(name) {
+                            Some(deployed) => {
+                                let before = sources.deployed.get(name);
+                                let desired = desired(name, deployed, &self.blobs, before)?;
+                                sources.deployed.insert(name.clone(), desired);
+                            }
+                            None => {
+                                sources.deployed.remove(name);
+                            }
+                        }
+                    }
+                    Ok::<_, DeployError>(changed.len())
+                },
+                |_| {
+                    *self.lock_committed() = Committed::new(loaded.clone());
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(changed)
     }
 
     fn lock_committed(&self) -> std::sync::MutexGuard<'_, Committed> {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
@@ -379,6 +380,7 @@ mod digest_text {
 }
 
 /// The state's files: one per function.
+#[derive(Clone)]
 pub struct StateFiles {
     /// The folder of the functions' files.
     dir: PathBuf,
@@ -433,7 +435,13 @@ impl StateFiles {
                 .strip_suffix(".json")
                 .and_then(|stem| FunctionName::try_from(stem.to_owned()).ok())
                 .ok_or_else(|| invalid(&path, "is not a deployed function's file"))?;
-            let bytes = std::fs::read(&path)?;
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Taken out since the folder was listed (by the owner,
+                // while another host reads).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let file: FunctionFile<Deployed> = serde_json::from_slice(&bytes)
                 .map_err(|e| invalid(&path, &format!("is not a valid state: {e}")))?;
             check_format(&path, file.format)?;
@@ -464,6 +472,12 @@ impl StateFiles {
             }
         }
         sync_dir(&self.dir)
+    }
+
+    /// When a file of the folder was last added, replaced or removed; a
+    /// change to the state changes it.
+    pub fn version(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.dir).ok()?.modified().ok()
     }
 
     fn path(&self, name: &FunctionName) -> PathBuf {
