@@ -31,7 +31,7 @@ use self::blobs::{BlobStore, Stored, UploadError};
 use self::state::{DeployState, Deployed, RevisionName, StateError, StateFiles, Traffic};
 use crate::manifest::{FunctionName, ManifestError, parse_definition};
 use crate::registry::function::{Share, Source};
-use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry};
+use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry, Sources};
 
 /// How often a host that does not own the deployed state looks for the
 /// owner's changes, and for the owner being gone.
@@ -302,16 +302,7 @@ impl Deployments {
                     let mut state = self.state();
                     let revision = operation(&mut state)?;
                     let pruned = state.prune(name, self.keep_revisions);
-                    match state.functions.get(name) {
-                        Some(deployed) => {
-                            let before = sources.deployed.get(name);
-                            let desired = desired(name, deployed, &self.blobs, before)?;
-                            sources.deployed.insert(name.clone(), desired);
-                        }
-                        None => {
-                            sources.deployed.remove(name);
-                        }
-                    }
+                    self.serve_as(sources, name, &state)?;
                     Ok((state, revision, pruned))
                 },
                 |(state, ..)| {
@@ -356,6 +347,27 @@ impl Deployments {
 
     fn uses(&self, digest: &Digest) -> bool {
         self.lock_committed().users.contains_key(digest)
+    }
+
+    /// Makes `sources` serve function `name` as `state` has it, or not at
+    /// all if `state` has no such function.
+    fn serve_as(
+        &self,
+        sources: &mut Sources,
+        name: &FunctionName,
+        state: &DeployState,
+    ) -> Result<(), DeployError> {
+        match state.functions.get(name) {
+            Some(deployed) => {
+                let before = sources.deployed.get(name);
+                let desired = desired(name, deployed, &self.blobs, before)?;
+                sources.deployed.insert(name.clone(), desired);
+            }
+            None => {
+                sources.deployed.remove(name);
+            }
+        }
+        Ok(())
     }
 
     /// Whether this host owns the deployed state (and may change it).
@@ -460,16 +472,7 @@ impl Deployments {
                         })
                         .collect();
                     for name in &changed {
-                        match loaded.functions.get(name) {
-                            Some(deployed) => {
-                                let before = sources.deployed.get(name);
-                                let desired = desired(name, deployed, &self.blobs, before)?;
-                                sources.deployed.insert(name.clone(), desired);
-                            }
-                            None => {
-                                sources.deployed.remove(name);
-                            }
-                        }
+                        self.serve_as(sources, name, &loaded)?;
                     }
                     Ok::<_, DeployError>(changed.len())
                 },
