@@ -293,6 +293,13 @@ async fn artifacts_unused_for_a_day_leave_the_cache_and_used_ones_stay() {
         let file = std::fs::File::options().write(true).open(path).unwrap();
         file.set_modified(two_days_ago).unwrap();
     };
+    // The log line of a start's collection.
+    let collected = |host: &Host| {
+        host.wait_for_line(Duration::from_secs(10), |line| {
+            line.contains("unused compiled artifacts removed")
+        })
+        .unwrap_or_else(|| panic!("nothing collected:\n{}", host.log()))
+    };
     let killed_writer = |name: &str| {
         let path = artifacts.join(name);
         std::fs::write(&path, "half an artifact").unwrap();
@@ -321,11 +328,7 @@ async fn artifacts_unused_for_a_day_leave_the_cache_and_used_ones_stay() {
     // used (and so used lately), echo's and the temporary file go.
     let manifest = common::manifest(data.path(), &[("hello", &hello, &["/hello"], &[])]);
     let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
-    let removed = host
-        .wait_for_line(Duration::from_secs(10), |line| {
-            line.contains("unused compiled artifacts removed")
-        })
-        .unwrap_or_else(|| panic!("nothing collected:\n{}", host.log()));
+    let removed = collected(&host);
     assert!(removed.contains("files=2"), "{removed}");
     assert!(artifact_of(&hello).is_some());
     assert!(artifact_of(&echo).is_none());
@@ -342,11 +345,7 @@ async fn artifacts_unused_for_a_day_leave_the_cache_and_used_ones_stay() {
     let stale = killed_writer(".tmpKILLED2");
     let manifest = common::manifest(data.path(), &[("echo", &echo, &["/echo"], &[])]);
     let host = Host::start_with(&manifest, data.path(), &[], &[]).unwrap();
-    let removed = host
-        .wait_for_line(Duration::from_secs(10), |line| {
-            line.contains("unused compiled artifacts removed")
-        })
-        .unwrap_or_else(|| panic!("nothing collected:\n{}", host.log()));
+    let removed = collected(&host);
     assert!(removed.contains("files=1"), "{removed}");
     assert!(!stale.exists());
     assert!(artifact_of(&hello).is_some());

@@ -56,17 +56,19 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) the store in `dir`; if `owner` (no other
-    /// host uploads into it), removes what uploads cut off by a crash left
-    /// behind.
-    pub fn open(dir: &Path, owner: bool) -> std::io::Result<Self> {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let entries = if owner {
-            std::fs::read_dir(dir)?.collect()
-        } else {
-            Vec::new()
-        };
-        for entry in entries {
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Removes what uploads cut off by a crash left behind. Only for the
+    /// owner of the store: for another host, it may be the owner's upload
+    /// under way.
+    pub fn remove_partial_uploads(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             if entry
                 .file_name()
@@ -76,9 +78,7 @@ impl BlobStore {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-        })
+        Ok(())
     }
 
     /// Where the blob of `digest` is (or would be).
@@ -202,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn uploads_are_stored_once_by_digest_and_limited_in_size() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path(), true).unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
         let stored = store.put(chunks(&[b"\0asm", b"more"]), 100).await.unwrap();
         assert_eq!(stored.digest, Digest::of(b"\0asmmore"));
         assert_eq!((stored.size, stored.existed), (8, false));
@@ -238,14 +238,14 @@ mod tests {
     }
 
     #[test]
-    fn what_a_crash_left_behind_is_removed_when_the_store_opens() {
+    fn what_a_crash_left_behind_is_removed_by_the_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".upload-abc"), b"half an upload").unwrap();
-        // Not by a host that does not own the store: it may be another's
-        // upload, under way.
-        BlobStore::open(dir.path(), false).unwrap();
+        // Not as the store opens: it may be another host's upload, under
+        // way.
+        let store = BlobStore::open(dir.path()).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        BlobStore::open(dir.path(), true).unwrap();
+        store.remove_partial_uploads().unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -152,7 +152,10 @@ impl Deployments {
         // What a crash left (a cut-off upload, a state file half written)
         // is cleaned up by the owner only: for another host, it may be the
         // owner's work under way.
-        let blobs = BlobStore::open(&dir.join("blobs"), owner.is_some())?;
+        let blobs = BlobStore::open(&dir.join("blobs"))?;
+        if owner.is_some() {
+            blobs.remove_partial_uploads()?;
+        }
         let files = StateFiles::new(&dir);
         let loaded_version = files.version();
         let state = files.load(owner.is_some())?;
@@ -438,7 +441,7 @@ impl Deployments {
             }
         }
         // What the owner left under way is now left behind.
-        if let Err(error) = BlobStore::open(&self.dir.join("blobs"), true) {
+        if let Err(error) = self.blobs.remove_partial_uploads() {
             tracing::warn!(%error, "cannot clean up the uploads");
         }
         self.collect_blobs();
