@@ -42,7 +42,16 @@ impl Digest {
 
     /// The digest as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.with_hex(str::to_owned)
+    }
+
+    /// Calls `f` with the 64 lowercase hex digits, made on the stack:
+    /// `hex::encode` builds its `String` a char at a time, which a listing
+    /// of many functions felt.
+    fn with_hex<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        let mut digits = [0; 64];
+        hex::encode_to_slice(self.0, &mut digits).expect("32 bytes make 64 digits");
+        f(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
     }
 
     /// Parses 64 hex digits, as [`Digest::to_hex`] writes them.
@@ -56,7 +65,8 @@ impl Digest {
 impl fmt::Display for Digest {
     /// `sha256:` and the hex digits, as the admin API shows a component.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.to_hex())
+        f.write_str("sha256:")?;
+        self.with_hex(|digits| f.write_str(digits))
     }
 }
 
