@@ -29,6 +29,9 @@ pub enum HostBody {
     },
     /// The host's own answer, sent in one piece.
     Full(Option<Bytes>),
+    /// The host's own answer, made a piece at a time as the client takes
+    /// it (a long listing).
+    Chunks(Box<dyn Iterator<Item = Bytes> + Send>),
 }
 
 /// What a request holds from admission until its response body is done.
@@ -68,6 +71,7 @@ impl Body for HostBody {
                 }))
             }
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Chunks(chunks) => Poll::Ready(chunks.next().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -75,6 +79,7 @@ impl Body for HostBody {
         match self {
             Self::Guest { body, .. } => body.is_end_stream(),
             Self::Full(bytes) => bytes.is_none(),
+            Self::Chunks(_) => false,
         }
     }
 
@@ -83,6 +88,7 @@ impl Body for HostBody {
             Self::Guest { body, .. } => body.size_hint(),
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
+            Self::Chunks(_) => SizeHint::default(),
         }
     }
 }

@@ -261,6 +261,15 @@ impl<F: Routed> Table<F> {
         self.order.values()
     }
 
+    /// The first function at `place` or after it in the order they were
+    /// added, with its place: a walk that holds no borrow between steps.
+    pub fn function_from(&self, place: u64) -> Option<(u64, &Arc<F>)> {
+        self.order
+            .range(place..)
+            .next()
+            .map(|(place, function)| (*place, function))
+    }
+
     /// How many functions there are.
     pub fn len(&self) -> usize {
         self.order.len()
