@@ -28,7 +28,7 @@ use imbl::ordmap::DiffItem;
 use shoal_runtime::{ComponentSource, Digest, LoadError};
 
 use self::blobs::{BlobStore, Stored, UploadError};
-use self::state::{DeployState, Deployed, RevisionName, StateError, StateFiles, Traffic};
+use self::state::{DeployState, Deployed, RevisionName, Seen, StateError, StateFiles, Traffic};
 use crate::manifest::{FunctionName, ManifestError, parse_definition};
 use crate::registry::function::{Share, Source};
 use crate::registry::{Applied, ChangeError, Desired, DesiredRevision, Publish, Registry, Sources};
@@ -314,7 +314,9 @@ impl Deployments {
                             "cannot write the deployed state: {e}"
                         )))
                     })?;
-                    released = self.lock_committed().replace(name, state);
+                    released = self
+                        .lock_committed()
+                        .replace(std::slice::from_ref(name), state);
                     Ok(())
                 },
             )
@@ -400,6 +402,7 @@ impl Deployments {
             version.filter(|v| v.elapsed().is_ok_and(|age| age > FOLLOW_INTERVAL))
         };
         let mut served = settled(self.loaded_version);
+        let mut seen = Seen::default();
         let mut last_error = None;
         while !self.owns() {
             tokio::time::sleep(FOLLOW_INTERVAL).await;
@@ -419,7 +422,7 @@ impl Deployments {
             if !owner && version.is_some() && version == served {
                 continue;
             }
-            match self.catch_up(owner).await {
+            match self.catch_up(owner, &mut seen).await {
                 Ok(changed) => {
                     served = settled(version);
                     last_error = None;
@@ -447,18 +450,29 @@ impl Deployments {
         self.collect_blobs();
     }
 
-    /// Serves the deployed state as the files have it; if `owner`, cleans
-    /// up what a cut-off write left. Returns how many functions changed.
-    async fn catch_up(&self, owner: bool) -> Result<usize, DeployError> {
+    /// Serves the deployed state as the files have it. If `owner`, reads
+    /// them all and cleans up what a cut-off write left; if not, reads only
+    /// those changed since `seen`, and updates it once they are served.
+    /// Returns how many functions changed.
+    async fn catch_up(&self, owner: bool, seen: &mut Seen) -> Result<usize, DeployError> {
         let files = self.files.clone();
-        let loaded = tokio::task::spawn_blocking(move || files.load(owner))
-            .await
-            .expect("reading the state does not panic")
-            .map_err(|e| {
-                DeployError::Change(ChangeError::Commit(format!(
-                    "cannot read the deployed state: {e}"
-                )))
-            })?;
+        let served = self.state();
+        // Left empty if what is read is not served: all is read next time.
+        let previous = std::mem::take(seen);
+        let (loaded, next) = tokio::task::spawn_blocking(move || {
+            if owner {
+                Ok((files.load(true)?, Seen::default()))
+            } else {
+                files.reload(&served, &previous)
+            }
+        })
+        .await
+        .expect("reading the state does not panic")
+        .map_err(|e| {
+            DeployError::Change(ChangeError::Commit(format!(
+                "cannot read the deployed state: {e}"
+            )))
+        })?;
         let (_, changed) = self
             .registry
             .change(
@@ -477,15 +491,18 @@ impl Deployments {
                     for name in &changed {
                         self.serve_as(sources, name, &loaded)?;
                     }
-                    Ok::<_, DeployError>(changed.len())
+                    Ok::<_, DeployError>(changed)
                 },
-                |_| {
-                    *self.lock_committed() = Committed::new(loaded.clone());
+                |changed| {
+                    // This host collects no components: what it releases
+                    // is the owner's to remove.
+                    self.lock_committed().replace(changed, &loaded);
                     Ok(())
                 },
             )
             .await?;
-        Ok(changed)
+        *seen = next;
+        Ok(changed.len())
     }
 
     fn lock_committed(&self) -> std::sync::MutexGuard<'_, Committed> {
@@ -509,15 +526,15 @@ impl Committed {
         Self { state, users }
     }
 
-    /// Takes `next`, which differs from the state committed in function
+    /// Takes `next`, which differs from the state committed in functions
     /// `changed` only. Returns the components no revision uses any more.
-    fn replace(&mut self, changed: &FunctionName, next: &DeployState) -> Vec<Digest> {
+    fn replace(&mut self, changed: &[FunctionName], next: &DeployState) -> Vec<Digest> {
         let components = |state: &DeployState| -> Vec<Digest> {
-            state
-                .functions
-                .get(changed)
-                .map(|deployed| deployed.components().collect())
-                .unwrap_or_default()
+            changed
+                .iter()
+                .filter_map(|name| state.functions.get(name))
+                .flat_map(Deployed::components)
+                .collect()
         };
         // Counted up before down, so that a component the function keeps
         // never reaches zero.

@@ -14,11 +14,12 @@
 //! (`DATA_DIR/deploy/state.json`); a host that finds it moves it to files
 //! of their own, then removes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
@@ -422,35 +423,79 @@ impl StateFiles {
         let mut functions = OrdMap::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-            // A temporary file a host killed while writing left behind (a
-            // function's name never starts with a dot).
-            if file_name.starts_with('.') {
+            let Some(name) = function_of(&path)? else {
                 if owner {
                     std::fs::remove_file(&path)?;
                 }
                 continue;
-            }
-            let name = file_name
-                .strip_suffix(".json")
-                .and_then(|stem| FunctionName::try_from(stem.to_owned()).ok())
-                .ok_or_else(|| invalid(&path, "is not a deployed function's file"))?;
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                // Taken out since the folder was listed (by the owner,
-                // while another host reads).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
             };
-            let file: FunctionFile<Deployed> = serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(&path, &format!("is not a valid state: {e}")))?;
-            check_format(&path, file.format)?;
-            functions.insert(name, file.function);
+            if let Some(deployed) = read_function(&path)? {
+                functions.insert(name, deployed);
+            }
         }
         Ok(DeployState {
             format: FORMAT,
             functions,
         })
+    }
+
+    /// The state written last, for a host that does not own it, which
+    /// serves `served` as the files were when `seen` was made: only the
+    /// files added or replaced since are read, and those removed are taken
+    /// out, so that a change costs a look at each file's metadata, not a
+    /// read of every file. Returns the state and what was seen of it.
+    pub fn reload(
+        &self,
+        served: &DeployState,
+        seen: &Seen,
+    ) -> std::io::Result<(DeployState, Seen)> {
+        std::fs::create_dir_all(&self.dir)?;
+        if let Some(state) = self.load_whole()? {
+            return Ok((state, Seen::default()));
+        }
+        let mut functions = served.functions.clone();
+        let mut listed = Vec::new();
+        // How many of the functions served are still there.
+        let mut kept = 0;
+        let mut next = Seen::default();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let Some(name) = function_of(&path)? else {
+                continue;
+            };
+            let stamp = match entry.metadata() {
+                Ok(metadata) => Stamp::of(&metadata)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // A stamp is seen only of a file whose function is served.
+            if seen.0.get(&name) == Some(&stamp) {
+                kept += 1;
+            } else {
+                let Some(deployed) = read_function(&path)? else {
+                    continue;
+                };
+                kept += usize::from(functions.insert(name.clone(), deployed).is_some());
+            }
+            if stamp.settled() {
+                next.0.insert(name.clone(), stamp);
+            }
+            listed.push(name);
+        }
+        if kept < served.functions.len() {
+            let listed: HashSet<FunctionName> = listed.into_iter().collect();
+            for name in served.functions.keys() {
+                if !listed.contains(name) {
+                    functions.remove(name);
+                }
+            }
+        }
+        let state = DeployState {
+            format: FORMAT,
+            functions,
+        };
+        Ok((state, next))
     }
 
     /// Writes the files of `changed` functions durably as `state` has them
@@ -532,6 +577,70 @@ impl StateFiles {
             "the deployed state, written whole by an earlier host, now has a file per function"
         );
         Ok(())
+    }
+}
+
+/// The function whose file `path` is, or `None` for the temporary file of
+/// a write (a host killed while writing leaves it behind; a function's name
+/// never starts with a dot).
+fn function_of(path: &Path) -> std::io::Result<Option<FunctionName>> {
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    if file_name.starts_with('.') {
+        return Ok(None);
+    }
+    file_name
+        .strip_suffix(".json")
+        .and_then(|stem| FunctionName::try_from(stem.to_owned()).ok())
+        .map(Some)
+        .ok_or_else(|| invalid(path, "is not a deployed function's file"))
+}
+
+/// A function's file, or `None` if it is gone (taken out by the owner since
+/// its folder was listed, while another host reads).
+fn read_function(path: &Path) -> std::io::Result<Option<Deployed>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let file: FunctionFile<Deployed> = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(path, &format!("is not a valid state: {e}")))?;
+    check_format(path, file.format)?;
+    Ok(Some(file.function))
+}
+
+/// What a host that does not own the state saw of the functions' files
+/// when it last read them: a file with the same stamp is not read again.
+#[derive(Debug, Default)]
+pub struct Seen(HashMap<FunctionName, Stamp>);
+
+/// A file's identity and when it was last written. A change replaces the
+/// file whole (a new inode, in general), but an inode can be given again
+/// once freed: so only a stamp whose time is older than [`SETTLED`] is kept.
+/// A file written after it shows a later time, however coarse the file
+/// system's clock, so it is read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: SystemTime,
+}
+
+/// How old a file's time must be for its stamp to be kept: more than the
+/// coarsest clock of a file system the data dir may be on.
+const SETTLED: Duration = Duration::from_secs(1);
+
+impl Stamp {
+    fn of(metadata: &std::fs::Metadata) -> std::io::Result<Self> {
+        Ok(Self {
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified: metadata.modified()?,
+        })
+    }
+
+    fn settled(&self) -> bool {
+        self.modified.elapsed().is_ok_and(|age| age > SETTLED)
     }
 }
 
@@ -738,6 +847,58 @@ mod tests {
         state.delete(&name("a")).unwrap();
         files.save(&state, [&name("a")]).unwrap();
         assert_eq!(files_in(&functions), ["b.json"]);
+    }
+
+    /// Sets a file's time, as a file untouched for long (or a coarse file
+    /// system clock) would show it.
+    fn set_time(path: &Path, when: SystemTime) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(when).unwrap();
+    }
+
+    /// Writes over a file in place (the same inode) with as many bytes of
+    /// something that is not a state, and puts its time back.
+    fn damage_unseen(path: &Path) {
+        let metadata = std::fs::metadata(path).unwrap();
+        std::fs::write(path, vec![b'x'; metadata.len() as usize]).unwrap();
+        set_time(path, metadata.modified().unwrap());
+    }
+
+    #[test]
+    fn a_follower_reads_again_only_the_files_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StateFiles::new(dir.path());
+        let functions = dir.path().join("functions");
+        let path = |function: &str| functions.join(format!("{function}.json"));
+        let mut state = files.load(true).unwrap();
+        for (function, n) in [("a", 1), ("b", 2), ("c", 3)] {
+            deploy(&mut state, function, n);
+            files.save(&state, [&name(function)]).unwrap();
+            set_time(&path(function), SystemTime::now() - Duration::from_secs(60));
+        }
+        let (read, seen) = files
+            .reload(&DeployState::default(), &Seen::default())
+            .unwrap();
+        assert_eq!(read, state);
+
+        // A file whose stamp is as it was when read is not read again.
+        damage_unseen(&path("b"));
+        // Those added, replaced and removed are.
+        deploy(&mut state, "a", 4);
+        deploy(&mut state, "d", 5);
+        state.delete(&name("c")).unwrap();
+        files
+            .save(&state, [&name("a"), &name("c"), &name("d")])
+            .unwrap();
+        let (read, seen) = files.reload(&read, &seen).unwrap();
+        assert_eq!(read, state);
+
+        // A file read when its time was less than a second old is read
+        // again, even if its stamp looks the same: a coarse clock shows a
+        // write right after the one read at the same time.
+        damage_unseen(&path("a"));
+        let error = files.reload(&read, &seen).unwrap_err().to_string();
+        assert!(error.contains("a.json is not a valid state"), "{error}");
     }
 
     #[test]
