@@ -457,18 +457,20 @@ impl Deployments {
     async fn catch_up(&self, owner: bool, seen: &mut Seen) -> Result<usize, DeployError> {
         let files = self.files.clone();
         let served = self.state();
-        // Left empty if what is read is not served: all is read next time.
         let previous = std::mem::take(seen);
-        let (loaded, next) = tokio::task::spawn_blocking(move || {
-            if owner {
-                Ok((files.load(true)?, Seen::default()))
+        let (read, previous) = tokio::task::spawn_blocking(move || {
+            let read = if owner {
+                files.load(true).map(|state| (state, Seen::default()))
             } else {
                 files.reload(&served, &previous)
-            }
+            };
+            (read, previous)
         })
         .await
-        .expect("reading the state does not panic")
-        .map_err(|e| {
+        .expect("reading the state does not panic");
+        // What was seen of the state served, until what was read is served.
+        *seen = previous;
+        let (loaded, next) = read.map_err(|e| {
             DeployError::Change(ChangeError::Commit(format!(
                 "cannot read the deployed state: {e}"
             )))
