@@ -673,7 +673,7 @@ async fn a_path_of_sixty_thousand_slashes_costs_what_any_path_costs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_listing_of_twenty_thousand_functions_is_never_held_whole() {
+async fn a_listing_of_twenty_thousand_functions_is_never_held_whole_nor_by_a_stalled_reader() {
     let dir = tempfile::tempdir().unwrap();
     let hello = example("hello").display().to_string();
     let text: String = (0..20_000)
@@ -708,6 +708,23 @@ async fn a_listing_of_twenty_thousand_functions_is_never_held_whole() {
         rise * 1024 < body.len() as u64 / 4,
         "the peak rose by {rise} KiB"
     );
+
+    // A reader that stops after the first bytes holds the table the
+    // listing is made from, but not past the admin port's send timeout
+    // (10 s); the host answers meanwhile.
+    let mut stalled = TcpStream::connect(host.admin).unwrap();
+    write!(stalled, "GET /v1/functions HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 64];
+    stalled.read_exact(&mut head).unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    assert_eq!(host.get("/f19999").await.0, 200);
+    assert_eq!(host.status().await["functions"], 20_000);
+    // Read again after the timeout, the socket holds only what was sent
+    // before the host closed it: a listing still under way, once drained,
+    // would leave the connection open, waiting for a next request.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let closed = closed_within(&mut stalled, Duration::from_secs(3));
+    assert!(closed.is_some(), "a stalled listing stayed open");
 }
 
 #[tokio::test(flavor = "multi_thread")]
