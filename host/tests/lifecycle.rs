@@ -32,6 +32,7 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
     );
     let host = Host::start(&manifest);
     let function = wait_for_state(&host, "hello", "compiled", Duration::from_secs(30)).await;
+    assert_eq!(host.status().await["warm"], 0);
     assert_eq!(function["cold_starts"], 0);
     assert_eq!(function["idle_timeout_ms"], 300);
     assert_eq!(function["routes"], serde_json::json!(["/hello"]));
@@ -45,6 +46,7 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
         (function["state"].as_str(), function["cold_starts"].as_u64()),
         (Some("warm"), Some(1))
     );
+    assert_eq!(host.status().await["warm"], 1);
 
     // Kept warm while used: requests well inside the timeout.
     for _ in 0..5 {
@@ -67,6 +69,7 @@ async fn an_idle_function_scales_to_zero_and_its_next_request_cold_starts() {
 
     // Idle: back to compiled, then cold-started again by the next request.
     wait_for_state(&host, "hello", "compiled", Duration::from_secs(5)).await;
+    assert_eq!(host.status().await["warm"], 0);
     assert!(host.wait_for_log("scaled to zero function=hello", Duration::from_secs(1)));
     // At rest, it keeps its counters and loses its histograms and gauges.
     let at_rest = host.metrics().await;

@@ -6,8 +6,8 @@
 //! - `GET /metrics`: Prometheus metrics (see [`crate::telemetry::metrics`]),
 //!   always without a token.
 //! - `GET /v1/status`: the table's generation (how many changes it has been
-//!   through), how many functions it holds, whether all have compiled, and
-//!   how many requests wait for the host-wide gate.
+//!   through), how many functions it holds, whether all have compiled, how
+//!   many are warm, and how many requests wait for the host-wide gate.
 //! - `GET /v1/functions`, `GET /v1/functions/NAME`: the functions serving
 //!   now ([`views`]).
 //! - `GET /v1/functions/NAME/revisions`: a deployed function's revisions and
@@ -130,6 +130,7 @@ impl Admin {
                 "generation": table.generation(),
                 "functions": table.len(),
                 "compiled": self.registry.all_compiled(),
+                "warm": self.registry.warm_functions(),
                 "waiting": self.registry.gate().waiting(),
             }),
         )

@@ -614,6 +614,15 @@ impl Registry {
             .all(|entry| matches!(entry.job().state(), JobState::Done(Ok(_))))
     }
 
+    /// How many functions have a revision warm now.
+    pub fn warm_functions(&self) -> usize {
+        self.table
+            .load()
+            .functions()
+            .filter(|f| f.revisions().iter().any(|entry| entry.is_warm()))
+            .count()
+    }
+
     /// The gauges the metrics show, read now.
     pub fn gauges(&self) -> Gauges {
         let table = self.table.load();
