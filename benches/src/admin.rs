@@ -1,4 +1,5 @@
-//! The host's admin API as the harness reads it: `GET /v1/functions`.
+//! The host's admin API as the harness reads it: `GET /v1/functions` and
+//! `GET /v1/status`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,6 +12,16 @@ use crate::plan::SCALE_TO_ZERO_TIMEOUT;
 
 /// The admin listing's path.
 const FUNCTIONS_PATH: &str = "/v1/functions";
+
+/// The admin status's path.
+const STATUS_PATH: &str = "/v1/status";
+
+/// The host's status (the fields the harness uses).
+#[derive(Debug, Clone, Deserialize)]
+struct Status {
+    /// How many functions are warm.
+    warm: u64,
+}
 
 /// The state of a function that is compiled and holds no instance: scaled
 /// to zero.
@@ -56,16 +67,40 @@ impl Admin {
 
     /// Every function, now.
     pub async fn functions(&mut self) -> anyhow::Result<Vec<FunctionStatus>> {
+        self.get(FUNCTIONS_PATH).await
+    }
+
+    /// Waits until no function is warm, asking the host's status (a few
+    /// bytes, where a listing of 100,000 functions is 57 MB) every `poll`,
+    /// for at most [`SCALE_TO_ZERO_TIMEOUT`].
+    pub async fn wait_none_warm(&mut self, poll: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + SCALE_TO_ZERO_TIMEOUT;
+        loop {
+            let status: Status = self.get(STATUS_PATH).await?;
+            if status.warm == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} functions were still warm after {SCALE_TO_ZERO_TIMEOUT:?}",
+                    status.warm
+                );
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<T> {
         let connection = match &mut self.connection {
             Some(connection) if !connection.is_closed() => connection,
             slot => slot.insert(Connection::open(self.addr).await?),
         };
-        let answer = connection.get(FUNCTIONS_PATH).await?;
+        let answer = connection.get(path).await?;
         if !answer.status.is_success() {
-            bail!("GET {FUNCTIONS_PATH} answered {}", answer.status);
+            bail!("GET {path} answered {}", answer.status);
         }
         serde_json::from_slice(&answer.body)
-            .with_context(|| format!("GET {FUNCTIONS_PATH} answered unexpected JSON"))
+            .with_context(|| format!("GET {path} answered unexpected JSON"))
     }
 
     /// Function `name`, now.

@@ -3,8 +3,9 @@
 //! host fills it). For each N: the time from spawning the host to its
 //! `listening on` and `ready:` lines and its resident memory once ready;
 //! then one request to each of the first [`CALLED_AT_MOST`] functions, a
-//! wait until the admin API shows all of them scaled to zero, the resident
-//! memory again, and the size and time of a `/metrics` scrape. What one more
+//! wait until the admin API's status shows none warm, the resident memory
+//! again, the CPU time over a quiet spell, a listing that checks every
+//! function, and the size and time of a `/metrics` scrape. What one more
 //! registered, scaled-to-zero function costs is (RSS_N − RSS_1) / (N − 1).
 
 use std::fmt::Write as _;
@@ -29,8 +30,13 @@ pub const CALLED_AT_MOST: usize = 10_000;
 const SCRAPES: usize = 5;
 
 /// The quiet spell over which the host's CPU is read once every function
-/// has scaled to zero.
+/// has scaled to zero and [`SETTLE`] has passed.
 pub const QUIET: Duration = Duration::from_secs(3);
+
+/// The time given to what the last scale to zero sets off (the host gives
+/// the memory its instances used back to the system at once), counted on
+/// its own before the quiet spell.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// The data folder of this section, emptied at its start so that the first
 /// start really fills the artifact cache (apart from the other sections').
@@ -64,8 +70,11 @@ pub struct DensityPoint {
     pub metrics_time: Sample,
     /// Cold starts the admin API counted after the traffic.
     pub cold_starts: u64,
-    /// The host's CPU time over [`QUIET`] once every function had scaled
-    /// to zero, as a share of one core.
+    /// The host's CPU time over the [`SETTLE`] after the last function
+    /// scaled to zero.
+    pub settle_cpu: Duration,
+    /// The host's CPU time over the [`QUIET`] after that, as a share of one
+    /// core.
     pub rest_cpu: f64,
 }
 
@@ -130,14 +139,17 @@ impl Density {
              the starts shown (the host's own figure is the `elapsed_ms` of its `ready:` \
              line). RSS is `VmRSS`: once ready and listening (median over the starts), then, in the \
              last start, after one request to each of the first {CALLED_AT_MOST} functions (all \
-             answered 200 `Hello, world!`) and a wait until the admin API \
-             showed every function scaled to zero. \"per function\" is (RSS_N − RSS_1) / \
-             (N − 1). \"CPU at rest\" is the host's CPU time (all its threads, to the nanosecond from \
-             their `schedstat`) over the \
-             {quiet} of quiet that follow, as a share of one core. Then `/metrics` is read \
+             answered 200 `Hello, world!`), a wait until the admin API's status \
+             (`GET /v1/status`, polled) showed no function warm, and {settle} more. \"per function\" is (RSS_N − RSS_1) / \
+             (N − 1). \"CPU after the last scale to zero\" is the host's CPU time (all its \
+             threads, to the nanosecond from their `schedstat`) over the {settle} that follow (the \
+             host then gives the memory of the instances back to the system at once); \"CPU at \
+             rest\" is the same time over the {quiet} of quiet after that, as a share of one core. Then the admin listing must show \
+             every function scaled to zero with the cold starts expected, and `/metrics` is read \
              {SCRAPES} times on the admin port, each on a new connection: its size, and the \
              median time from sending the request to the end of the body.\n",
             quiet = format_latency(QUIET),
+            settle = format_latency(SETTLE),
             cache_fill = match self.cache_fill {
                 Some(fill) => format!(
                     " (filled by a first start, which took {} to `ready:`)",
@@ -159,6 +171,7 @@ impl Density {
             "cold starts counted",
             "RSS after, scaled to zero",
             "per function",
+            "CPU after the last scale to zero",
             "CPU at rest",
             "`/metrics` size",
             "`/metrics` time",
@@ -181,6 +194,7 @@ impl Density {
                 format_count(p.cold_starts),
                 format_kib(p.rss_after_kib as f64),
                 per(true),
+                format_latency(p.settle_cpu),
                 format!("{:.2}%", p.rest_cpu * 100.0),
                 format_kib(p.metrics_bytes as f64 / 1024.0),
                 format_latency_or_dash(p.metrics_time.p50()),
@@ -275,13 +289,23 @@ async fn measure_point(
     let traffic = started.elapsed();
     drop(connection);
 
+    // The status, not the listing, is polled: the listing is the
+    // harness's own work, and its memory would go back to the system in
+    // the quiet measured.
     let mut admin = Admin::new(server.admin()?);
-    let listing = admin.wait_scaled_to_zero(DENSITY_POLL, |_| true).await?;
+    admin.wait_none_warm(DENSITY_POLL).await?;
+    let at_zero = server.process.thread_times()?;
+    tokio::time::sleep(SETTLE).await;
+    let settled = server.process.thread_times()?;
+    let settle_cpu = settled.since(&at_zero);
     let rss_after_kib = server.process.rss_kib()?;
-    let before = server.process.thread_times()?;
     tokio::time::sleep(QUIET).await;
     let rest_cpu =
-        server.process.thread_times()?.since(&before).as_secs_f64() / QUIET.as_secs_f64();
+        server.process.thread_times()?.since(&settled).as_secs_f64() / QUIET.as_secs_f64();
+    let listing = admin.functions().await?;
+    if let Some(f) = listing.iter().find(|f| !f.is_scaled_to_zero()) {
+        bail!("function {} was not scaled to zero: {}", f.name, f.state);
+    }
     ensure!(
         listing.len() == functions,
         "the admin API lists {} functions, not {functions}",
@@ -324,6 +348,7 @@ async fn measure_point(
         cold_starts: listing.iter().map(|f| f.cold_starts).sum(),
         metrics_bytes,
         metrics_time: Sample::new(metrics_time),
+        settle_cpu,
         rest_cpu,
     })
 }

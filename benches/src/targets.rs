@@ -149,7 +149,10 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
     let percent = |share: f64| format!("{:.2}%", share * 100.0);
     let rest = scrape.map(|p| p.rest_cpu);
     targets.push(Target {
-        what: format!("host CPU at rest, {at}, all scaled to zero"),
+        what: format!(
+            "host CPU at rest, {at}, all scaled to zero (from {} after the last)",
+            format_latency(crate::density::SETTLE)
+        ),
         goal: format!("≤ {}", percent(AT_REST_CPU)),
         measured: rest.map_or_else(not_measured, percent),
         verdict: rest.map(|c| at_most(c, AT_REST_CPU, percent)),
