@@ -289,9 +289,9 @@ async fn measure_point(
     let traffic = started.elapsed();
     drop(connection);
 
-    // The status, not the listing, is polled: the listing is the
-    // harness's own work, and its memory would go back to the system in
-    // the quiet measured.
+    // The status, not the listing, is polled: a listing of 100,000
+    // functions costs the host a third of a second of CPU, the harness's
+    // own work.
     let mut admin = Admin::new(server.admin()?);
     admin.wait_none_warm(DENSITY_POLL).await?;
     let at_zero = server.process.thread_times()?;
