@@ -7,7 +7,7 @@
 //! the thread is free between them.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::HostBody;
@@ -23,13 +23,8 @@ where
     T: Serialize,
     I: Iterator<Item = T> + Send + 'static,
 {
-    let mut response = Response::new(HostBody::Chunks(Box::new(Chunks::new(items))));
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    let body = HostBody::Chunks(Box::new(Chunks::new(items)));
+    super::json_body(StatusCode::OK, body)
 }
 
 /// The chunks of the array.

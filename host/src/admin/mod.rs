@@ -319,7 +319,12 @@ fn no_function(name: &FunctionName) -> Response<HostBody> {
 fn json(status: StatusCode, value: &impl Serialize) -> Response<HostBody> {
     let mut body = serde_json::to_vec_pretty(value).expect("admin views serialize");
     body.push(b'\n');
-    let mut response = Response::new(HostBody::text(Bytes::from(body)));
+    json_body(status, HostBody::text(Bytes::from(body)))
+}
+
+/// A JSON answer whose body is made already.
+fn json_body(status: StatusCode, body: HostBody) -> Response<HostBody> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -395,12 +395,9 @@ impl Deployments {
     /// they are written (looking every [`FOLLOW_INTERVAL`]), and takes the
     /// state over once that host is gone. Returns when this host owns it.
     pub async fn follow(&self) {
-        // The folder's version whose state is served; one changed less than
-        // an interval ago is read again (its time may be too coarse to show
-        // a change made right after).
-        let settled = |version: Option<SystemTime>| {
-            version.filter(|v| v.elapsed().is_ok_and(|age| age > FOLLOW_INTERVAL))
-        };
+        // The folder's version whose state is served; one not yet settled
+        // is read again (its time may not show a change made right after).
+        let settled = |version: Option<SystemTime>| version.filter(|v| state::settled(*v));
         let mut served = settled(self.loaded_version);
         let mut seen = Seen::default();
         let mut last_error = None;

@@ -478,7 +478,7 @@ impl StateFiles {
                 };
                 kept += usize::from(functions.insert(name.clone(), deployed).is_some());
             }
-            if stamp.settled() {
+            if settled(stamp.modified) {
                 next.0.insert(name.clone(), stamp);
             }
             listed.push(name);
@@ -616,9 +616,9 @@ pub struct Seen(HashMap<FunctionName, Stamp>);
 
 /// A file's identity and when it was last written. A change replaces the
 /// file whole (a new inode, in general), but an inode can be given again
-/// once freed: so only a stamp whose time is older than [`SETTLED`] is kept.
-/// A file written after it shows a later time, however coarse the file
-/// system's clock, so it is read again.
+/// once freed: so only a stamp whose time is [`settled`] is kept. A file
+/// written after it shows a later time, however coarse the file system's
+/// clock, so it is read again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     inode: u64,
@@ -626,9 +626,17 @@ struct Stamp {
     modified: SystemTime,
 }
 
-/// How old a file's time must be for its stamp to be kept: more than the
-/// coarsest clock of a file system the data dir may be on.
+/// How old a file's or folder's time must be to show every write made
+/// before it: more than the coarsest clock of a file system the data dir
+/// may be on.
 const SETTLED: Duration = Duration::from_secs(1);
+
+/// Whether `time`, a file's or folder's modification time, is older than
+/// [`SETTLED`]: a write made after it shows a later time. A younger time
+/// may also be that of a write right after.
+pub fn settled(time: SystemTime) -> bool {
+    time.elapsed().is_ok_and(|age| age > SETTLED)
+}
 
 impl Stamp {
     fn of(metadata: &std::fs::Metadata) -> std::io::Result<Self> {
@@ -637,10 +645,6 @@ impl Stamp {
             len: metadata.len(),
             modified: metadata.modified()?,
         })
-    }
-
-    fn settled(&self) -> bool {
-        self.modified.elapsed().is_ok_and(|age| age > SETTLED)
     }
 }
 
