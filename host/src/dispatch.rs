@@ -105,7 +105,11 @@ impl Handler for Functions {
                 let table = self.registry.table();
                 if table.events_path() == Some(request.uri().path()) {
                     drop(table);
-                    let mut response = self.event(request, &id, record).instrument(span).await;
+                    // Boxed: the event's future is several times the size
+                    // of a call's, and every request's future would be as
+                    // large, copied whole each time it moves.
+                    let event = Box::pin(self.event(request, &id, record));
+                    let mut response = event.instrument(span).await;
                     response.headers_mut().insert(request_id::HEADER, id);
                     return response;
                 }

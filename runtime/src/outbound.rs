@@ -17,7 +17,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
@@ -264,10 +264,14 @@ pub(crate) struct Outbound {
 impl Outbound {
     /// The trace headers of `incoming` to carry onto outbound calls.
     pub(crate) fn trace_headers(incoming: &HeaderMap) -> HeaderMap {
+        // Names parsed once: looked up by `&str`, each would be parsed
+        // again on every request.
+        static NAMES: LazyLock<[HeaderName; PROPAGATED_HEADERS.len()]> =
+            LazyLock::new(|| PROPAGATED_HEADERS.map(HeaderName::from_static));
         let mut headers = HeaderMap::new();
-        for name in PROPAGATED_HEADERS {
+        for name in NAMES.iter() {
             for value in incoming.get_all(name) {
-                headers.append(HeaderName::from_static(name), value.clone());
+                headers.append(name.clone(), value.clone());
             }
         }
         headers
