@@ -74,20 +74,11 @@ impl Admin {
     /// bytes, where a listing of 100,000 functions is 57 MB) every `poll`,
     /// for at most [`SCALE_TO_ZERO_TIMEOUT`].
     pub async fn wait_none_warm(&mut self, poll: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + SCALE_TO_ZERO_TIMEOUT;
-        loop {
+        until_none_warm(poll, async || {
             let status: Status = self.get(STATUS_PATH).await?;
-            if status.warm == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} functions were still warm after {SCALE_TO_ZERO_TIMEOUT:?}",
-                    status.warm
-                );
-            }
-            tokio::time::sleep(poll).await;
-        }
+            Ok(((), status.warm as usize))
+        })
+        .await
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&mut self, path: &str) -> anyhow::Result<T> {
@@ -120,22 +111,34 @@ impl Admin {
         poll: Duration,
         include: impl Fn(&FunctionStatus) -> bool,
     ) -> anyhow::Result<Vec<FunctionStatus>> {
-        let deadline = Instant::now() + SCALE_TO_ZERO_TIMEOUT;
-        loop {
+        until_none_warm(poll, async || {
             let functions = self.functions().await?;
             let warm = functions
                 .iter()
                 .filter(|f| include(f) && !f.is_scaled_to_zero())
                 .count();
-            if warm == 0 {
-                return Ok(functions);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{warm} functions were still not scaled to zero after {SCALE_TO_ZERO_TIMEOUT:?}"
-                );
-            }
-            tokio::time::sleep(poll).await;
+            Ok((functions, warm))
+        })
+        .await
+    }
+}
+
+/// Asks `look` every `poll` until it finds no function warm, for at most
+/// [`SCALE_TO_ZERO_TIMEOUT`]; `look` returns what it read and how many
+/// functions are still warm. Returns the last reading.
+async fn until_none_warm<T>(
+    poll: Duration,
+    mut look: impl AsyncFnMut() -> anyhow::Result<(T, usize)>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + SCALE_TO_ZERO_TIMEOUT;
+    loop {
+        let (read, warm) = look().await?;
+        if warm == 0 {
+            return Ok(read);
         }
+        if Instant::now() > deadline {
+            bail!("{warm} functions had not scaled to zero after {SCALE_TO_ZERO_TIMEOUT:?}");
+        }
+        tokio::time::sleep(poll).await;
     }
 }
