@@ -98,7 +98,7 @@ fn body_broke_off(in_flight: &InFlight, error: BodyError) -> BoxError {
     if let BodyError::Failed(failure) = &error {
         Failure::Guest(failure).count(in_flight.lease.entry().metrics());
     }
-    in_flight.record.span().in_scope(|| {
+    in_flight.record.log().in_scope(|| {
         tracing::error!(error = %format!("{error:#}"), "the response body broke off");
     });
     error.into()

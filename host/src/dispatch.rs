@@ -1,6 +1,6 @@
 //! The public listener's handler: each request to its function.
 //!
-//! A request gets its id and span, loads the registry's current table once,
+//! A request gets its id and log, loads the registry's current table once,
 //! and keeps the function it found there until its response ends, whatever
 //! changes meanwhile. It then passes the function's gate and the host's
 //! (admission), takes the warm function (a cold start if needed), and runs
@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Version, header};
 use hyper::body::Incoming;
-use tracing::Instrument;
 
 use crate::answer::Failure;
 use crate::body::{CountedBody, HostBody, InFlight, RequestBody};
@@ -27,7 +26,6 @@ use crate::server::Handler;
 use crate::telemetry::logs;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::record::RequestRecord;
-use crate::telemetry::traces;
 
 /// The response header naming the revision that answered (functions
 /// deployed through the admin API).
@@ -89,15 +87,8 @@ impl Handler for Functions {
             .for_request(request.headers().get(request_id::HEADER));
         // The guest sees the id too, and can pass it on.
         request.headers_mut().insert(request_id::HEADER, id.clone());
-        let span = logs::request_span(
-            id.to_str().unwrap_or_default(),
-            request.method(),
-            request.uri().path(),
-        );
-        if traces::enabled() {
-            traces::join_trace(&span, request.headers_mut());
-        }
-        let mut record = RequestRecord::new(span.clone(), start);
+        let log = logs::request_log(&id, &mut request);
+        let mut record = RequestRecord::new(log.clone(), start);
 
         let found = match host_problem(&request) {
             Some(problem) => Err(Failure::BadHost(problem)),
@@ -109,7 +100,7 @@ impl Handler for Functions {
                     // of a call's, and every request's future would be as
                     // large, copied whole each time it moves.
                     let event = Box::pin(self.event(request, &id, record));
-                    let mut response = event.instrument(span).await;
+                    let mut response = log.instrument(event).await;
                     response.headers_mut().insert(request_id::HEADER, id);
                     return response;
                 }
@@ -129,10 +120,7 @@ impl Handler for Functions {
                     .revision()
                     .and_then(|r| HeaderValue::try_from(r.to_string()).ok());
                 let request = request.map(RequestBody::Streamed);
-                let mut response = self
-                    .call(entry, request, &id, record)
-                    .instrument(span)
-                    .await;
+                let mut response = log.instrument(self.call(entry, request, &id, record)).await;
                 if let Some(revision) = revision {
                     response.headers_mut().insert(REVISION_HEADER, revision);
                 }

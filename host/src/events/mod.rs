@@ -152,10 +152,10 @@ impl Functions {
         for (index, event) in events.into_iter().enumerate() {
             let attributes = event.attributes.clone();
             let request = binary_request(parts, event);
-            let one = RequestRecord::new(record.span().clone(), Instant::now());
+            let one = RequestRecord::new(record.log().clone(), Instant::now());
             let response = self.deliver(attributes, request, false, id, one).await;
             if !response.status().is_success() {
-                record.span().in_scope(|| {
+                record.log().in_scope(|| {
                     tracing::warn!(
                         status = response.status().as_u16(),
                         "batch stopped at event {} of {count}: its answer is the batch's",
@@ -180,10 +180,8 @@ impl Functions {
         mut record: RequestRecord,
     ) -> Response<HostBody> {
         let id_text = id.to_str().unwrap_or_default();
-        let span = record.span().clone();
-        span.record("event_type", attributes.ty.as_str());
-        span.record("event_id", attributes.id.as_str());
-        span.record("event_source", attributes.source.as_str());
+        let log = record.log().clone();
+        log.event(&attributes.ty, &attributes.id, &attributes.source);
 
         let (entry, type_label) = {
             let table = self.registry().table();
@@ -206,7 +204,7 @@ impl Functions {
             .unwrap_or_default();
         if self.recent().seen(&attributes.source, &attributes.id) {
             self.metrics().event_duplicate(name, &revision, &type_label);
-            span.in_scope(|| {
+            log.in_scope(|| {
                 tracing::info!(
                     function = %entry.name(), event_id = %attributes.id,
                     event_source = %attributes.source,
@@ -321,7 +319,7 @@ async fn settle(
     } = body
     {
         if reply {
-            in_flight.record.span().in_scope(|| {
+            in_flight.record.log().in_scope(|| {
                 tracing::info!(
                     function = %entry.name(),
                     "the function's reply was dropped: the request did not ask for one (Prefer: reply)"

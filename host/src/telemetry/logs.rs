@@ -8,12 +8,13 @@
 //! stalled pipe, a collector gone), the queue fills and further lines are
 //! dropped and counted rather than stopping the host.
 //!
-//! Every request runs in a `request` span carrying its id, method, path,
-//! function, matched route, and, once known, its status and duration; the
-//! guest's stdout and stderr lines and every error of the request are
-//! events inside it, and a last `request` event closes it (the access log).
-//! Under Knative, the span also carries `K_SERVICE`, `K_REVISION` and
-//! `K_CONFIGURATION`.
+//! Every line of a request is written as if inside a `request` span
+//! carrying its id, method, path, function, matched route, and, once known,
+//! its status and duration; the guest's stdout and stderr lines and every
+//! error of the request are such lines, and a last `request` event closes
+//! it (the access log). Under Knative, the span also carries `K_SERVICE`,
+//! `K_REVISION` and `K_CONFIGURATION`. Only while traces are exported is
+//! it a real `tracing` span ([`super::request_log`] says why).
 
 use std::sync::OnceLock;
 
@@ -23,6 +24,7 @@ use tracing_subscriber::EnvFilter;
 use super::json_fields::JsonSpanFields;
 pub use super::log_writer::dropped_lines;
 use super::log_writer::{Guard, LogWriter};
+use super::request_log::{RequestLines, RequestLog};
 
 /// Lines waiting for the log writer at most; past it, lines are dropped.
 pub const LOG_QUEUE_LINES: usize = 16_384;
@@ -65,15 +67,14 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Guard> {
         .log_internal_errors(false);
     let lines = match format {
         LogFormat::Text => lines
+            .event_format(RequestLines::text())
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => lines
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(RequestLines::json())
             .fmt_fields(JsonSpanFields)
+            .with_ansi(false)
             .with_filter(filter)
             .boxed(),
     };
@@ -110,12 +111,32 @@ pub fn knative() -> &'static Knative {
 /// The name of every request's span.
 pub(super) const REQUEST_SPAN: &str = "request";
 
-/// The span of one request: its fields are filled in as they become known.
-pub fn request_span(request_id: &str, method: &http::Method, path: &str) -> tracing::Span {
+/// The log of `request`, whose id is `request_id`: its fields are filled in
+/// as they become known. It has a span while traces are exported, placed in
+/// the caller's trace (the request's `traceparent` then names the span).
+pub fn request_log<B>(
+    request_id: &http::HeaderValue,
+    request: &mut http::Request<B>,
+) -> RequestLog {
+    let span = super::traces::enabled().then(|| {
+        let span = request_span(request_id, request.method(), request.uri().path());
+        super::traces::join_trace(&span, request.headers_mut());
+        span
+    });
+    RequestLog::new(request_id, request.method(), request.uri(), span)
+}
+
+/// The span of one request, for trace export: its fields are filled in as
+/// they become known.
+pub(super) fn request_span(
+    request_id: &http::HeaderValue,
+    method: &http::Method,
+    path: &str,
+) -> tracing::Span {
     let knative = knative();
     tracing::info_span!(
         REQUEST_SPAN,
-        request_id = %request_id,
+        request_id = %request_id.to_str().unwrap_or_default(),
         method = %method,
         path = %path,
         function = tracing::field::Empty,

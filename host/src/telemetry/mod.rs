@@ -1,5 +1,6 @@
-//! Telemetry: logs ([`logs`], written by [`log_writer`], span fields in
-//! JSON by [`json_fields`]), panics logged like other errors ([`panics`]),
+//! Telemetry: logs ([`logs`], written by [`log_writer`], a request's
+//! fields in each of its lines by [`request_log`], span fields in JSON by
+//! [`json_fields`]), panics logged like other errors ([`panics`]),
 //! Prometheus metrics ([`metrics`]) and OpenTelemetry trace export
 //! ([`traces`]).
 
@@ -11,4 +12,5 @@ pub mod logs;
 pub mod metrics;
 pub mod panics;
 pub mod record;
+pub mod request_log;
 pub mod traces;

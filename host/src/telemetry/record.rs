@@ -1,5 +1,5 @@
 //! The telemetry of one request, filled in as the request goes and written
-//! when its response is done: the span's status and duration fields, the
+//! when its response is done: its log's status and duration fields, the
 //! access-log line, and the function's metrics.
 
 use std::cell::RefCell;
@@ -11,6 +11,7 @@ use crate::body::HostBody;
 use crate::registry::entry::FunctionEntry;
 use crate::router::RouteMatch;
 use crate::telemetry::metrics::FunctionMetrics;
+use crate::telemetry::request_log::RequestLog;
 
 /// The target of the access log, one line per request: `--log-level
 /// info,shoal::access=off` turns it off.
@@ -18,7 +19,7 @@ pub const ACCESS_LOG: &str = "shoal::access";
 
 /// One request's record; written when dropped.
 pub struct RequestRecord {
-    span: tracing::Span,
+    log: RequestLog,
     start: Instant,
     function: Option<FunctionMetrics>,
     /// `None` until an answer is chosen: a request dropped before that
@@ -28,10 +29,10 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// A record for the request of `span`, which arrived at `start`.
-    pub fn new(span: tracing::Span, start: Instant) -> Self {
+    /// A record for the request of `log`, which arrived at `start`.
+    pub fn new(log: RequestLog, start: Instant) -> Self {
         Self {
-            span,
+            log,
             start,
             function: None,
             status: None,
@@ -39,23 +40,15 @@ impl RequestRecord {
         }
     }
 
-    /// The request's span.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The request's log.
+    pub fn log(&self) -> &RequestLog {
+        &self.log
     }
 
     /// The request was routed to `entry` (a function's revision) by
     /// `route`.
     pub fn routed(&mut self, entry: &FunctionEntry, route: RouteMatch<'_>) {
-        if !self.span.is_disabled() {
-            self.span
-                .record("function", tracing::field::display(entry.name()));
-            if let Some(revision) = entry.revision() {
-                self.span
-                    .record("revision", tracing::field::display(revision));
-            }
-            self.span.record("route", tracing::field::display(route));
-        }
+        self.log.routed(entry, route);
         self.function = Some(entry.metrics().clone());
     }
 
@@ -86,7 +79,7 @@ impl RequestRecord {
 }
 
 impl Drop for RequestRecord {
-    /// Counts the response in the function's metrics at once; its span's
+    /// Counts the response in the function's metrics at once; its log's
     /// last fields and its access line are written after the answer (see
     /// [`AnswersFirst`]).
     fn drop(&mut self) {
@@ -96,7 +89,7 @@ impl Drop for RequestRecord {
             metrics.response_bytes(self.response_bytes);
         }
         AccessLine {
-            span: std::mem::replace(&mut self.span, tracing::Span::none()),
+            log: self.log.clone(),
             status: self.status,
             duration_ms: elapsed.as_secs_f64() * 1e3,
             bytes: self.response_bytes,
@@ -106,9 +99,9 @@ impl Drop for RequestRecord {
 }
 
 /// What is left of a request's record once its metrics are counted: the
-/// span's last fields, its trace if it failed, and its access line.
+/// log's last fields, its trace if it failed, and its access line.
 struct AccessLine {
-    span: tracing::Span,
+    log: RequestLog,
     status: Option<u16>,
     duration_ms: f64,
     bytes: u64,
@@ -117,22 +110,18 @@ struct AccessLine {
 impl AccessLine {
     fn write(self) {
         let Self {
-            span,
+            log,
             status,
             duration_ms,
             bytes,
         } = self;
-        match status {
-            Some(status) => span.record("status", status),
-            None => span.record("status", "cancelled"),
-        };
-        span.record("duration_ms", duration_ms);
+        log.ended(status, duration_ms);
         if let Some(status @ 500..) = status
-            && super::traces::enabled()
+            && let Some(span) = log.span()
         {
-            super::traces::failed(&span, status);
+            super::traces::failed(span, status);
         }
-        span.in_scope(|| match status {
+        log.in_scope(|| match status {
             Some(status) => tracing::info!(
                 target: ACCESS_LOG,
                 status,
@@ -235,8 +224,13 @@ mod tests {
                 .contains("shoal_host_request_duration_seconds_count 1")
         };
         let record = || {
-            let span = tracing::info_span!("request", status = tracing::field::Empty);
-            let mut record = RequestRecord::new(span, Instant::now());
+            let log = RequestLog::new(
+                &http::HeaderValue::from_static("r1"),
+                &http::Method::GET,
+                &http::Uri::from_static("/"),
+                None,
+            );
+            let mut record = RequestRecord::new(log, Instant::now());
             record.function = Some(metrics.function("f", "1"));
             record.status(200);
             record
