@@ -22,6 +22,19 @@ def kernel(stack, *names):
     return any(frame.startswith(names) for frame in stack)
 
 
+# A request's log without a span (host/src/telemetry/request_log.rs). Its
+# `in_scope` wraps the whole request's poll: only the samples that stop in
+# it (switching the thread's current request) are the log's.
+REQUEST_LOG = ("request_log::RequestLines", "request_log::Fields", "request_log::TextFields",
+               "request_log::write_time_and_level", "RequestLog::new", "RequestLog::routed",
+               "RequestLog::event", "RequestLog::ended", "logs::request_log",
+               "drop_in_place<shoal_host::telemetry::request_log")
+
+
+def innermost_host(stack):
+    return next((frame for frame in stack if frame.startswith(("shoal_", "<shoal_"))), "")
+
+
 def leaf_layer(stack):
     for frame in stack:
         if frame.startswith(("shoal_", "<shoal_")):
@@ -60,7 +73,8 @@ PARTS = [
                           "GuestBody")),
     ("logging: the request span and the access line",
      lambda comm, st: has(st, "RequestRecord", "request_span", "tracing_subscriber",
-                          "tracing_core", "tracing::span")),
+                          "tracing_core", "tracing::span", *REQUEST_LOG)
+     or "RequestLog::in_scope" in innermost_host(st)),
     ("kernel: TCP send (writev; includes delivery to the client over loopback)",
      lambda comm, st: has(st, "writev", "write_vectored")),
     ("kernel: TCP receive", lambda comm, st: has(st, "recvfrom", "__libc_recv", "tcp_recvmsg")),
