@@ -471,8 +471,14 @@ mod tests {
         incoming.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
         incoming.insert("x-b3-traceid", HeaderValue::from_static("123"));
         incoming.insert("authorization", HeaderValue::from_static("secret"));
+        incoming.append("tracestate", HeaderValue::from_static("a=1"));
+        incoming.append("tracestate", HeaderValue::from_static("b=2"));
         let picked = Outbound::trace_headers(&incoming);
-        assert_eq!(picked.len(), 2);
+        assert_eq!(picked.len(), 4);
+        assert_eq!(picked["traceparent"], "00-abc-def-01");
+        assert_eq!(picked["x-b3-traceid"], "123");
+        let states: Vec<_> = picked.get_all("tracestate").iter().collect();
+        assert_eq!(states, ["a=1", "b=2"]);
         assert!(picked.get("authorization").is_none());
     }
 }
