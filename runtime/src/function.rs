@@ -144,8 +144,9 @@ impl Function {
     ///
     /// Returns as soon as the guest has sent the response head; the body
     /// streams from the guest as the caller reads it. `request_id` tags the
-    /// guest's log lines. The guest runs in the tracing span current at the
-    /// call. `held` is dropped once the instance is done with the request
+    /// guest's log lines. The guest runs in the caller's polls, so its
+    /// lines are logged in whatever those polls are in (a tracing span, a
+    /// request's log). `held` is dropped once the instance is done with the request
     /// (dropped, or back among the idle ones), which can be after the
     /// caller has read the whole response: give it what counts instances.
     pub async fn handle<B>(
@@ -159,7 +160,12 @@ impl Function {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = Instant::now() + self.limits.timeout;
-        let trace_headers = Outbound::trace_headers(request.headers());
+        // Carried onto the guest's outbound calls: none for a function
+        // that may make none.
+        let trace_headers = match self.template.outbound.allows_none() {
+            true => HeaderMap::new(),
+            false => Outbound::trace_headers(request.headers()),
+        };
         let body_exceeded = Arc::new(AtomicBool::new(false));
         let request =
             request.map(|body| LimitedBody::new(body, self.limits.max_body, body_exceeded.clone()));

@@ -209,6 +209,11 @@ impl OutboundPolicy {
         Self { rules }
     }
 
+    /// Whether no call at all is allowed.
+    pub fn allows_none(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Whether a call to `scheme://authority` is allowed.
     pub fn allows(&self, scheme: &Scheme, authority: &Authority) -> bool {
         let host = canonical_host(authority.host());
@@ -418,6 +423,8 @@ mod tests {
             !allows(&policy(&[]), "https://api.example.com/"),
             "deny by default"
         );
+        assert!(policy(&[]).allows_none());
+        assert!(!p.allows_none());
     }
 
     #[test]
