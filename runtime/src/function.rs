@@ -146,9 +146,10 @@ impl Function {
     /// streams from the guest as the caller reads it. `request_id` tags the
     /// guest's log lines. The guest runs in the caller's polls, so its
     /// lines are logged in whatever those polls are in (a tracing span, a
-    /// request's log). `held` is dropped once the instance is done with the request
-    /// (dropped, or back among the idle ones), which can be after the
-    /// caller has read the whole response: give it what counts instances.
+    /// request's log). `held` is dropped once the instance is done with
+    /// the request (dropped, or back among the idle ones), which can be
+    /// after the caller has read the whole response: give it what counts
+    /// instances.
     pub async fn handle<B>(
         &self,
         request: http::Request<B>,
