@@ -71,7 +71,7 @@ PARTS = [
     ("wasi:http body plumbing outside the guest",
      lambda comm, st: has(st, "wasmtime_wasi_http", "wasmtime_wasi_io", "HyperOutgoingBody",
                           "GuestBody")),
-    ("logging: the request span and the access line",
+    ("logging: the request's log (a span before `57c41fd`) and the access line",
      lambda comm, st: has(st, "RequestRecord", "request_span", "tracing_subscriber",
                           "tracing_core", "tracing::span", *REQUEST_LOG)
      or "RequestLog::in_scope" in innermost_host(st)),

@@ -86,7 +86,7 @@ impl Subject {
                 let logging = if *quiet {
                     format!("`--log-level {QUIET_LOGGING}`")
                 } else {
-                    "default logging (span and access log per request)".to_owned()
+                    "default logging (an access line per request)".to_owned()
                 };
                 format!("host, {instances}, {logging}")
             }
