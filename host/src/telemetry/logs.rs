@@ -53,19 +53,32 @@ impl LogFormat {
 /// OTLP trace export if the environment asks for it (see [`super::traces`]).
 /// Lines still queued are written when the returned guard is dropped.
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Guard> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}`"))?;
     let (writer, guard) = LogWriter::start(std::io::stderr(), LOG_QUEUE_LINES);
+    let lines = lines(filter, format, writer);
+    let traces = super::traces::provider_from_env()?;
+    subscriber(lines, traces)
+        .try_init()
+        .context("cannot install the log subscriber")?;
+    Ok(guard)
+}
+
+/// A layer of the log subscriber, boxed.
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The layer that writes log lines through `writer`, as `filter` lets it.
+fn lines(filter: EnvFilter, format: LogFormat, writer: LogWriter) -> BoxedLayer {
+    use tracing_subscriber::Layer as _;
+
     // Writing a log line can fail (stderr closed by whoever read it);
     // reporting that on stderr would panic the task that logged.
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .log_internal_errors(false);
-    let lines = match format {
+    match format {
         LogFormat::Text => lines
             .event_format(RequestLines::text())
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -77,14 +90,25 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Guard> {
             .with_ansi(false)
             .with_filter(filter)
             .boxed(),
-    };
-    let traces = super::traces::provider_from_env()?.map(super::traces::layer);
-    tracing_subscriber::registry()
-        .with(lines)
-        .with(traces)
-        .try_init()
-        .context("cannot install the log subscriber")?;
-    Ok(guard)
+    }
+}
+
+/// The log lines, and the trace export if there is one. Without it there
+/// is no layer beside the lines, not even an empty one: a `None` layer
+/// wants every event, so an event the log filter refuses (the access line
+/// at `--log-level warn`) would be looked at, and dispatched, each time
+/// instead of never.
+fn subscriber(
+    lines: BoxedLayer,
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let lines = tracing_subscriber::registry().with(lines);
+    match traces {
+        Some(provider) => Box::new(lines.with(super::traces::layer(provider))),
+        None => Box::new(lines),
+    }
 }
 
 /// The Knative revision the host runs as, from its environment.
@@ -151,4 +175,51 @@ pub(super) fn request_span(
         k_revision = knative.revision.as_deref(),
         k_configuration = knative.configuration.as_deref(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::callsite::DefaultCallsite;
+    use tracing::metadata::Kind;
+    use tracing::{Level, Metadata, Subscriber as _, field::FieldSet};
+
+    use super::*;
+    use crate::telemetry::record::ACCESS_LOG;
+
+    /// An access line's callsite, as `tracing::info!(target: ACCESS_LOG,
+    /// ...)` makes one.
+    static ACCESS_LINE: DefaultCallsite = DefaultCallsite::new(&ACCESS_LINE_META);
+    static ACCESS_LINE_META: Metadata<'static> = Metadata::new(
+        "request",
+        ACCESS_LOG,
+        Level::INFO,
+        None,
+        None,
+        None,
+        FieldSet::new(&["status"], tracing::callsite::Identifier(&ACCESS_LINE)),
+        Kind::EVENT,
+    );
+
+    fn interest(filter: &str, format: LogFormat) -> tracing::subscriber::Interest {
+        let (writer, _guard) = LogWriter::start(std::io::sink(), 16);
+        let lines = lines(EnvFilter::new(filter), format, writer);
+        subscriber(lines, None).register_callsite(&ACCESS_LINE_META)
+    }
+
+    #[test]
+    fn an_event_the_log_filter_refuses_is_never_looked_at_again() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            assert!(interest("info", format).is_always(), "{format:?}");
+            for refused in [
+                "warn",
+                "warn,shoal_host::cli=info",
+                "info,shoal::access=off",
+            ] {
+                assert!(
+                    interest(refused, format).is_never(),
+                    "{refused}, {format:?}: the access line is looked at on every request"
+                );
+            }
+        }
+    }
 }
