@@ -163,9 +163,10 @@ impl Function {
         let deadline = Instant::now() + self.limits.timeout;
         // Carried onto the guest's outbound calls: none for a function
         // that may make none.
-        let trace_headers = match self.template.outbound.allows_none() {
-            true => HeaderMap::new(),
-            false => Outbound::trace_headers(request.headers()),
+        let trace_headers = if self.template.outbound.allows_none() {
+            HeaderMap::new()
+        } else {
+            Outbound::trace_headers(request.headers())
         };
         let body_exceeded = Arc::new(AtomicBool::new(false));
         let request =
