@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::Registry;
-use super::compiler::JobState;
+use super::compiler::Progress;
 use super::entry::FunctionEntry;
 
 /// The shortest and longest pause between two sweeps for idle functions.
@@ -114,49 +114,33 @@ async fn scale_idle_to_zero(registry: Weak<Registry>) {
     }
 }
 
-/// Logs, every [`PROGRESS_INTERVAL`], how far compiling the table's
-/// components has got, while some are not done.
+/// Logs, every [`PROGRESS_INTERVAL`], how far compiling the components
+/// has got, while some are not done. It asks the compiler, whose jobs are
+/// one per component content. (Walking the table instead, once after the
+/// start and once after each change, took 6-8 ms of a runtime worker with
+/// 100,000 functions.)
 async fn report_progress(registry: Weak<Registry>) {
     let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
     ticks.tick().await;
-    // The last table whose every component was compiled: not walked again.
-    let mut compiled = None;
     loop {
         ticks.tick().await;
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        let table = registry.table();
-        if compiled == Some(table.generation()) {
-            continue;
-        }
-        let mut jobs: Vec<_> = table
-            .functions()
-            .flat_map(|f| f.revisions())
-            .map(|entry| entry.job().clone())
-            .collect();
-        jobs.sort_by_key(Arc::as_ptr);
-        jobs.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        let mut done = 0;
-        let mut running = Vec::new();
-        for job in &jobs {
-            match job.state() {
-                JobState::Done(_) => done += 1,
-                JobState::Compiling(since) => running.push(format!(
-                    "{} ({} s)",
-                    job.source().path.display(),
-                    since.elapsed().as_secs()
-                )),
-                JobState::Queued => {}
-            }
-        }
-        if done == jobs.len() {
-            compiled = Some(table.generation());
-        } else {
+        let Progress {
+            done,
+            total,
+            compiling,
+        } = registry.compiler.progress();
+        if done < total {
+            let compiling: Vec<_> = compiling
+                .iter()
+                .map(|(path, elapsed)| format!("{} ({} s)", path.display(), elapsed.as_secs()))
+                .collect();
             tracing::info!(
                 done,
-                total = jobs.len(),
-                compiling = %running.join(", "),
+                total,
+                compiling = %compiling.join(", "),
                 "still compiling components"
             );
         }

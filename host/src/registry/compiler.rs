@@ -12,8 +12,9 @@
 //! queued at any time; the workers run until [`Compiler::stop`].
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shoal_runtime::{Artifact, ComponentSource, Digest, LoadError, Provenance, Runtime};
 
@@ -81,6 +82,18 @@ impl CompileJob {
     }
 }
 
+/// How far the jobs alive have got ([`Compiler::progress`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Jobs finished, with an artifact or an error.
+    pub done: usize,
+    /// Jobs alive: each component content once, however many functions
+    /// (or changes being made) hold it.
+    pub total: usize,
+    /// The components being compiled now, and for how long so far.
+    pub compiling: Vec<(PathBuf, Duration)>,
+}
+
 /// The compile queue, its worker threads, and the jobs alive by digest.
 pub struct Compiler {
     runtime: Arc<Runtime>,
@@ -144,6 +157,29 @@ impl Compiler {
         self.lock_queue().jobs.push_back(job.clone());
         self.work.notify_one();
         job
+    }
+
+    /// How far the jobs alive have got. Costs the number of distinct
+    /// components, not of the functions that use them.
+    pub fn progress(&self) -> Progress {
+        let jobs: Vec<_> = {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.values().filter_map(Weak::upgrade).collect()
+        };
+        let mut progress = Progress {
+            total: jobs.len(),
+            ..Progress::default()
+        };
+        for job in &jobs {
+            match job.state() {
+                JobState::Done(_) => progress.done += 1,
+                JobState::Compiling(since) => progress
+                    .compiling
+                    .push((job.source.path.clone(), since.elapsed())),
+                JobState::Queued => {}
+            }
+        }
+        progress
     }
 
     /// Moves `job` to the front of the queue if it is still waiting there.
@@ -229,5 +265,64 @@ fn log_outcome(job: &CompileJob, compiled: &Result<Arc<Artifact>, LoadError>) {
             %error,
             "component refused"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_runtime::RuntimeConfig;
+
+    /// A source whose bytes are not a component: its job ends in an error
+    /// at once, which counts as done.
+    fn not_a_component(dir: &std::path::Path, name: &str) -> ComponentSource {
+        let path = dir.join(name);
+        std::fs::write(&path, name).unwrap();
+        ComponentSource {
+            digest: Digest::of(name.as_bytes()),
+            path,
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_counts_each_content_once_while_something_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(&RuntimeConfig::new(dir.path().join("cache"))).unwrap();
+        let compiler = Compiler::new(Arc::new(runtime));
+        let a = not_a_component(dir.path(), "a");
+        let first = compiler.job(a.clone(), None);
+        // A second function of the same content shares the job.
+        let second = compiler.job(a, None);
+        let other = compiler.job(not_a_component(dir.path(), "b"), None);
+        let queued = compiler.progress();
+        assert_eq!((queued.done, queued.total), (0, 2), "{queued:?}");
+        assert!(queued.compiling.is_empty(), "{queued:?}");
+
+        compiler.start(1);
+        for job in [&first, &other] {
+            assert!(job.artifact().await.is_err());
+        }
+        // The one worker lets go of a job after its outcome is sent: once
+        // it has finished a third one, it holds neither of the others.
+        let last = compiler.job(not_a_component(dir.path(), "c"), None);
+        assert!(last.artifact().await.is_err());
+        assert_eq!(
+            compiler.progress(),
+            Progress {
+                done: 3,
+                total: 3,
+                compiling: Vec::new()
+            }
+        );
+
+        // Nothing holds `other` any more: it is not counted.
+        drop(other);
+        drop(first);
+        let left = compiler.progress();
+        assert_eq!((left.done, left.total), (2, 2), "{left:?}");
+        drop(second);
+        let left = compiler.progress();
+        assert_eq!((left.done, left.total), (1, 1), "{left:?}");
+        compiler.stop();
     }
 }
