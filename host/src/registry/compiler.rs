@@ -53,11 +53,6 @@ impl CompileJob {
         })
     }
 
-    /// The component: the file it was first read from, and its digest.
-    pub fn source(&self) -> &ComponentSource {
-        &self.source
-    }
-
     /// Where the job is now.
     pub fn state(&self) -> JobState {
         self.state.borrow().clone()
