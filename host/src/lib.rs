@@ -38,6 +38,7 @@ pub mod knative;
 pub mod manifest;
 pub mod memory;
 pub mod new;
+pub mod outbox;
 pub mod package;
 pub mod probes;
 pub mod registry;

@@ -39,6 +39,10 @@
 //! has waited) only when a deadline passes, so requests pay one atomic
 //! increment and decrement, and a write that must wait one more store.
 //!
+//! A connection's answers go out through its [`Outbox`]: small ones are
+//! held until the worker thread has answered every request it has ready,
+//! and sent together.
+//!
 //! The accept loop never dies on one bad connection: an accept error (out of
 //! file descriptors, say) is logged and retried after a pause.
 
@@ -56,11 +60,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::body::{BoxError, HostBody};
+use crate::outbox::Outbox;
 use crate::telemetry::record::AnswersFirst;
 
 /// How long the accept loop waits after an accept error before retrying.
@@ -246,8 +252,10 @@ async fn connection<H: Handler>(
             }
         }
     });
+    let (read, write) = stream.into_split();
     let stream = Watched {
-        stream,
+        read,
+        outbox: Outbox::new(write),
         activity: activity.clone(),
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -378,9 +386,11 @@ impl Drop for RequestInFlight {
     }
 }
 
-/// A connection's socket, telling its [`Activity`] when writes wait.
+/// A connection's socket, telling its [`Activity`] when writes wait. Its
+/// answers go through an [`Outbox`], which may hold them for a while.
 struct Watched {
-    stream: TcpStream,
+    read: OwnedReadHalf,
+    outbox: Arc<Outbox>,
     activity: Arc<Activity>,
 }
 
@@ -390,39 +400,47 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        // Bytes the outbox could not send wait for room before more is read.
+        match self.outbox.poll_left_over(cx) {
+            Poll::Ready(Ok(false)) => {}
+            sent => {
+                std::task::ready!(self.activity.wrote(sent))?;
+            }
+        }
+        Pin::new(&mut self.read).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Watched {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let written = self.outbox.poll_write(cx, &[std::io::IoSlice::new(buf)]);
         self.activity.wrote(written)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let written = self.outbox.poll_write(cx, bufs);
         self.activity.wrote(written)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let flushed = self.outbox.poll_flush(cx);
+        self.activity.wrote(flushed)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.outbox.poll_shutdown(cx)
     }
 }
 

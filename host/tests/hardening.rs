@@ -203,6 +203,78 @@ fn read_slowly(stream: &mut TcpStream, pause: Duration) -> usize {
     answer.len() - head_end
 }
 
+/// Reads one HTTP/1.1 answer with a `content-length` from `stream`: its
+/// status line and its body.
+fn read_answer(stream: &mut std::io::BufReader<TcpStream>) -> (String, Vec<u8>) {
+    use std::io::BufRead;
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = Some(value.trim().parse::<usize>().unwrap());
+        }
+    }
+    let mut body = vec![0; length.unwrap_or_else(|| panic!("no content-length after {status:?}"))];
+    stream.read_exact(&mut body).unwrap();
+    (status, body)
+}
+
+/// The host holds small answers to send several together (its outbox).
+/// A client that pipelines thousands of requests and reads nothing until
+/// the sockets between them are full still gets every answer, whole and
+/// in order, once it reads: bytes held that found no room are sent when
+/// there is room again.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_answers_that_fill_the_socket_all_arrive_in_order() {
+    let (host, _dir) = host_with(&[]);
+    const REQUESTS: usize = 5_000;
+    // About 2 KiB each way per request, 10 MiB in all: more than the
+    // sockets of a loopback connection hold while the client reads nothing.
+    let name = |i: usize| format!("{i:06}{}", "x".repeat(2_000));
+    let stream = TcpStream::connect(host.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut requests = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for i in 0..REQUESTS {
+            write!(
+                requests,
+                "GET /hello?name={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                name(i)
+            )
+            .unwrap();
+        }
+    });
+    // Answers pile up in the sockets until they are full.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut stream = std::io::BufReader::new(stream);
+        (0..REQUESTS)
+            .map(|_| read_answer(&mut stream))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    sender.join().unwrap();
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert!(status.starts_with("HTTP/1.1 200"), "answer {i}: {status:?}");
+        assert_eq!(
+            String::from_utf8_lossy(body),
+            format!("Hello, {}!\n", name(i)),
+            "answer {i}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_reader_is_served_and_one_that_stops_reading_is_closed() {
     let dir = tempfile::tempdir().unwrap();

@@ -136,6 +136,44 @@ async fn the_epoch_sleeps_while_no_guest_runs_and_a_spinning_guest_is_still_stop
     assert!(thread_wakeups(host.pid(), "epoch") - before > 100);
 }
 
+/// A host with one worker thread (pinned to one CPU), one guest computing
+/// on it for seconds: another function's answer, made while the guest
+/// yields the thread, is sent at once, not held until the guest is done.
+/// The other function reuses its instances, so no work after its answer
+/// would send it either.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_is_not_held_behind_a_guest_computing_on_the_same_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[
+            ("spin", &guest("spin"), &["/spin"], &["timeout = \"30s\""]),
+            (
+                "hello",
+                &common::example("hello"),
+                &["/hello"],
+                &["max_instance_reuse = 1000"],
+            ),
+        ],
+    );
+    let host =
+        Host::start_with_shell_limits("taskset -cp 0 $$ > /dev/null", &manifest, dir.path(), &[])
+            .unwrap();
+    assert_eq!(get(&host, "/hello").await.status, 200);
+    let spinning = tokio::spawn(send(http1().get(host.url("/spin?ms=5000"))));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let hello = get(&host, "/hello").await;
+    let waited = start.elapsed();
+    assert_eq!(hello.status, 200);
+    // The guest computes for 4.5 s more.
+    assert!(
+        waited < Duration::from_secs(2),
+        "the answer took {waited:?}, held until the guest was done"
+    );
+    assert_eq!(spinning.await.unwrap().body, "spun 5000 ms\n");
+}
+
 #[tokio::test]
 async fn a_guest_waiting_past_its_timeout_is_stopped_with_a_504() {
     let (host, _dir) = one_function("slow", "slow", &["timeout = \"300ms\""]);

@@ -266,9 +266,11 @@ impl Function {
                         // Dropping a store resets its memory, the largest
                         // part of the drop. A task of its own does it after
                         // the answer is written (the worker runs the task
-                        // once the connection's task waits again), then
+                        // once the connection's task waits again, and the
+                        // other requests it has ready have answered), then
                         // makes the next request's instance.
                         tokio::spawn(async move {
+                            crate::background::answers_first().await;
                             drop(store);
                             drop(held);
                             make_next.run().await;

@@ -25,6 +25,7 @@
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
 mod artifact;
+mod background;
 mod cache;
 mod engine;
 mod error;
@@ -41,6 +42,7 @@ mod store;
 mod waiting;
 
 pub use artifact::{Artifact, Provenance};
+pub use background::send_answers_with;
 pub use cache::{Collected, UNUSED_ARTIFACT_GRACE};
 pub use engine::{
     Allocation, DEFAULT_KEEP_CODE, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig, TargetCpu,

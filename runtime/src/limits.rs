@@ -268,6 +268,7 @@ pub(crate) fn on_epoch_tick(deadline: Instant) -> UpdateDeadline {
     if Instant::now() >= deadline {
         UpdateDeadline::Interrupt
     } else {
+        crate::background::guest_yields();
         UpdateDeadline::Yield(1)
     }
 }

@@ -297,8 +297,10 @@ impl RunArgs {
             }
         }
 
+        shoal_runtime::send_answers_with(crate::outbox::send_held);
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .on_thread_park(crate::outbox::before_park)
             .build()
             .context("cannot start the async runtime")?;
         // Requests run at once across the host: no more than instances.

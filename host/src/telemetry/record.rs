@@ -155,7 +155,22 @@ impl AccessLine {
     }
 }
 
+/// Writes the access lines kept until this thread's held answers were sent.
+pub fn write_held_lines() {
+    let mut lines = HELD_LINES.take();
+    for line in lines.drain(..) {
+        line.write();
+    }
+    HELD_LINES.with_borrow_mut(|now| {
+        if now.is_empty() {
+            *now = lines;
+        }
+    });
+}
+
 thread_local! {
+    /// Access lines whose answers this thread holds (see [`crate::outbox`]).
+    static HELD_LINES: RefCell<Vec<AccessLine>> = const { RefCell::new(Vec::new()) };
     /// The access lines of requests finished during the poll of
     /// [`AnswersFirst`] under way on this thread, if one is.
     static PUT_OFF: RefCell<Option<Vec<AccessLine>>> = const { RefCell::new(None) };
@@ -188,6 +203,14 @@ impl AnswersFirst {
             fn drop(&mut self) {
                 if let Some(lines) = PUT_OFF.with(|cell| cell.borrow_mut().take()) {
                     *self.0 = lines;
+                }
+                if self.0.is_empty() {
+                    return;
+                }
+                // Answers this thread holds are sent first.
+                if crate::outbox::holds_answers() {
+                    HELD_LINES.with_borrow_mut(|held| held.append(self.0));
+                    return;
                 }
                 for line in self.0.drain(..) {
                     line.write();
