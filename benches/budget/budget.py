@@ -75,8 +75,8 @@ PARTS = [
      lambda comm, st: has(st, "RequestRecord", "request_span", "tracing_subscriber",
                           "tracing_core", "tracing::span", *REQUEST_LOG)
      or "RequestLog::in_scope" in innermost_host(st)),
-    ("kernel: TCP send (writev; includes delivery to the client over loopback)",
-     lambda comm, st: has(st, "writev", "write_vectored")),
+    ("kernel: TCP send (writev, send; includes delivery to the client over loopback)",
+     lambda comm, st: has(st, "writev", "write_vectored", "tcp_sendmsg")),
     ("kernel: TCP receive", lambda comm, st: has(st, "recvfrom", "__libc_recv", "tcp_recvmsg")),
     ("kernel: epoll, futex, scheduling",
      lambda comm, st: kernel(st, "do_epoll_wait", "__x64_sys_epoll_wait", "futex_wait",
