@@ -142,22 +142,14 @@ impl Outbox {
     }
 
     /// Sends what a send of held bytes left over for want of room: `false`
-    /// at once if it left nothing.
+    /// at once if it left nothing. Ready once nothing is left unsent that
+    /// no thread will send: the connection's flush.
     pub fn poll_left_over(&self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let mut state = self.lock();
         if state.held || state.bytes.is_empty() {
             return Poll::Ready(Ok(false));
         }
         state.poll_send(cx).map_ok(|()| true)
-    }
-
-    /// Ready once nothing is left unsent that no thread will send.
-    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.lock();
-        if state.held {
-            return Poll::Ready(Ok(()));
-        }
-        state.poll_send(cx)
     }
 
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -269,9 +261,8 @@ mod tests {
             client.read_exact(&mut received).await.unwrap();
             received
         });
-        std::future::poll_fn(|cx| outbox.poll_flush(cx))
-            .await
-            .unwrap();
+        let sent_rest = std::future::poll_fn(|cx| outbox.poll_left_over(cx)).await;
+        assert!(sent_rest.unwrap());
         let received = reader.await.unwrap();
         assert!(received.chunks(answer.len()).all(|chunk| chunk == answer));
     }

@@ -401,13 +401,19 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         // Bytes the outbox could not send wait for room before more is read.
-        match self.outbox.poll_left_over(cx) {
-            Poll::Ready(Ok(false)) => {}
-            sent => {
-                std::task::ready!(self.activity.wrote(sent))?;
-            }
-        }
+        std::task::ready!(self.as_mut().poll_left_over(cx))?;
         Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl Watched {
+    /// Sends what the outbox could not, telling the [`Activity`] whether
+    /// it waits for the client (and nothing if there was nothing to send).
+    fn poll_left_over(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.outbox.poll_left_over(cx) {
+            Poll::Ready(Ok(false)) => Poll::Ready(Ok(())),
+            sent => self.activity.wrote(sent).map_ok(|_| ()),
+        }
     }
 }
 
@@ -435,8 +441,7 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let flushed = self.outbox.poll_flush(cx);
-        self.activity.wrote(flushed)
+        self.poll_left_over(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
