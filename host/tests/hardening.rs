@@ -230,8 +230,8 @@ fn read_answer(stream: &mut std::io::BufReader<TcpStream>) -> (String, Vec<u8>) 
 /// The host holds small answers to send several together (its outbox).
 /// A client that pipelines thousands of requests and reads nothing until
 /// the sockets between them are full still gets every answer, whole and
-/// in order, once it reads: bytes held that found no room are sent when
-/// there is room again.
+/// in order, once it reads. (That held bytes which found no room are sent
+/// even when no request follows is `outbox`'s unit test.)
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_answers_that_fill_the_socket_all_arrive_in_order() {
     let (host, _dir) = host_with(&[]);
