@@ -75,6 +75,11 @@ PARTS = [
      lambda comm, st: has(st, "RequestRecord", "request_span", "tracing_subscriber",
                           "tracing_core", "tracing::span", *REQUEST_LOG)
      or "RequestLog::in_scope" in innermost_host(st)),
+    # Delivery over loopback runs in the sender's system call, up to waking
+    # the client's thread: when the client sleeps on another CPU, that wake
+    # (an interrupt to a halted virtual CPU) is most of a send's cost here.
+    ("kernel: waking the client (sock_def_readable, within a TCP send)",
+     lambda comm, st: has(st, "sock_def_readable")),
     ("kernel: TCP send (writev, send; includes delivery to the client over loopback)",
      lambda comm, st: has(st, "writev", "write_vectored", "tcp_sendmsg")),
     ("kernel: TCP receive", lambda comm, st: has(st, "recvfrom", "__libc_recv", "tcp_recvmsg")),
