@@ -133,6 +133,56 @@ impl CpuTimes {
     }
 }
 
+/// Interrupts sent to each CPU from another to wake or reschedule it, since
+/// boot: the function-call (`CAL`) and rescheduling (`RES`) lines of
+/// `/proc/interrupts`. A server that answers while its client's CPU sleeps
+/// wakes that CPU this way.
+#[derive(Debug, Clone)]
+pub struct WakeUps(Vec<u64>);
+
+impl WakeUps {
+    /// Reads `/proc/interrupts` now.
+    pub fn now() -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string("/proc/interrupts").context("cannot read /proc/interrupts")?;
+        Self::parse(&text).context("no CAL or RES line in /proc/interrupts")
+    }
+
+    /// The counts of `text` (as `/proc/interrupts`), or `None` without its
+    /// two lines.
+    fn parse(text: &str) -> Option<Self> {
+        let mut cpus = text.lines().next()?.split_whitespace().count();
+        let mut wake_ups = vec![0; cpus];
+        let mut found = 0;
+        for line in text.lines() {
+            let Some(rest) = line
+                .trim_start()
+                .strip_prefix("CAL:")
+                .or_else(|| line.trim_start().strip_prefix("RES:"))
+            else {
+                continue;
+            };
+            found += 1;
+            let counts: Vec<u64> = rest
+                .split_whitespace()
+                .map_while(|field| field.parse().ok())
+                .collect();
+            cpus = cpus.min(counts.len());
+            for (total, count) in wake_ups.iter_mut().zip(counts) {
+                *total += count;
+            }
+        }
+        wake_ups.truncate(cpus);
+        (found == 2).then_some(Self(wake_ups))
+    }
+
+    /// The wake-ups of CPU `cpu` between `earlier` and `self`; `None` if
+    /// there is no such CPU.
+    pub fn of_cpu_since(&self, earlier: &Self, cpu: usize) -> Option<u64> {
+        Some(self.0.get(cpu)?.saturating_sub(*earlier.0.get(cpu)?))
+    }
+}
+
 fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_millis(ticks * 1000 / USER_HZ)
 }
@@ -156,6 +206,40 @@ mod tests {
         // Thread 2 ended; thread 3 started and ran 1 ms.
         let now = times(&[(1, 7), (3, 1)]);
         assert_eq!(now.since(&earlier), Duration::from_millis(3));
+    }
+
+    const INTERRUPTS: &str = "           CPU0       CPU1
+   0:         44          0   IO-APIC   2-edge      timer
+ LOC:    1678831    1244541   Local timer interrupts
+ RES:     105731     107434   Rescheduling interrupts
+ CAL:     661848    1848476   Function call interrupts
+ TLB:     156826     159361   TLB shootdowns
+";
+
+    #[test]
+    fn wake_ups_add_function_calls_and_reschedules_per_cpu() {
+        let earlier = WakeUps::parse(INTERRUPTS).unwrap();
+        let later = WakeUps::parse(
+            &INTERRUPTS
+                .replace("105731     107434", "105731     107440")
+                .replace("661848    1848476", "661850    1848576"),
+        )
+        .unwrap();
+        assert_eq!(earlier.0, vec![105_731 + 661_848, 107_434 + 1_848_476]);
+        assert_eq!(later.of_cpu_since(&earlier, 0), Some(2));
+        assert_eq!(later.of_cpu_since(&earlier, 1), Some(106));
+        assert_eq!(later.of_cpu_since(&earlier, 2), None);
+    }
+
+    #[test]
+    fn wake_ups_need_both_lines() {
+        let without_calls: String = INTERRUPTS
+            .lines()
+            .filter(|line| !line.contains("CAL:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(WakeUps::parse(&without_calls).is_none());
+        assert!(WakeUps::parse("").is_none());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use anyhow::bail;
 
 use crate::client;
 use crate::manifest::{Function, Manifest};
-use crate::plan::{CONCURRENCIES, Plan, REUSE_COUNT, SERVER_CPU, WRK_THREADS};
-use crate::proc_stats::CpuTimes;
+use crate::plan::{CLIENT_CPU, CONCURRENCIES, Plan, REUSE_COUNT, SERVER_CPU, WRK_THREADS};
+use crate::proc_stats::{CpuTimes, WakeUps};
 use crate::report::{Table, format_count, format_latency};
 use crate::servers::{HELLO_BODY, Paths, Server};
 use crate::wrk::{self, WrkResult};
@@ -141,6 +141,8 @@ pub struct Point {
     pub server_cpu_share: f64,
     /// How busy the server CPU was, from 0 to 1, whoever used it.
     pub server_cpu_busy: Option<f64>,
+    /// How often `wrk`'s CPU was woken from another per completed request.
+    pub client_wake_ups_per_request: Option<f64>,
 }
 
 /// Why a configuration has fewer figures than the others.
@@ -222,7 +224,12 @@ impl Throughput {
              request\" is the server's user + system CPU time (all its threads) over the \
              requests `wrk` completed, and \"server CPU\" the same time over the run's wall \
              time; \"CPU {SERVER_CPU} busy\" is how busy the server's CPU was, whoever used it \
-             (busy minus the server's share is roughly what other processes took).\n",
+             (busy minus the server's share is roughly what other processes took). \
+             \"wrk woken / request\" counts the interrupts that woke `wrk`'s CPU \
+             {CLIENT_CPU} from another (`/proc/interrupts`, `CAL` and `RES`) per request: \
+             a server slower than `wrk` leaves it idle, and on a virtual machine each \
+             answer that must wake it costs the server more (`benches/README.md`, \
+             \"Why one run of the host gives twice another\").\n",
             self.plan.duration.as_secs(),
             self.plan.warmup.as_secs()
         );
@@ -236,6 +243,7 @@ impl Throughput {
             "server CPU / request",
             "server CPU",
             &format!("CPU {SERVER_CPU} busy"),
+            "wrk woken / request",
             "errors",
         ]);
         for row in &self.rows {
@@ -264,6 +272,9 @@ impl Throughput {
                     point
                         .server_cpu_busy
                         .map_or_else(|| "–".to_owned(), format_share),
+                    point
+                        .client_wake_ups_per_request
+                        .map_or_else(|| "–".to_owned(), |w| format!("{w:.3}")),
                     error_cell(&point.wrk),
                 ]);
             }
@@ -330,16 +341,24 @@ async fn load(server: &mut Server, plan: &Plan, points: &mut Vec<Point>) -> anyh
     wrk::run(&url, WARMUP_CONNECTIONS, plan.warmup).await?;
     for connections in CONCURRENCIES {
         let (cpu_before, server_before) = (CpuTimes::now()?, server.process.cpu_time()?);
+        let wake_ups_before = WakeUps::now().ok();
         let started = Instant::now();
         let wrk = wrk::run(&url, connections, plan.duration).await?;
         let elapsed = started.elapsed();
         let (cpu_after, server_after) = (CpuTimes::now()?, server.process.cpu_time()?);
+        let wake_ups = WakeUps::now()
+            .ok()
+            .zip(wake_ups_before)
+            .and_then(|(after, before)| after.of_cpu_since(&before, CLIENT_CPU));
         let server_cpu = server_after.saturating_sub(server_before);
         points.push(Point {
             connections,
             server_cpu_per_request: (wrk.requests > 0).then(|| server_cpu / wrk.requests as u32),
             server_cpu_share: server_cpu.as_secs_f64() / elapsed.as_secs_f64(),
             server_cpu_busy: cpu_after.busy_since(&cpu_before, SERVER_CPU),
+            client_wake_ups_per_request: wake_ups
+                .filter(|_| wrk.requests > 0)
+                .map(|w| w as f64 / wrk.requests as f64),
             wrk,
         });
         check(server)
