@@ -77,7 +77,8 @@ PARTS = [
      or "RequestLog::in_scope" in innermost_host(st)),
     # Delivery over loopback runs in the sender's system call, up to waking
     # the client's thread: when the client sleeps on another CPU, that wake
-    # (an interrupt to a halted virtual CPU) is most of a send's cost here.
+    # (an interrupt to another virtual CPU) is a good part of a send's cost
+    # here, and most of it when a run goes slow (benches/README.md).
     ("kernel: waking the client (sock_def_readable, within a TCP send)",
      lambda comm, st: has(st, "sock_def_readable")),
     ("kernel: TCP send (writev, send; includes delivery to the client over loopback)",
