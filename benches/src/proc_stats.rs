@@ -154,11 +154,10 @@ impl WakeUps {
         let mut cpus = text.lines().next()?.split_whitespace().count();
         let mut wake_ups = vec![0; cpus];
         let mut found = 0;
-        for line in text.lines() {
+        for line in text.lines().map(str::trim_start) {
             let Some(rest) = line
-                .trim_start()
                 .strip_prefix("CAL:")
-                .or_else(|| line.trim_start().strip_prefix("RES:"))
+                .or_else(|| line.strip_prefix("RES:"))
             else {
                 continue;
             };
