@@ -555,6 +555,121 @@ fn bad_input_is_refused_with_the_reason() {
     );
 }
 
+/// Two functions taking events (exact, prefix, two conditions) and one
+/// serving routes.
+const EVENTS: &str = r#"
+[[function]]
+name = "orders"
+component = "orders.wasm"
+events = [
+    { type = "com.example.order.created" },
+    { type = "com.example.refund.*", source = "/shop/*" },
+]
+
+[[function]]
+name = "audit"
+component = "audit.wasm"
+routes = ["/audit"]
+events = [{ source = "/shop/admin" }]
+
+[[function]]
+name = "hello"
+component = "hello.wasm"
+routes = ["/hello"]
+"#;
+
+#[test]
+fn functions_taking_events_get_one_trigger_on_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(dir.path(), "shoal.toml", EVENTS);
+    let run = |extra: &[&str]| {
+        let mut args = vec![path(&manifest), "--image", "img:1", "--name", "shop"];
+        args.extend_from_slice(extra);
+        documents(&common::succeeded(&knative(&args)))
+    };
+    let subscriber =
+        json!({"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "shop"}});
+
+    let objects = run(&["--namespace", "apps", "--broker", "shop-events"]);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let trigger = &objects[1];
+    assert_eq!(trigger["apiVersion"], "eventing.knative.dev/v1");
+    assert_eq!(trigger["kind"], "Trigger");
+    assert_eq!(trigger["metadata"]["name"], "shop");
+    assert_eq!(trigger["metadata"]["namespace"], "apps");
+    assert_eq!(
+        trigger["spec"],
+        json!({
+            "broker": "shop-events",
+            "filters": [{"any": [
+                {"exact": {"type": "com.example.order.created"}},
+                {"all": [
+                    {"prefix": {"type": "com.example.refund."}},
+                    {"prefix": {"source": "/shop/"}},
+                ]},
+                {"exact": {"source": "/shop/admin"}},
+            ]}],
+            "subscriber": subscriber,
+        })
+    );
+
+    // Behind the mesh the Trigger comes last; the broker reaches the
+    // cluster-local Service directly.
+    let objects = run(&["--gateway-prefix", "/faas"]);
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["Service", "VirtualService", "Trigger"]);
+    assert_eq!(objects[2]["spec"]["broker"], "default");
+
+    // All of the broker's events, for functions deployed later.
+    let all = run(&["--all-events"]);
+    assert_eq!(
+        all[1]["spec"],
+        json!({"broker": "default", "subscriber": subscriber})
+    );
+
+    // No function takes events: no Trigger, unless all are asked for.
+    let routes_only = write(dir.path(), "routes.toml", THREE);
+    let only = |extra: &[&str]| {
+        let mut args = vec![path(&routes_only), "--image", "img:1", "--name", "shop"];
+        args.extend_from_slice(extra);
+        documents(&common::succeeded(&knative(&args)))
+    };
+    assert_eq!(only(&[]).len(), 1);
+    assert_eq!(only(&["--all-events"])[1]["kind"], "Trigger");
+
+    // A condition Kubernetes would read back as a boolean is refused, and
+    // its function named; a bad broker name like any other name.
+    let on = write(
+        dir.path(),
+        "on.toml",
+        "[[function]]\nname = \"lights\"\ncomponent = \"l.wasm\"\nevents = [{ type = \"on\" }]\n",
+    );
+    let stderr = refused(
+        &knative(&[path(&on), "--image", "img:1", "--name", "shop"]),
+        1,
+    );
+    assert!(
+        stderr.contains("`lights`") && stderr.contains("boolean"),
+        "{stderr}"
+    );
+    let stderr = refused(
+        &knative(&[
+            path(&manifest),
+            "--image",
+            "img:1",
+            "--name",
+            "shop",
+            "--broker",
+            "Events",
+        ]),
+        2,
+    );
+    assert!(stderr.contains("invalid name `Events`"), "{stderr}");
+}
+
 /// The fenced block of `language` that follows `marker` in `text`.
 fn block_after<'a>(text: &'a str, marker: &str, language: &str) -> &'a str {
     let start = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}"));
@@ -592,4 +707,26 @@ fn the_readme_example_is_the_real_output() {
         let problems = complaints(&schema, object);
         assert!(problems.is_empty(), "{problems}");
     }
+}
+
+#[test]
+fn the_readme_trigger_is_the_real_output() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Events: functions as Knative Eventing sinks")
+        .unwrap()..];
+    let manifest = block_after(section, "One host is the sink", "toml");
+    let written = block_after(section, "the Trigger is (its real output)", "yaml");
+
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("shop");
+    std::fs::create_dir(&folder).unwrap();
+    let manifest = write(&folder, "shoal.toml", manifest);
+    let yaml = common::succeeded(&knative(&[
+        path(&manifest),
+        "--image",
+        "registry.example.com/shop:1.0",
+    ]));
+    let trigger = yaml.split("---\n").last().unwrap();
+    assert_eq!(trigger, written, "the README's Trigger is out of date");
 }

@@ -1,21 +1,22 @@
 //! `host knative`: the YAML that runs a manifest's functions as one Knative
-//! Service, and the Istio VirtualService that sends the gateway's paths to
-//! it.
+//! Service, the Istio VirtualService that sends the gateway's paths to it,
+//! and the Knative Trigger that delivers a broker's events to it.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::knative::{
-    DEFAULT_CPU_REQUEST, DEFAULT_GATEWAY, DEFAULT_HOST, DEFAULT_MEMORY_LIMIT,
-    DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_RUN_AS_USER, DnsLabel, Gateway,
-    GatewayPrefix, Objects, Options, Quantity, Resources, Scaling, name_from_manifest_folder,
-    read_as_text_by_kubernetes,
+    DEFAULT_BROKER, DEFAULT_CPU_REQUEST, DEFAULT_GATEWAY, DEFAULT_HOST, DEFAULT_MEMORY_LIMIT,
+    DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_RUN_AS_USER, DnsLabel, Eventing, Events,
+    Gateway, GatewayPrefix, Objects, Options, Quantity, Resources, Scaling,
+    name_from_manifest_folder, read_as_text_by_kubernetes,
 };
 use crate::manifest::Manifest;
 use crate::router::RoutePattern;
 
-/// Write the Knative Service (and Istio VirtualService) for a manifest.
+/// Write the Knative Service (and Istio VirtualService, Knative Trigger) for
+/// a manifest.
 #[derive(Debug, clap::Args)]
 pub struct KnativeArgs {
     /// The manifest whose functions the image serves.
@@ -107,6 +108,17 @@ pub struct KnativeArgs {
           value_parser = parse_route)]
     routes: Vec<RoutePattern>,
 
+    /// The Knative Eventing broker whose events the Trigger takes. A
+    /// Trigger is written when some function declares `events`.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_BROKER)]
+    broker: DnsLabel,
+
+    /// Have the Trigger take every event of the broker, not only those the
+    /// manifest's functions take (for functions deployed to the running
+    /// host); written even if no function declares `events`.
+    #[arg(long)]
+    all_events: bool,
+
     /// Write the YAML to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -166,8 +178,17 @@ impl KnativeArgs {
                 hosts: or_default(self.hosts, DEFAULT_HOST),
                 extra_routes: self.routes,
             }),
+            eventing: Eventing {
+                broker: self.broker,
+                events: if self.all_events {
+                    Events::All
+                } else {
+                    Events::OfTheManifest
+                },
+            },
         };
         let yaml = Objects::new(&manifest, &options)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", self.manifest.display()))?
             .to_yaml()
             .context("cannot write the objects as YAML")?;
         match &self.out {

@@ -1,5 +1,6 @@
 //! The Kubernetes objects that run a manifest's functions as one Knative
-//! Service behind Istio (`host knative`).
+//! Service behind Istio, and deliver their events from a Knative Eventing
+//! broker (`host knative`).
 //!
 //! Design note. The whole host is one Knative Service ([`service`]): one
 //! revision serves every function, Knative scales its pods, and the host
@@ -7,6 +8,9 @@
 //! ([`istio`]) sends each function's routes under that prefix to the
 //! Service through Knative's cluster-local gateway, and the Service is made
 //! cluster-local, so the VirtualService is the only way in.
+//!
+//! Likewise one Trigger ([`trigger`]) takes every event some function
+//! takes, and the host's trigger table chooses the function.
 //!
 //! The VirtualService only sends; the host's router still chooses the
 //! function. Every match strips the same gateway prefix and goes to the
@@ -30,6 +34,7 @@
 
 pub mod istio;
 pub mod service;
+pub mod trigger;
 
 use std::fmt;
 use std::path::Path;
@@ -40,6 +45,7 @@ use crate::router::RoutePattern;
 
 pub use istio::VirtualService;
 pub use service::Service;
+pub use trigger::Trigger;
 
 /// The largest `containerConcurrency` Knative accepts unless its
 /// `config-defaults` raise `container-concurrency-max-limit`.
@@ -54,6 +60,9 @@ pub const TARGET_PERCENTAGE: u32 = 70;
 
 /// The namespace when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The broker a Trigger takes events from when none is given.
+pub const DEFAULT_BROKER: &str = "default";
 
 /// The Istio gateway a VirtualService binds to when none is given.
 pub const DEFAULT_GATEWAY: &str = "knative-serving/knative-ingress-gateway";
@@ -248,6 +257,8 @@ pub struct Options {
     /// Where the mesh's gateway sends the functions' routes; `None` writes
     /// no VirtualService and leaves the Service's visibility alone.
     pub gateway: Option<Gateway>,
+    /// Where the functions' events come from.
+    pub eventing: Eventing,
 }
 
 /// Scaling and timing; `None` derives the value from the manifest.
@@ -292,6 +303,25 @@ pub struct Gateway {
     pub extra_routes: Vec<RoutePattern>,
 }
 
+/// Which broker's events the Trigger takes, and which of them.
+#[derive(Debug, Clone)]
+pub struct Eventing {
+    /// The broker, in the Trigger's namespace.
+    pub broker: DnsLabel,
+    /// Which of its events.
+    pub events: Events,
+}
+
+/// Which events the Trigger takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// Those the manifest's functions take; no Trigger if none takes any.
+    OfTheManifest,
+    /// Every event of the broker: for functions deployed to the running
+    /// host, whose triggers the manifest does not list.
+    All,
+}
+
 /// What `host knative` writes.
 #[derive(Debug, Clone)]
 pub struct Objects {
@@ -299,18 +329,23 @@ pub struct Objects {
     pub service: Service,
     /// The VirtualService sending the gateway's paths to it, if asked for.
     pub virtual_service: Option<VirtualService>,
+    /// The Trigger delivering a broker's events to it, if some function
+    /// takes events (or all were asked for).
+    pub trigger: Option<Trigger>,
 }
 
 impl Objects {
-    /// The objects for `manifest`'s functions.
-    pub fn new(manifest: &Manifest, options: &Options) -> Self {
-        Self {
+    /// The objects for `manifest`'s functions; refused if a trigger's
+    /// condition cannot be written for Knative.
+    pub fn new(manifest: &Manifest, options: &Options) -> Result<Self, String> {
+        Ok(Self {
             service: Service::new(manifest, options),
             virtual_service: options
                 .gateway
                 .as_ref()
                 .map(|gateway| VirtualService::new(manifest, options, gateway)),
-        }
+            trigger: Trigger::new(manifest, options)?,
+        })
     }
 
     /// A YAML stream, one document per object, separated by `---`.
@@ -318,6 +353,9 @@ impl Objects {
         let mut documents = vec![yaml_serde::to_string(&self.service)?];
         if let Some(virtual_service) = &self.virtual_service {
             documents.push(yaml_serde::to_string(virtual_service)?);
+        }
+        if let Some(trigger) = &self.trigger {
+            documents.push(yaml_serde::to_string(trigger)?);
         }
         Ok(documents.join("---\n"))
     }
@@ -363,6 +401,10 @@ pub(crate) mod tests {
                 hosts: vec![DEFAULT_HOST.to_owned()],
                 extra_routes: Vec::new(),
             }),
+            eventing: Eventing {
+                broker: DEFAULT_BROKER.parse().unwrap(),
+                events: Events::OfTheManifest,
+            },
         }
     }
 
@@ -442,10 +484,14 @@ pub(crate) mod tests {
     fn the_yaml_stream_has_one_document_per_object() {
         let manifest =
             manifest("[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a\"]\n");
-        let alone = Objects::new(&manifest, &options(None)).to_yaml().unwrap();
+        let alone = Objects::new(&manifest, &options(None))
+            .unwrap()
+            .to_yaml()
+            .unwrap();
         assert!(!alone.contains("---"));
         assert!(alone.starts_with("apiVersion: serving.knative.dev/v1\n"));
         let both = Objects::new(&manifest, &options(Some("/faas/api")))
+            .unwrap()
             .to_yaml()
             .unwrap();
         let documents: Vec<&str> = both.split("---\n").collect();
