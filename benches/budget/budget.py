@@ -6,9 +6,9 @@ part's share and its microseconds of a request's CPU time.
 usage: budget.py SCRIPT_OUTPUT CPU_US_PER_REQUEST
 
 A sample goes to the first part (in the order below) whose test its stack
-passes: the distinct subtrees first (a thread of its own, the store's drop,
-instantiation, the guest), then, for what is left, the layer of the
-innermost frame that belongs to one (the host, hyper, tokio)."""
+passes: the distinct subtrees first (a thread of its own, a TCP send, the
+store's drop, instantiation, the guest), then, for what is left, the layer
+of the innermost frame that belongs to one (the host, hyper, tokio)."""
 
 import collections
 import sys
@@ -50,6 +50,17 @@ PARTS = [
     ("log writer thread (writes to stderr)",
      lambda comm, st: comm == "log-writer" or has(st, "tracing_appender::worker")),
     ("epoch ticker thread", lambda comm, st: comm == "epoch"),
+    # Delivery over loopback runs in the sender's system call, up to waking
+    # the client's thread: when the client sleeps on another CPU, that wake
+    # (an interrupt to another virtual CPU) is a good part of a send's cost
+    # here, and most of it when a run goes slow (benches/README.md). Sends
+    # come before the other parts: the outbox sends held answers from
+    # within them (the epoch callback of a guest that yields, the end of a
+    # request's log), and a send is a send wherever it starts.
+    ("kernel: waking the client (sock_def_readable, within a TCP send)",
+     lambda comm, st: has(st, "sock_def_readable")),
+    ("kernel: TCP send (writev, send; includes delivery to the client over loopback)",
+     lambda comm, st: has(st, "writev", "write_vectored", "tcp_sendmsg")),
     ("store drop: linear memory and table reset (PAGEMAP_SCAN ioctl, madvise)",
      lambda comm, st: has(st, "reset_with_pagemap", "DecommitQueue", "deallocate_memory",
                           "deallocate_table", "decommit")),
@@ -75,14 +86,6 @@ PARTS = [
      lambda comm, st: has(st, "RequestRecord", "request_span", "tracing_subscriber",
                           "tracing_core", "tracing::span", *REQUEST_LOG)
      or "RequestLog::in_scope" in innermost_host(st)),
-    # Delivery over loopback runs in the sender's system call, up to waking
-    # the client's thread: when the client sleeps on another CPU, that wake
-    # (an interrupt to another virtual CPU) is a good part of a send's cost
-    # here, and most of it when a run goes slow (benches/README.md).
-    ("kernel: waking the client (sock_def_readable, within a TCP send)",
-     lambda comm, st: has(st, "sock_def_readable")),
-    ("kernel: TCP send (writev, send; includes delivery to the client over loopback)",
-     lambda comm, st: has(st, "writev", "write_vectored", "tcp_sendmsg")),
     ("kernel: TCP receive", lambda comm, st: has(st, "recvfrom", "__libc_recv", "tcp_recvmsg")),
     ("kernel: epoll, futex, scheduling",
      lambda comm, st: kernel(st, "do_epoll_wait", "__x64_sys_epoll_wait", "futex_wait",
