@@ -797,3 +797,50 @@ async fn with_events_batch_each_event_of_a_batch_goes_to_its_function_until_one_
         1.0
     );
 }
+
+/// The events of a batch are delivered one after the other in the
+/// request's own task, each awaited to its end: with an instance that is
+/// reused, each answers at once, so the whole batch runs in one poll until
+/// tokio's budget of work per poll runs out. An event whose function has
+/// answered must not then be taken for one that ended without an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_batch_to_reused_instances_is_delivered_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[(
+            "orders",
+            &example("orders"),
+            &[],
+            &[
+                r#"events = [{ type = "com.example.order.created" }]"#,
+                "max_instance_reuse = 1000000",
+            ],
+        )],
+    );
+    let host = Host::start_with(&manifest, dir.path(), &["--events-batch"], &[]).unwrap();
+    const EVENTS: usize = 500;
+    let batch: Vec<Value> = (0..EVENTS)
+        .map(|i| {
+            serde_json::json!({
+                "specversion": "1.0", "id": format!("long-{i}"), "source": "/tests/batch",
+                "type": "com.example.order.created",
+                "data": serde_json::from_str::<Value>(ORDER).unwrap(),
+            })
+        })
+        .collect();
+    let response = http1()
+        .post(host.url("/"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(Value::Array(batch).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(status, 202, "{}", response.text().await.unwrap());
+    let metrics = host.metrics().await;
+    assert_eq!(
+        events(&metrics, "orders", "com.example.order.created", "accepted"),
+        EVENTS as f64
+    );
+}

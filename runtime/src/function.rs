@@ -291,13 +291,15 @@ impl Function {
 
         // The guest runs until it answers; `Err` if it ended without.
         let answered = std::future::poll_fn(|cx| {
-            let ended = guest.poll_run(cx).is_ready();
-            match response_rx.poll_unpin(cx) {
-                Poll::Ready(Ok(answer)) => Poll::Ready(Ok(answer)),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(())),
-                Poll::Pending if ended => Poll::Ready(Err(())),
-                Poll::Pending => Poll::Pending,
+            if guest.poll_run(cx).is_ready() {
+                // Its answer is in the channel now or never will be. Not
+                // polled: once the task has used up tokio's budget of work
+                // per poll, a channel's poll says Pending even when a value
+                // waits (a batch of events served by instances that answer
+                // at once runs that long).
+                return Poll::Ready(response_rx.try_recv().map_err(|_| ()));
             }
+            response_rx.poll_unpin(cx).map_err(|_| ())
         })
         .await;
         // Whatever the guest made of a body cut off at the limit, the answer
