@@ -13,10 +13,10 @@
 //! filters", on by default since Knative Eventing 1.12 and GA since 1.15;
 //! the CloudEvents Subscriptions API's dialects): `exact` and `prefix` are
 //! the host's exact and prefix conditions, each on one attribute, `all`
-//! joins the conditions of one trigger, `any` the triggers. A condition on any value is left out, so a trigger that
-//! takes every event makes a Trigger without filters. The older `filter`
-//! field could not be used: it has only exact matches, all of which must
-//! hold.
+//! joins the conditions of one trigger, `any` the triggers. A condition on
+//! any value is left out, so a trigger that takes every event makes a
+//! Trigger without filters. The older `filter` field could not be used:
+//! it has only exact matches, all of which must hold.
 
 use std::collections::BTreeMap;
 
@@ -171,20 +171,19 @@ fn filters(triggers: Vec<Vec<Expression>>) -> Vec<Expression> {
         // A trigger without conditions takes every event.
         return Vec::new();
     }
-    let mut each: Vec<Expression> = triggers
-        .into_iter()
-        .map(|mut conditions| {
-            if conditions.len() == 1 {
-                conditions.remove(0)
-            } else {
-                Expression::All(conditions)
-            }
-        })
-        .collect();
-    if each.len() == 1 {
-        each
+    let mut each: Vec<Expression> = triggers.into_iter().map(all_of).collect();
+    if each.len() > 1 {
+        each = vec![Expression::Any(each)];
+    }
+    each
+}
+
+/// The expression that holds when all of `expressions` (at least one) do.
+fn all_of(mut expressions: Vec<Expression>) -> Expression {
+    if expressions.len() == 1 {
+        expressions.remove(0)
     } else {
-        vec![Expression::Any(std::mem::take(&mut each))]
+        Expression::All(expressions)
     }
 }
 
