@@ -23,12 +23,13 @@
 //!   `shoal fresh` against the second, what the runtime adds (its limits,
 //!   log capture, epoch deadlines, outbound policy, instance bookkeeping).
 //!
-//! `cargo bench -p shoal-benches --bench request` (the hello must be built:
-//! `scripts/build-examples`).
+//! `cargo bench -p shoal-benches --bench request` (it builds the hello if
+//! need be). `scripts/test` runs it in criterion's test mode, each
+//! benchmark once, so that it keeps working.
 
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,15 +53,20 @@ use wasmtime_wasi_http::{
 /// What the hello answers.
 const HELLO: &[u8] = b"Hello, world!\n";
 
+/// The Rust hello, built as the tests build it (a no-op once built).
 fn hello_component() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/examples/wasm32-wasip2/release/hello.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-examples first",
-        path.display()
-    );
-    path
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = repo.join("target/examples");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(repo.join("examples/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cannot run cargo");
+    assert!(status.success(), "cannot build the examples");
+    target.join("wasm32-wasip2/release/hello.wasm")
 }
 
 fn request() -> http::Request<Empty<Bytes>> {
@@ -71,8 +77,8 @@ fn request() -> http::Request<Empty<Bytes>> {
 
 /// The Rust hello as the host would serve it, reusing each instance up to
 /// `reuse` times.
-fn shoal_function(runtime: &Runtime, reuse: u32) -> Function {
-    let source = ComponentSource::read(&hello_component()).unwrap();
+fn shoal_function(runtime: &Runtime, hello: &Path, reuse: u32) -> Function {
+    let source = ComponentSource::read(hello).unwrap();
     let artifact = runtime.compile(&source).unwrap();
     runtime
         .warm(
@@ -165,7 +171,7 @@ enum Pool {
 }
 
 /// The hello linked on an engine with a pooling allocator set as `pool`.
-fn reference_pre(pool: Pool) -> ProxyPre<Reference> {
+fn reference_pre(hello: &Path, pool: Pool) -> ProxyPre<Reference> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     let mut pooling = PoolingAllocationConfig::default();
@@ -179,7 +185,7 @@ fn reference_pre(pool: Pool) -> ProxyPre<Reference> {
     }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     let engine = Engine::new(&config).unwrap();
-    let component = Component::from_file(&engine, hello_component()).unwrap();
+    let component = Component::from_file(&engine, hello).unwrap();
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
@@ -250,10 +256,11 @@ fn requests(c: &mut Criterion) {
     };
     // The runtime's epoch ticker and outbound client start on a runtime.
     let runtime = tokio.block_on(async { Runtime::new(&config).unwrap() });
-    let fresh = shoal_function(&runtime, 1);
-    let reuse = shoal_function(&runtime, u32::MAX);
-    let plain = reference_pre(Pool::Default);
-    let tuned = reference_pre(Pool::Shoal);
+    let hello = hello_component();
+    let fresh = shoal_function(&runtime, &hello, 1);
+    let reuse = shoal_function(&runtime, &hello, u32::MAX);
+    let plain = reference_pre(&hello, Pool::Default);
+    let tuned = reference_pre(&hello, Pool::Shoal);
 
     let mut group = c.benchmark_group("hello request");
     group.bench_function("shoal fresh", |b| {
