@@ -254,8 +254,7 @@ fn requests(c: &mut Criterion) {
         ready_instances: 0,
         ..RuntimeConfig::new(cache.path())
     };
-    // The runtime's epoch ticker and outbound client start on a runtime.
-    let runtime = tokio.block_on(async { Runtime::new(&config).unwrap() });
+    let runtime = Runtime::new(&config).unwrap();
     let hello = hello_component();
     let fresh = shoal_function(&runtime, &hello, 1);
     let reuse = shoal_function(&runtime, &hello, u32::MAX);
