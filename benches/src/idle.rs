@@ -28,6 +28,14 @@ pub const QUIET: Duration = Duration::from_secs(3);
 /// The short pause before each round's second request.
 pub const PAUSE: Duration = Duration::from_millis(20);
 
+/// Rounds in a full run (3 in `--quick`). A first byte after a pause varies
+/// by a factor of two or more from one request to the next on a virtual
+/// machine, and so does the p50 of a few: in one probe of 400 requests to
+/// each server 20 ms apart, the host's p50 over native hyper's ranged over
+/// 1.6-3.5× in windows of 10 and 2.0-2.6× in windows of 30
+/// (`benches/README.md`, "The first request after a pause").
+pub const ROUNDS: usize = 30;
+
 /// One server at rest.
 #[derive(Debug, Clone)]
 pub struct ServerAtRest {
@@ -62,7 +70,7 @@ struct Tally {
 }
 
 async fn measure(paths: &Paths, plan: &Plan) -> anyhow::Result<Vec<ServerAtRest>> {
-    let rounds = if plan.quick { 3 } else { 10 };
+    let rounds = if plan.quick { 3 } else { ROUNDS };
     let manifest_path = paths.work.join("at-rest.toml");
     Manifest {
         function: vec![Function::new("hello", &paths.hello_wasm, "/...")],
