@@ -22,6 +22,10 @@
 //!   against the second is what the runtime's engine settings save;
 //!   `shoal fresh` against the second, what the runtime adds (its limits,
 //!   log capture, epoch deadlines, outbound policy, instance bookkeeping).
+//! - `wasmtime-wasi-http reuse`: the reference's requests through one
+//!   instance made before the timing, as `wasmtime serve
+//!   --max-instance-reuse-count` runs them, on the runtime's engine
+//!   settings: what `shoal reuse` adds to bare wasmtime-wasi-http.
 //!
 //! `cargo bench -p shoal-benches --bench request` (it builds the hello if
 //! need be). `scripts/test` runs it in criterion's test mode, each
@@ -228,6 +232,50 @@ async fn reference_request(pre: &ProxyPre<Reference>) {
     drop(store);
 }
 
+/// A store and an instance of `pre` for the reference to reuse.
+async fn reference_instance(
+    pre: &ProxyPre<Reference>,
+) -> (Store<Reference>, wasmtime_wasi_http::p2::bindings::Proxy) {
+    let mut store = Store::new(
+        pre.engine(),
+        Reference {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoOutbound,
+        },
+    );
+    store.set_epoch_deadline(u64::MAX);
+    let proxy = pre.instantiate_async(&mut store).await.unwrap();
+    (store, proxy)
+}
+
+/// One request through an instance made before, as `wasmtime serve
+/// --max-instance-reuse-count` runs it.
+async fn reference_reused_request(
+    store: &mut Store<Reference>,
+    proxy: &wasmtime_wasi_http::p2::bindings::Proxy,
+) {
+    let (sender, receiver) = oneshot::channel();
+    let mut http = store.data_mut().http();
+    let incoming = http
+        .new_incoming_request(
+            Scheme::Http,
+            request().map(|body| body.map_err(|never: Infallible| -> Error { match never {} })),
+        )
+        .unwrap();
+    let outparam = http.new_response_outparam(sender).unwrap();
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, incoming, outparam)
+        .await
+        .unwrap();
+    let response = receiver.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, HELLO);
+}
+
 /// Times `iterations` requests made by `one`, one after the other, on a
 /// current-thread runtime.
 fn timed<F: Future<Output = ()>>(
@@ -273,6 +321,18 @@ fn requests(c: &mut Criterion) {
     });
     group.bench_function("wasmtime-wasi-http fresh, shoal's engine", |b| {
         b.iter_custom(|n| timed(&tokio, n, || reference_request(&tuned)))
+    });
+    group.bench_function("wasmtime-wasi-http reuse, shoal's engine", |b| {
+        b.iter_custom(|n| {
+            tokio.block_on(async {
+                let (mut store, proxy) = reference_instance(&tuned).await;
+                let start = Instant::now();
+                for _ in 0..n {
+                    reference_reused_request(&mut store, &proxy).await;
+                }
+                start.elapsed()
+            })
+        })
     });
     group.finish();
 }
