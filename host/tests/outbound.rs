@@ -236,3 +236,100 @@ async fn an_ipv6_origin_is_allowed_by_its_literal_and_user_information_never_lea
         );
     }
 }
+
+/// The bff and demo backend of `examples/shoal.toml`, with the bff's
+/// settings as the example has them, on a host at a free port.
+fn example_bff_host() -> (Host, tempfile::TempDir) {
+    let example_manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shoal.toml"),
+    )
+    .unwrap();
+    let example_manifest: toml::Table = toml::from_str(&example_manifest).unwrap();
+    let bff = example_manifest["function"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"].as_str() == Some("bff"))
+        .expect("examples/shoal.toml has a bff");
+    let env = format!("env = {}", bff["env"]);
+    let allowed = format!("allowed_outbound_hosts = {}", bff["allowed_outbound_hosts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[
+            (
+                "bff",
+                &example("bff"),
+                &["/bff/users/..."],
+                &[env.as_str(), allowed.as_str()],
+            ),
+            (
+                "demo-backend",
+                &example("demo-backend"),
+                &["/demo/..."],
+                &[],
+            ),
+        ],
+    );
+    (Host::start(&manifest), dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_bff_calls_the_demo_backend_on_its_own_host_at_any_port() {
+    let (host, _dir) = example_bff_host();
+    let response = http1()
+        .get(host.url("/bff/users/7"))
+        .header("x-request-id", "self-call-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let merged: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(merged["user"]["id"], "7", "{merged}");
+    assert_eq!(merged["user"]["name"], "User 7", "{merged}");
+    assert!(
+        merged["orders"].as_array().is_some_and(|o| !o.is_empty()),
+        "{merged}"
+    );
+    // The backend's two requests came in through the host's own listener,
+    // carrying the caller's request id.
+    let served = host.wait_for_line(Duration::from_secs(5), |line| {
+        line.matches("function=demo-backend").count() > 0 && line.contains("self-call-1")
+    });
+    assert!(served.is_some(), "{}", host.log());
+}
+
+/// A host serving `caller` with `allowed`, and the hello beside it.
+fn caller_beside_hello(allowed: &str) -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = format!("allowed_outbound_hosts = {allowed}");
+    let manifest = manifest(
+        dir.path(),
+        &[
+            ("caller", &guest("caller"), &["/call"], &[allowed.as_str()]),
+            ("hello", &example("hello"), &["/hello"], &[]),
+        ],
+    );
+    (Host::start(&manifest), dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_http_self_itself_lets_a_function_call_its_own_host() {
+    let other = Backend::start("{}", Duration::ZERO).await;
+
+    let (host, _dir) = caller_beside_hello(r#"["http://self"]"#);
+    let called = call(&host, "authority=self&path=/hello").await;
+    assert_eq!(called, "called 200 Hello, world!\n\n");
+    // `self` is no way out to other origins.
+    let refused = call(&host, &format!("authority={}&path=/", other.addr)).await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+    let refused = call(&host, "authority=self:8080&path=/hello").await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+    drop(host);
+
+    // A wildcard allows other hosts, never this one.
+    let (host, _dir) = caller_beside_hello(r#"["http://*", "*://*:*"]"#);
+    let refused = call(&host, "authority=self&path=/hello").await;
+    assert_eq!(refused, "refused at response: HttpRequestDenied\n");
+    assert_eq!(other.received(), 0);
+}

@@ -293,6 +293,12 @@ impl Runtime {
     pub(crate) fn outbound_client(&self) -> &OutboundClient {
         &self.outbound
     }
+
+    /// Makes `http://self`, in the functions' outbound calls, reach the
+    /// host listening on `address`. The first call wins.
+    pub fn set_own_address(&self, address: std::net::SocketAddr) {
+        self.outbound.set_own_address(address);
+    }
 }
 
 /// An engine with the largest instance pool the address space holds, from

@@ -8,6 +8,10 @@
 //!   from that URI, so a forged one cannot widen the list, and wasi:http
 //!   refuses absolute URLs in the path. A refused call fails in the guest
 //!   with `HTTP-request-denied` and is logged.
+//! - `http://self` is this host: a function that lists it may call the
+//!   other functions of its host by path (`http://self/orders/7`), on
+//!   whatever address the host listens. Only that entry allows it, never a
+//!   wildcard.
 //! - One connection pool for the whole host, so calls reuse connections;
 //!   a connect timeout and a first-byte timeout bound each call.
 //! - The incoming request's trace headers (W3C `traceparent`/`tracestate`,
@@ -15,9 +19,9 @@
 //!   the function set them itself, so mesh traces stay whole.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
@@ -54,11 +58,15 @@ pub const PROPAGATED_HEADERS: [&str; 10] = [
     "x-ot-span-context",
 ];
 
+/// The host name that means this host, in `http://self`.
+const OWN_HOST: &str = "self";
+
 /// One entry of a function's `allowed_outbound_hosts`:
 /// `scheme://host[:port]`. The scheme is `http`, `https` or `*`; the host is
 /// a name, an IP address, `*.domain` (any subdomain of `domain`, not
 /// `domain` itself) or `*` (any host); without a port, the scheme's default
-/// port (80 or 443) is meant, and `:*` means any port.
+/// port (80 or 443) is meant, and `:*` means any port. `http://self`, just
+/// so, is this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundRule {
     scheme: Option<Scheme>,
@@ -118,6 +126,11 @@ impl FromStr for OutboundRule {
             }
             _ => (rest, PortPattern::Default),
         };
+        if host.eq_ignore_ascii_case(OWN_HOST)
+            && (scheme != Some(Scheme::HTTP) || port != PortPattern::Default)
+        {
+            return bad("this host is `http://self`, with no other scheme and no port");
+        }
         let host = if host == "*" {
             HostPattern::Any
         } else if let Some(domain) = host.strip_prefix("*.") {
@@ -157,6 +170,8 @@ impl OutboundRule {
         let scheme_ok = self.scheme.as_ref().is_none_or(|s| s == scheme);
         let host_ok = match &self.host {
             HostPattern::Exact(exact) => host == exact,
+            // This host is allowed by its own entry only.
+            _ if host == OWN_HOST => false,
             HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()),
             HostPattern::Any => true,
         };
@@ -232,6 +247,8 @@ type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 pub(crate) struct OutboundClient {
     client: Client<HttpsConnector, WasiBody>,
+    /// Where `http://self` connects, once the host listens.
+    own: Arc<OnceLock<Authority>>,
 }
 
 impl OutboundClient {
@@ -252,7 +269,25 @@ impl OutboundClient {
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .build(https);
-        Self { client }
+        Self {
+            client,
+            own: Arc::default(),
+        }
+    }
+
+    /// Makes `http://self` connect to `listening` (the host's public
+    /// listener; an unspecified address is reached on loopback). The first
+    /// call wins.
+    pub(crate) fn set_own_address(&self, listening: SocketAddr) {
+        let ip = match listening.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let address = SocketAddr::new(ip, listening.port()).to_string();
+        if let Ok(authority) = Authority::try_from(address) {
+            let _ = self.own.set(authority);
+        }
     }
 }
 
@@ -308,7 +343,26 @@ impl WasiHttpHooks for Outbound {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
-        if !self.policy.allows(scheme, authority) {
+        let allowed = self.policy.allows(scheme, authority);
+        // `http://self` (allowed only as itself) goes to the host's own
+        // listener, which a runtime outside a host does not have.
+        let uri = if allowed && authority.host().eq_ignore_ascii_case(OWN_HOST) {
+            let Some(own) = self.client.own.get() else {
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            };
+            let mut parts = uri.into_parts();
+            parts.authority = Some(own.clone());
+            match http::Uri::from_parts(parts) {
+                Ok(uri) => uri,
+                Err(_) => return Box::new(async { Err(Error::HttpRequestUriInvalid) }),
+            }
+        } else {
+            uri
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
+        };
+        if !allowed {
             tracing::warn!(
                 function = %self.function,
                 request_id = %self.request_id,
@@ -450,6 +504,43 @@ mod tests {
             "http://[::1]:8080".parse::<OutboundRule>().unwrap().port,
             PortPattern::Exact(8080)
         );
+    }
+
+    #[test]
+    fn this_host_is_allowed_by_its_own_entry_only() {
+        assert!(allows(&policy(&["http://self"]), "http://self/orders/7"));
+        assert!(allows(&policy(&["http://SELF"]), "http://Self/"));
+        for wide in ["http://*", "*://*:*"] {
+            let p = policy(&[wide]);
+            assert!(allows(&p, "http://example.com/"), "{wide}");
+            assert!(!allows(&p, "http://self/"), "{wide} allowed this host");
+        }
+        assert!(!allows(&policy(&["http://self"]), "http://self:8080/"));
+        assert!(!allows(&policy(&["http://self"]), "http://localhost/"));
+        for bad in [
+            "https://self",
+            "*://self",
+            "http://self:8080",
+            "http://self:*",
+        ] {
+            let error = bad.parse::<OutboundRule>().unwrap_err();
+            assert!(error.contains("`http://self`"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn this_host_is_reached_on_its_listening_address() {
+        for (listening, own) in [
+            ("127.0.0.1:3000", "127.0.0.1:3000"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("[::]:8080", "[::1]:8080"),
+            ("10.1.2.3:80", "10.1.2.3:80"),
+        ] {
+            let client = OutboundClient::new();
+            client.set_own_address(listening.parse().unwrap());
+            client.set_own_address("192.0.2.1:1".parse().unwrap());
+            assert_eq!(client.own.get().unwrap().as_str(), own, "{listening}");
+        }
     }
 
     #[test]

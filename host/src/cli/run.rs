@@ -339,7 +339,7 @@ impl RunArgs {
         } = start;
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(
-            runtime,
+            runtime.clone(),
             metrics.clone(),
             host_gate,
             self.idle_timeout,
@@ -392,6 +392,7 @@ impl RunArgs {
             .await
             .with_context(|| format!("cannot listen on {} (--admin-listen)", self.admin_listen))?;
         let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
+        runtime.set_own_address(public_addr);
         let metrics_only = match self.metrics_listen {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
