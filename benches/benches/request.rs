@@ -48,8 +48,8 @@ use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
@@ -196,9 +196,8 @@ fn reference_pre(hello: &Path, pool: Pool) -> ProxyPre<Reference> {
     ProxyPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
 }
 
-/// One request through a fresh instance of `pre`, as `wasmtime serve`
-/// runs it.
-async fn reference_request(pre: &ProxyPre<Reference>) {
+/// A store for one instance of `pre`, as `wasmtime serve` makes it.
+fn reference_store(pre: &ProxyPre<Reference>) -> Store<Reference> {
     let mut store = Store::new(
         pre.engine(),
         Reference {
@@ -210,52 +209,28 @@ async fn reference_request(pre: &ProxyPre<Reference>) {
     );
     // No epoch ever passes it (the engine's epoch stays at 0).
     store.set_epoch_deadline(u64::MAX);
-    let (sender, receiver) = oneshot::channel();
-    let mut http = store.data_mut().http();
-    let incoming = http
-        .new_incoming_request(
-            Scheme::Http,
-            request().map(|body| body.map_err(|never: Infallible| -> Error { match never {} })),
-        )
-        .unwrap();
-    let outparam = http.new_response_outparam(sender).unwrap();
+    store
+}
+
+/// One request through a fresh instance of `pre`, as `wasmtime serve`
+/// runs it.
+async fn reference_request(pre: &ProxyPre<Reference>) {
+    let mut store = reference_store(pre);
     let proxy = pre.instantiate_async(&mut store).await.unwrap();
-    proxy
-        .wasi_http_incoming_handler()
-        .call_handle(&mut store, incoming, outparam)
-        .await
-        .unwrap();
-    let response = receiver.await.unwrap().unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, HELLO);
+    reference_call(&mut store, &proxy).await;
     drop(store);
 }
 
 /// A store and an instance of `pre` for the reference to reuse.
-async fn reference_instance(
-    pre: &ProxyPre<Reference>,
-) -> (Store<Reference>, wasmtime_wasi_http::p2::bindings::Proxy) {
-    let mut store = Store::new(
-        pre.engine(),
-        Reference {
-            wasi: WasiCtx::builder().build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: NoOutbound,
-        },
-    );
-    store.set_epoch_deadline(u64::MAX);
+async fn reference_instance(pre: &ProxyPre<Reference>) -> (Store<Reference>, Proxy) {
+    let mut store = reference_store(pre);
     let proxy = pre.instantiate_async(&mut store).await.unwrap();
     (store, proxy)
 }
 
-/// One request through an instance made before, as `wasmtime serve
-/// --max-instance-reuse-count` runs it.
-async fn reference_reused_request(
-    store: &mut Store<Reference>,
-    proxy: &wasmtime_wasi_http::p2::bindings::Proxy,
-) {
+/// One request through `proxy`, an instance in `store`: the request and
+/// response resources, `handle`, the whole body.
+async fn reference_call(store: &mut Store<Reference>, proxy: &Proxy) {
     let (sender, receiver) = oneshot::channel();
     let mut http = store.data_mut().http();
     let incoming = http
@@ -328,7 +303,7 @@ fn requests(c: &mut Criterion) {
                 let (mut store, proxy) = reference_instance(&tuned).await;
                 let start = Instant::now();
                 for _ in 0..n {
-                    reference_reused_request(&mut store, &proxy).await;
+                    reference_call(&mut store, &proxy).await;
                 }
                 start.elapsed()
             })
