@@ -29,6 +29,16 @@ fn refused(output: &Output, code: i32) -> String {
     stderr
 }
 
+/// The standard error of `host knative` refusing a manifest of `text`,
+/// written to `dir/file`, with an image and a name that are fine.
+fn refused_manifest(dir: &Path, file: &str, text: &str) -> String {
+    let manifest = write(dir, file, text);
+    refused(
+        &knative(&[path(&manifest), "--image", "img:1", "--name", "shop"]),
+        1,
+    )
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -540,14 +550,10 @@ fn bad_input_is_refused_with_the_reason() {
     ]));
 
     // A bad manifest is refused as `host run` refuses it.
-    let bad = write(
+    let stderr = refused_manifest(
         dir.path(),
         "bad.toml",
         "[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"a\"]\n",
-    );
-    let stderr = refused(
-        &knative(&[path(&bad), "--image", "img:1", "--name", "shop"]),
-        1,
     );
     assert!(
         stderr.contains("bad.toml:4") && stderr.contains("must start with `/`"),
@@ -642,14 +648,10 @@ fn functions_taking_events_get_one_trigger_on_the_broker() {
 
     // A condition Kubernetes would read back as a boolean is refused, and
     // its function named; a bad broker name like any other name.
-    let on = write(
+    let stderr = refused_manifest(
         dir.path(),
         "on.toml",
         "[[function]]\nname = \"lights\"\ncomponent = \"l.wasm\"\nevents = [{ type = \"on\" }]\n",
-    );
-    let stderr = refused(
-        &knative(&[path(&on), "--image", "img:1", "--name", "shop"]),
-        1,
     );
     assert!(
         stderr.contains("`lights`") && stderr.contains("boolean"),
