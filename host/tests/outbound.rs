@@ -7,6 +7,8 @@ use crate::common;
 
 use std::time::Duration;
 
+use shoal_runtime::{MAX_SELF_HOPS, SELF_HOPS_HEADER};
+
 use common::{Backend, Host, bff_settings, example, guest, http1, manifest};
 
 const TRACE_HEADERS: [(&str, &str); 10] = [
@@ -179,13 +181,14 @@ async fn a_call_waits_for_its_first_byte_only_as_long_as_it_allows() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_trace_header_the_function_sets_itself_is_kept() {
+async fn a_trace_header_the_function_sets_itself_is_kept_and_the_hop_count_stays_home() {
     let backend = Backend::start("{}", Duration::ZERO).await;
     let (host, _dir) = caller_host(&backend);
     let response = http1()
         .get(host.url(&format!("/call?authority={}&traceparent=own", backend.addr)))
         .header("traceparent", "incoming")
         .header("x-request-id", "incoming-id")
+        .header(SELF_HOPS_HEADER, "3")
         .send()
         .await
         .unwrap();
@@ -193,6 +196,8 @@ async fn a_trace_header_the_function_sets_itself_is_kept() {
     let headers = backend.requests.lock().unwrap()[0].1.clone();
     assert_eq!(headers["traceparent"], "own");
     assert_eq!(headers["x-request-id"], "incoming-id");
+    // Only calls to this host are counted, and told the count.
+    assert!(!headers.contains_key(SELF_HOPS_HEADER), "{headers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,4 +338,54 @@ async fn only_http_self_itself_lets_a_function_call_its_own_host() {
     let refused = call(&host, "authority=self&path=/hello").await;
     assert_eq!(refused, "refused at response: HttpRequestDenied\n");
     assert_eq!(other.received(), 0);
+}
+
+/// What the caller answers after `calls` calls to itself, when the next
+/// one is refused.
+fn chain_answer(calls: u32) -> String {
+    let calls = calls as usize;
+    format!(
+        "{}refused at response: HttpRequestDenied\n{}",
+        "called 200 ".repeat(calls),
+        "\n".repeat(calls)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_of_calls_to_this_host_ends_at_its_depth_limit() {
+    let (host, _dir) = caller_beside_hello(r#"["http://self"]"#);
+
+    // A function that calls itself: each call one deeper, until the one
+    // past the limit is refused and every caller answers.
+    let answered = call(&host, "authority=self&loop=1").await;
+    assert_eq!(answered, chain_answer(MAX_SELF_HOPS), "{}", host.log());
+    let refusals = host
+        .log()
+        .matches("too deep a chain of calls to this host")
+        .count();
+    assert_eq!(refusals, 1, "{}", host.log());
+    // The count is the host's: a guest's own header does not restart it.
+    let answered = call(&host, "authority=self&loop=1&hops=0").await;
+    assert_eq!(answered, chain_answer(MAX_SELF_HOPS));
+
+    // A request that says how deep it already is: the last call allowed,
+    // and the one past it.
+    let counted = |hops: &str| {
+        http1()
+            .get(host.url("/call?authority=self&path=/hello"))
+            .header(SELF_HOPS_HEADER, hops)
+    };
+    let deepest = (MAX_SELF_HOPS - 1).to_string();
+    let answer = counted(&deepest)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(answer, "called 200 Hello, world!\n\n");
+    for past in [MAX_SELF_HOPS.to_string().as_str(), "many"] {
+        let answer = counted(past).send().await.unwrap().text().await.unwrap();
+        assert_eq!(answer, "refused at response: HttpRequestDenied\n", "{past}");
+    }
 }

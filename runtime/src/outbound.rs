@@ -11,7 +11,9 @@
 //! - `http://self` is this host: a function that lists it may call the
 //!   other functions of its host by path (`http://self/orders/7`), on
 //!   whatever address the host listens. Only that entry allows it, never a
-//!   wildcard.
+//!   wildcard. Such calls carry how deep they are (`x-shoal-hops`), and
+//!   one that would go deeper than [`MAX_SELF_HOPS`] is refused, so a
+//!   function that calls itself, or a cycle of them, ends.
 //! - One connection pool for the whole host, so calls reuse connections;
 //!   a connect timeout and a first-byte timeout bound each call.
 //! - The incoming request's trace headers (W3C `traceparent`/`tracestate`,
@@ -60,6 +62,17 @@ pub const PROPAGATED_HEADERS: [&str; 10] = [
 
 /// The host name that means this host, in `http://self`.
 const OWN_HOST: &str = "self";
+
+/// The header that counts the calls to this host (`http://self`) that led
+/// to a request: 1 on the first such call, one more on each call made while
+/// serving it.
+pub const SELF_HOPS_HEADER: &str = "x-shoal-hops";
+
+/// How deep a chain of calls to this host may go: the call that would be
+/// one deeper is refused.
+pub const MAX_SELF_HOPS: u32 = 16;
+
+static SELF_HOPS: HeaderName = HeaderName::from_static(SELF_HOPS_HEADER);
 
 /// One entry of a function's `allowed_outbound_hosts`:
 /// `scheme://host[:port]`. The scheme is `http`, `https` or `*`; the host is
@@ -302,7 +315,8 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// The trace headers of `incoming` to carry onto outbound calls.
+    /// The trace headers of `incoming` to carry onto outbound calls, and
+    /// its [`SELF_HOPS_HEADER`], which calls to this host count on from.
     pub(crate) fn trace_headers(incoming: &HeaderMap) -> HeaderMap {
         // Names parsed once: looked up by `&str`, each would be parsed
         // again on every request.
@@ -314,7 +328,23 @@ impl Outbound {
                 headers.append(name.clone(), value.clone());
             }
         }
+        if let Some(hops) = incoming.get(&SELF_HOPS) {
+            headers.insert(SELF_HOPS.clone(), hops.clone());
+        }
         headers
+    }
+
+    /// The calls to this host that led to the request served: its
+    /// [`SELF_HOPS_HEADER`], 0 without one (a value that is not a count
+    /// counts as the most, so that it cannot restart the count).
+    fn self_hops(&self) -> u32 {
+        self.propagate.get(&SELF_HOPS).map_or(0, |value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|hops| hops.parse().ok())
+                .unwrap_or(MAX_SELF_HOPS)
+        })
     }
 }
 
@@ -346,7 +376,8 @@ impl WasiHttpHooks for Outbound {
         let allowed = self.policy.allows(scheme, authority);
         // `http://self` (allowed only as itself) goes to the host's own
         // listener, which a runtime outside a host does not have.
-        let uri = if allowed && authority.host().eq_ignore_ascii_case(OWN_HOST) {
+        let to_self = allowed && authority.host().eq_ignore_ascii_case(OWN_HOST);
+        let uri = if to_self {
             let Some(own) = self.client.own.get() else {
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             };
@@ -371,14 +402,30 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        // How deep this call would be in a chain of calls to this host.
+        let hops = to_self.then(|| self.self_hops().saturating_add(1));
+        if hops.is_some_and(|hops| hops > MAX_SELF_HOPS) {
+            tracing::warn!(
+                function = %self.function,
+                request_id = %self.request_id,
+                target = %format!("{scheme}://{authority}"),
+                max = MAX_SELF_HOPS,
+                "outbound call refused: too deep a chain of calls to this host (http://self)"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
         *request.uri_mut() = uri.clone();
         let headers = request.headers_mut();
         // The connection goes to the URI's authority; so does `Host`.
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             headers.insert(HOST, host);
         }
+        // The count is the host's: whatever the guest set is replaced.
+        if let Some(hops) = hops {
+            headers.insert(SELF_HOPS.clone(), HeaderValue::from(hops));
+        }
         for (name, value) in &self.propagate {
-            if !headers.contains_key(name) {
+            if *name != SELF_HOPS && !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
             }
         }

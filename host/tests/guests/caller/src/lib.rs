@@ -1,8 +1,10 @@
 //! Makes one outbound call on the raw wasi:http API, as its query says:
 //! `?scheme=http&authority=127.0.0.1:1234&path=/x&host=forged.example`
 //! (`host` tries to set a `Host` header; `traceparent` sets its own;
-//! `timeout_ms` bounds the wait for the response head), and
-//! answers `called <status>` or `refused at <step>: <why>`.
+//! `timeout_ms` bounds the wait for the response head; `hops` sets an
+//! `x-shoal-hops` header; `loop` calls this same URL on the given
+//! authority, so that each call makes the next), and answers
+//! `called <status> <body>` or `refused at <step>: <why>`.
 
 use std::io::Read;
 
@@ -18,19 +20,23 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 
 fn handle(request: Request) -> Response {
     let query = request.query().unwrap_or("").to_owned();
-    Response::text(match call(&query) {
+    let again = param(&query, "loop").map(|_| request.path_with_query().to_owned());
+    Response::text(match call(&query, again.as_deref()) {
         Ok(status) => format!("called {status}\n"),
         Err(refusal) => format!("refused at {refusal}\n"),
     })
 }
 
-fn call(query: &str) -> Result<String, String> {
+fn call(query: &str, again: Option<&str>) -> Result<String, String> {
     let mut headers = Vec::new();
     if let Some(host) = param(query, "host") {
         headers.push(("host".to_owned(), host.as_bytes().to_vec()));
     }
     if let Some(traceparent) = param(query, "traceparent") {
         headers.push(("traceparent".to_owned(), traceparent.as_bytes().to_vec()));
+    }
+    if let Some(hops) = param(query, "hops") {
+        headers.push(("x-shoal-hops".to_owned(), hops.as_bytes().to_vec()));
     }
     let fields = Fields::from_list(&headers).map_err(|e| format!("headers: {e:?}"))?;
     let request = OutgoingRequest::new(fields);
@@ -43,7 +49,7 @@ fn call(query: &str) -> Result<String, String> {
         .set_authority(param(query, "authority"))
         .map_err(|()| "authority: invalid".to_owned())?;
     request
-        .set_path_with_query(Some(param(query, "path").unwrap_or("/")))
+        .set_path_with_query(Some(again.or(param(query, "path")).unwrap_or("/")))
         .map_err(|()| "path: invalid".to_owned())?;
     let body = request.body().expect("a new request has a body");
     let options = RequestOptions::new();
