@@ -379,6 +379,11 @@ impl WasiHttpHooks for Outbound {
         let to_self = allowed && authority.host().eq_ignore_ascii_case(OWN_HOST);
         let uri = if to_self {
             let Some(own) = self.client.own.get() else {
+                tracing::warn!(
+                    function = %self.function,
+                    request_id = %self.request_id,
+                    "outbound call refused: http://self, but this runtime serves no listener"
+                );
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             };
             let mut parts = uri.into_parts();
@@ -588,6 +593,24 @@ mod tests {
             client.set_own_address("192.0.2.1:1".parse().unwrap());
             assert_eq!(client.own.get().unwrap().as_str(), own, "{listening}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_runtime_without_a_listener_refuses_calls_to_itself() {
+        let mut outbound = Outbound {
+            function: "caller".into(),
+            request_id: "1".to_owned(),
+            policy: Arc::new(policy(&["http://self"])),
+            client: OutboundClient::new(),
+            propagate: HeaderMap::new(),
+        };
+        let body = http_body_util::Empty::new().map_err(|never| match never {});
+        let request = http::Request::get("http://self/x")
+            .body(body.boxed_unsync())
+            .unwrap();
+        let sent = outbound.send_request(request, None, Box::new(async { Ok(()) }));
+        let sent = Box::into_pin(sent).await;
+        assert!(matches!(sent, Err(Error::HttpRequestDenied)));
     }
 
     #[test]
