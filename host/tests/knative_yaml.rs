@@ -596,7 +596,8 @@ fn functions_taking_events_get_one_trigger_on_the_broker() {
     let subscriber =
         json!({"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "shop"}});
 
-    let objects = run(&["--namespace", "apps", "--broker", "shop-events"]);
+    // A broker is named as most objects are: dots allowed.
+    let objects = run(&["--namespace", "apps", "--broker", "shop.events-2"]);
     assert_eq!(objects.len(), 2, "{objects:?}");
     let trigger = &objects[1];
     assert_eq!(trigger["apiVersion"], "eventing.knative.dev/v1");
@@ -606,7 +607,7 @@ fn functions_taking_events_get_one_trigger_on_the_broker() {
     assert_eq!(
         trigger["spec"],
         json!({
-            "broker": "shop-events",
+            "broker": "shop.events-2",
             "filters": [{"any": [
                 {"exact": {"type": "com.example.order.created"}},
                 {"all": [

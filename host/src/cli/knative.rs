@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::knative::{
     DEFAULT_BROKER, DEFAULT_CPU_REQUEST, DEFAULT_GATEWAY, DEFAULT_HOST, DEFAULT_MEMORY_LIMIT,
     DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_RUN_AS_USER, DnsLabel, Eventing, Events,
-    Gateway, GatewayPrefix, Objects, Options, Quantity, Resources, Scaling,
+    Gateway, GatewayPrefix, ObjectName, Objects, Options, Quantity, Resources, Scaling,
     name_from_manifest_folder, read_as_text_by_kubernetes,
 };
 use crate::manifest::Manifest;
@@ -108,10 +108,11 @@ pub struct KnativeArgs {
           value_parser = parse_route)]
     routes: Vec<RoutePattern>,
 
-    /// The Knative Eventing broker whose events the Trigger takes. A
-    /// Trigger is written when some function declares `events`.
+    /// The Knative Eventing broker whose events the Trigger takes (a
+    /// Kubernetes object name: a-z, 0-9, `-` and `.`). A Trigger is written
+    /// when some function declares `events`.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_BROKER)]
-    broker: DnsLabel,
+    broker: ObjectName,
 
     /// Have the Trigger take every event of the broker, not only those the
     /// manifest's functions take (for functions deployed to the running

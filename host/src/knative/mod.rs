@@ -149,6 +149,52 @@ impl fmt::Display for DnsLabel {
     }
 }
 
+/// A Kubernetes object name of the general kind, a DNS subdomain (RFC
+/// 1123): 1 to 253 of `a-z`, `0-9`, `-` and `.`, in parts separated by
+/// `.`, each starting and ending with a letter or digit. Brokers, like
+/// most objects, are named so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName(String);
+
+impl ObjectName {
+    /// The longest name.
+    pub const MAX_LEN: usize = 253;
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ObjectName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let valid = text.len() <= Self::MAX_LEN
+            && text.split('.').all(|part| {
+                part.starts_with(alphanumeric)
+                    && part.ends_with(alphanumeric)
+                    && part.chars().all(|c| alphanumeric(c) || c == '-')
+            });
+        if valid {
+            read_as_text_by_kubernetes(text)?;
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!(
+                "invalid name `{text}`: use 1 to {} of a-z, 0-9, `-` and `.`, each part between dots starting and ending with a letter or digit",
+                Self::MAX_LEN
+            ))
+        }
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Refuses text that Kubernetes would not read back as the same text.
 ///
 /// Its YAML reader follows YAML 1.1, where a plain `yes`, `no`, `on`,
@@ -307,7 +353,7 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 pub struct Eventing {
     /// The broker, in the Trigger's namespace.
-    pub broker: DnsLabel,
+    pub broker: ObjectName,
     /// Which of its events.
     pub events: Events,
 }
@@ -432,6 +478,28 @@ pub(crate) mod tests {
         assert_eq!(DnsLabel::from_folder_name("2026"), None);
         assert_eq!(DnsLabel::from_folder_name("No"), None);
         assert_eq!(DnsLabel::from_folder_name("..."), None);
+    }
+
+    #[test]
+    fn broker_names_are_dns_subdomains() {
+        for good in ["default", "shop.events", "2-brokers", &"a".repeat(253)] {
+            assert!(good.parse::<ObjectName>().is_ok(), "{good:?} was refused");
+        }
+        for bad in [
+            "",
+            "Events",
+            "shop_events",
+            "-shop",
+            "shop-",
+            ".shop",
+            "shop.",
+            "shop..events",
+            "shop.-events",
+            "no",
+            &"a".repeat(254),
+        ] {
+            assert!(bad.parse::<ObjectName>().is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
