@@ -159,11 +159,6 @@ pub struct ObjectName(String);
 impl ObjectName {
     /// The longest name.
     pub const MAX_LEN: usize = 253;
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl FromStr for ObjectName {
