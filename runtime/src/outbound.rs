@@ -373,11 +373,29 @@ impl WasiHttpHooks for Outbound {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
-        let allowed = self.policy.allows(scheme, authority);
+        if !self.policy.allows(scheme, authority) {
+            tracing::warn!(
+                function = %self.function,
+                request_id = %self.request_id,
+                target = %format!("{scheme}://{authority}"),
+                "outbound call refused: not in the function's allowed_outbound_hosts"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
         // `http://self` (allowed only as itself) goes to the host's own
-        // listener, which a runtime outside a host does not have.
-        let to_self = allowed && authority.host().eq_ignore_ascii_case(OWN_HOST);
-        let uri = if to_self {
+        // listener, which a runtime outside a host does not have, and counts
+        // how deep this call would be in a chain of calls to this host.
+        let (uri, authority, hops) = if authority.host().eq_ignore_ascii_case(OWN_HOST) {
+            let hops = self.self_hops().saturating_add(1);
+            if hops > MAX_SELF_HOPS {
+                tracing::warn!(
+                    function = %self.function,
+                    request_id = %self.request_id,
+                    max = MAX_SELF_HOPS,
+                    "outbound call refused: too deep a chain of calls to this host (http://self)"
+                );
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            }
             let Some(own) = self.client.own.get() else {
                 tracing::warn!(
                     function = %self.function,
@@ -389,36 +407,13 @@ impl WasiHttpHooks for Outbound {
             let mut parts = uri.into_parts();
             parts.authority = Some(own.clone());
             match http::Uri::from_parts(parts) {
-                Ok(uri) => uri,
+                Ok(uri) => (uri, own.clone(), Some(hops)),
                 Err(_) => return Box::new(async { Err(Error::HttpRequestUriInvalid) }),
             }
         } else {
-            uri
+            let authority = authority.clone();
+            (uri, authority, None)
         };
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
-        };
-        if !allowed {
-            tracing::warn!(
-                function = %self.function,
-                request_id = %self.request_id,
-                target = %format!("{scheme}://{authority}"),
-                "outbound call refused: not in the function's allowed_outbound_hosts"
-            );
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
-        // How deep this call would be in a chain of calls to this host.
-        let hops = to_self.then(|| self.self_hops().saturating_add(1));
-        if hops.is_some_and(|hops| hops > MAX_SELF_HOPS) {
-            tracing::warn!(
-                function = %self.function,
-                request_id = %self.request_id,
-                target = %format!("{scheme}://{authority}"),
-                max = MAX_SELF_HOPS,
-                "outbound call refused: too deep a chain of calls to this host (http://self)"
-            );
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
         *request.uri_mut() = uri.clone();
         let headers = request.headers_mut();
         // The connection goes to the URI's authority; so does `Host`.
