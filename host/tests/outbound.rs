@@ -246,10 +246,8 @@ async fn an_ipv6_origin_is_allowed_by_its_literal_and_user_information_never_lea
 /// The bff and demo backend of `examples/shoal.toml`, with the bff's
 /// settings as the example has them, on a host at a free port.
 fn example_bff_host() -> (Host, tempfile::TempDir) {
-    let example_manifest = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shoal.toml"),
-    )
-    .unwrap();
+    let example_manifest =
+        std::fs::read_to_string(common::repo().join("examples/shoal.toml")).unwrap();
     let example_manifest: toml::Table = toml::from_str(&example_manifest).unwrap();
     let bff = example_manifest["function"]
         .as_array()
