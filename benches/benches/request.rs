@@ -215,8 +215,7 @@ fn reference_store(pre: &ProxyPre<Reference>) -> Store<Reference> {
 /// One request through a fresh instance of `pre`, as `wasmtime serve`
 /// runs it.
 async fn reference_request(pre: &ProxyPre<Reference>) {
-    let mut store = reference_store(pre);
-    let proxy = pre.instantiate_async(&mut store).await.unwrap();
+    let (mut store, proxy) = reference_instance(pre).await;
     reference_call(&mut store, &proxy).await;
     drop(store);
 }
