@@ -1,13 +1,14 @@
 //! The bodies the host handles: every response it sends (streamed from a
 //! guest, or a short message of its own), and request bodies on their way
-//! to a guest, counted.
+//! to a guest (from a client, or from a function calling this host),
+//! counted.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use shoal_runtime::{BodyError, GuestBody};
+use shoal_runtime::{BodyError, CallBody, CallError, GuestBody};
 
 use crate::answer::Failure;
 use crate::registry::entry::Lease;
@@ -109,20 +110,23 @@ fn body_broke_off(in_flight: &InFlight, error: BodyError) -> BoxError {
 pub enum RequestBody {
     /// As the client sends it.
     Streamed(Incoming),
+    /// As a function calling this host (`http://self`) writes it.
+    Call(CallBody),
     /// Complete; taken once.
     Read(Option<Bytes>),
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = CallError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, CallError>>> {
         match self.get_mut() {
-            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx).map_err(CallError::from),
+            Self::Call(body) => Pin::new(body).poll_frame(cx),
             Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -130,6 +134,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Streamed(body) => body.is_end_stream(),
+            Self::Call(body) => body.is_end_stream(),
             Self::Read(bytes) => bytes.is_none(),
         }
     }
@@ -137,6 +142,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Streamed(body) => body.size_hint(),
+            Self::Call(body) => body.size_hint(),
             Self::Read(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Read(None) => SizeHint::with_exact(0),
         }

@@ -9,11 +9,13 @@
 //! ([`probes`]). Every failure on the way is classified once
 //! ([`Failure`]) and answered.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Version, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use shoal_runtime::{CallBody, CallError, CallFuture, OwnHost};
 
 use crate::answer::Failure;
 use crate::body::{CountedBody, HostBody, InFlight, RequestBody};
@@ -77,7 +79,49 @@ impl Functions {
 }
 
 impl Handler for Functions {
-    async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<HostBody> {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HostBody> {
+        self.serve(request.map(RequestBody::Streamed)).await
+    }
+}
+
+/// The functions' calls to their own host (`http://self`), served in
+/// process as requests to the public listener are.
+pub struct OwnCalls(Weak<Functions>);
+
+impl OwnCalls {
+    /// Serves the calls with `functions` while it lives.
+    pub fn new(functions: &Arc<Functions>) -> Arc<Self> {
+        Arc::new(Self(Arc::downgrade(functions)))
+    }
+}
+
+impl OwnHost for OwnCalls {
+    fn serve(&self, request: Request<CallBody>) -> CallFuture {
+        let functions = self.0.upgrade();
+        Box::pin(async move {
+            let response = match functions {
+                Some(functions) => functions.serve(request.map(RequestBody::Call)).await,
+                // The host has stopped serving.
+                None => {
+                    let mut response = Response::new(HostBody::text("the host is stopping\n"));
+                    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    response
+                }
+            };
+            // The guest that called learns that the body broke off; the
+            // cause is logged on this side.
+            response.map(|body| {
+                body.map_err(|_| CallError::HttpResponseIncomplete)
+                    .boxed_unsync()
+            })
+        })
+    }
+}
+
+impl Functions {
+    /// The response to `request`, from a client or from a function's call
+    /// to this host.
+    async fn serve(&self, mut request: Request<RequestBody>) -> Response<HostBody> {
         if probes::is_probe(&request) {
             return probes::answer(self.registry.all_compiled());
         }
@@ -119,7 +163,6 @@ impl Handler for Functions {
                 let revision = entry
                     .revision()
                     .and_then(|r| HeaderValue::try_from(r.to_string()).ok());
-                let request = request.map(RequestBody::Streamed);
                 let mut response = log.instrument(self.call(entry, request, &id, record)).await;
                 if let Some(revision) = revision {
                     response.headers_mut().insert(REVISION_HEADER, revision);
@@ -192,7 +235,7 @@ impl Functions {
 /// What is wrong with the request's `Host`, if anything: RFC 9112 wants a
 /// 400 for an HTTP/1.1 request without one, and for more than one or an
 /// invalid one in any request. HTTP/1.0 requests need none.
-fn host_problem(request: &Request<Incoming>) -> Option<&'static str> {
+fn host_problem<B>(request: &Request<B>) -> Option<&'static str> {
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => Some("the request has more than one Host header"),

@@ -244,8 +244,9 @@ async fn an_ipv6_origin_is_allowed_by_its_literal_and_user_information_never_lea
 }
 
 /// The bff and demo backend of `examples/shoal.toml`, with the bff's
-/// settings as the example has them, on a host at a free port.
-fn example_bff_host() -> (Host, tempfile::TempDir) {
+/// settings as the example has them, on a host at a free port run with
+/// `args`.
+fn example_bff_host(args: &[&str]) -> (Host, tempfile::TempDir) {
     let example_manifest =
         std::fs::read_to_string(common::repo().join("examples/shoal.toml")).unwrap();
     let example_manifest: toml::Table = toml::from_str(&example_manifest).unwrap();
@@ -275,12 +276,14 @@ fn example_bff_host() -> (Host, tempfile::TempDir) {
             ),
         ],
     );
-    (Host::start(&manifest), dir)
+    let host = Host::start_with(&manifest, &dir.path().join("data"), args, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    (host, dir)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_bff_calls_the_demo_backend_on_its_own_host_at_any_port() {
-    let (host, _dir) = example_bff_host();
+    let (host, _dir) = example_bff_host(&[]);
     let response = http1()
         .get(host.url("/bff/users/7"))
         .header("x-request-id", "self-call-1")
@@ -295,12 +298,138 @@ async fn the_example_bff_calls_the_demo_backend_on_its_own_host_at_any_port() {
         merged["orders"].as_array().is_some_and(|o| !o.is_empty()),
         "{merged}"
     );
-    // The backend's requests came in through the host's own listener,
-    // carrying the caller's request id.
+    // The backend's requests were served by the host, carrying the
+    // caller's request id.
     let served = host.wait_for_line(Duration::from_secs(5), |line| {
         line.contains("function=demo-backend") && line.contains("self-call-1")
     });
     assert!(served.is_some(), "{}", host.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_to_this_host_need_no_connection_of_their_own() {
+    // One connection at most, the client's: calls to `http://self` that
+    // needed connections of their own would wait for it to close, and the
+    // bff for its calls' first bytes (30 s).
+    let (host, _dir) = example_bff_host(&["--max-connections", "1"]);
+    let client = http1();
+    for user in ["3", "4"] {
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get(host.url(&format!("/bff/users/{user}"))).send(),
+        )
+        .await
+        .expect("the bff's calls waited for a connection")
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        let merged: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(merged["user"]["id"], user, "{merged}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_to_this_host_sends_its_body_within_the_called_functions_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[
+            (
+                "caller",
+                &guest("caller"),
+                &["/call"],
+                &[r#"allowed_outbound_hosts = ["http://self"]"#],
+            ),
+            (
+                "echo",
+                &example("echo"),
+                &["/echo"],
+                &[r#"max_body = "16B""#],
+            ),
+        ],
+    );
+    let host = Host::start(&manifest);
+    let sixteen = "sixteen-bytes-ok";
+    let echoed = call(&host, &format!("authority=self&path=/echo&body={sixteen}")).await;
+    assert_eq!(echoed, format!("called 200 {sixteen}\n"));
+    let refused = call(&host, &format!("authority=self&path=/echo&body={sixteen}!")).await;
+    assert!(refused.starts_with("called 413 "), "{refused}");
+    // The host is not hurt: the next call passes.
+    let echoed = call(&host, "authority=self&path=/echo&body=again").await;
+    assert_eq!(echoed, "called 200 again\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_breaks_off_in_a_call_to_this_host_breaks_off_for_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[
+            (
+                "caller",
+                &guest("caller"),
+                &["/call"],
+                &[r#"allowed_outbound_hosts = ["http://self"]"#],
+            ),
+            ("cut", &guest("trap-mid-body"), &["/cut"], &[]),
+        ],
+    );
+    let host = Host::start(&manifest);
+    let called = call(&host, "authority=self&path=/cut").await;
+    assert!(
+        called.starts_with("called 200 first part of the body\n<broke off: "),
+        "{called}"
+    );
+    let logged = host.wait_for_line(Duration::from_secs(5), |line| {
+        line.contains("function=cut") && line.contains("the response body broke off")
+    });
+    assert!(logged.is_some(), "{}", host.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_to_this_host_ends_with_the_request_that_made_it() {
+    // The called function takes one request at a time and queues none.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(
+        dir.path(),
+        &[
+            (
+                "caller",
+                &guest("caller"),
+                &["/call"],
+                &[r#"allowed_outbound_hosts = ["http://self"]"#],
+            ),
+            (
+                "slow",
+                &guest("slow"),
+                &["/slow"],
+                &["max_concurrency = 1", "max_queue = 0", r#"timeout = "60s""#],
+            ),
+        ],
+    );
+    let host = Host::start(&manifest);
+    let url = host.url("/call?authority=self&path=/slow?ms=50000");
+    let waiting = tokio::spawn(http1().get(url).send());
+    let sleeping = host.wait_for_line(Duration::from_secs(10), |line| {
+        line.contains("function=slow") && line.contains("sleeping 50000 ms")
+    });
+    assert!(sleeping.is_some(), "{}", host.log());
+    // The client goes away: the caller stops, and so does its call.
+    waiting.abort();
+    let _ = waiting.await;
+    let freed = async {
+        loop {
+            let response = http1().get(host.url("/slow?ms=1")).send().await.unwrap();
+            if response.status() == 200 {
+                return response.text().await.unwrap();
+            }
+            assert_eq!(response.status(), 503);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), freed)
+        .await
+        .expect("the call went on after its caller had stopped");
+    assert_eq!(answer, "slept 1 ms\n");
 }
 
 /// A host serving `caller` with `allowed`, and the hello beside it.

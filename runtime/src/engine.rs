@@ -26,7 +26,7 @@ use crate::error::{LoadError, RuntimeError};
 use crate::function::{Function, FunctionSpec};
 use crate::kept::KeptCode;
 use crate::limits::{EpochHandle, EpochTicker, MemoryBudget};
-use crate::outbound::OutboundClient;
+use crate::outbound::{OutboundClient, OwnHost};
 use crate::ready::DEFAULT_READY_INSTANCES;
 use crate::reuse::IDLE_INSTANCES;
 use crate::source::{ComponentSource, Digest};
@@ -294,10 +294,10 @@ impl Runtime {
         &self.outbound
     }
 
-    /// Makes `http://self`, in the functions' outbound calls, reach the
-    /// host listening on `address`. The first call wins.
-    pub fn set_own_address(&self, address: std::net::SocketAddr) {
-        self.outbound.set_own_address(address);
+    /// Makes `http://self`, in the functions' outbound calls, reach `host`
+    /// in process: the host listening on `address`. The first call wins.
+    pub fn serve_own_calls(&self, address: std::net::SocketAddr, host: Arc<dyn OwnHost>) {
+        self.outbound.set_own_host(address, host);
     }
 }
 

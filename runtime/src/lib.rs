@@ -54,8 +54,8 @@ pub use limits::{
     DEFAULT_MAX_BODY, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EPOCH_TICK, Limits, MemoryBudget,
 };
 pub use outbound::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, MAX_SELF_HOPS, OutboundPolicy,
-    OutboundRule, PROPAGATED_HEADERS, SELF_HOPS_HEADER,
+    CallBody, CallError, CallFuture, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT,
+    MAX_SELF_HOPS, OutboundPolicy, OutboundRule, OwnHost, PROPAGATED_HEADERS, SELF_HOPS_HEADER,
 };
 pub use precompile::Precompiler;
 pub use ready::DEFAULT_READY_INSTANCES;

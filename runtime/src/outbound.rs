@@ -9,11 +9,12 @@
 //!   refuses absolute URLs in the path. A refused call fails in the guest
 //!   with `HTTP-request-denied` and is logged.
 //! - `http://self` is this host: a function that lists it may call the
-//!   other functions of its host by path (`http://self/orders/7`), on
-//!   whatever address the host listens. Only that entry allows it, never a
-//!   wildcard. Such calls carry how deep they are (`x-shoal-hops`), and
-//!   one that would go deeper than [`MAX_SELF_HOPS`] is refused, so a
-//!   function that calls itself, or a cycle of them, ends.
+//!   other functions of its host by path (`http://self/orders/7`). Only
+//!   that entry allows it, never a wildcard. Such calls are served in
+//!   process, by the host's own handler ([`OwnHost`]), as if they had come
+//!   to its listener, without a connection. They carry how deep they are
+//!   (`x-shoal-hops`), and one that would go deeper than [`MAX_SELF_HOPS`]
+//!   is refused, so a function that calls itself, or a cycle of them, ends.
 //! - One connection pool for the whole host, so calls reuse connections;
 //!   a connect timeout and a first-byte timeout bound each call.
 //! - The incoming request's trace headers (W3C `traceparent`/`tracestate`,
@@ -22,6 +23,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -73,6 +75,27 @@ pub const SELF_HOPS_HEADER: &str = "x-shoal-hops";
 pub const MAX_SELF_HOPS: u32 = 16;
 
 static SELF_HOPS: HeaderName = HeaderName::from_static(SELF_HOPS_HEADER);
+
+/// The body of a call to this host (`http://self`): the caller's request
+/// body, as the host reads it, and the answer's, as the caller reads it.
+pub type CallBody = WasiBody;
+
+/// How a call's body can fail (the caller's request body, or the answer's:
+/// the host answers a body that broke off with
+/// [`CallError::HttpResponseIncomplete`]).
+pub type CallError = Error;
+
+/// The answer to a call to this host, to come.
+pub type CallFuture = Pin<Box<dyn Future<Output = http::Response<CallBody>> + Send>>;
+
+/// What answers the functions' calls to their own host (`http://self`) in
+/// process: the host's handler of its public listener.
+pub trait OwnHost: Send + Sync + 'static {
+    /// The answer to `request`, which has an origin-form URI (the path and
+    /// query) and the host's listening address in `Host`, as a request to
+    /// that listener would.
+    fn serve(&self, request: http::Request<CallBody>) -> CallFuture;
+}
 
 /// One entry of a function's `allowed_outbound_hosts`:
 /// `scheme://host[:port]`. The scheme is `http`, `https` or `*`; the host is
@@ -260,8 +283,15 @@ type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 pub(crate) struct OutboundClient {
     client: Client<HttpsConnector, WasiBody>,
-    /// Where `http://self` connects, once the host listens.
-    own: Arc<OnceLock<Authority>>,
+    /// What serves `http://self`, once the host listens.
+    own: Arc<OnceLock<Own>>,
+}
+
+/// This host, as its functions' calls to `http://self` reach it.
+struct Own {
+    /// Its listener's address, for the calls' `Host`.
+    authority: Authority,
+    host: Arc<dyn OwnHost>,
 }
 
 impl OutboundClient {
@@ -288,10 +318,10 @@ impl OutboundClient {
         }
     }
 
-    /// Makes `http://self` connect to `listening` (the host's public
-    /// listener; an unspecified address is reached on loopback). The first
-    /// call wins.
-    pub(crate) fn set_own_address(&self, listening: SocketAddr) {
+    /// Makes `http://self` reach `host`, which listens on `listening` (an
+    /// unspecified address is named as loopback in the calls' `Host`). The
+    /// first call wins.
+    pub(crate) fn set_own_host(&self, listening: SocketAddr, host: Arc<dyn OwnHost>) {
         let ip = match listening.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -299,7 +329,7 @@ impl OutboundClient {
         };
         let address = SocketAddr::new(ip, listening.port()).to_string();
         if let Ok(authority) = Authority::try_from(address) {
-            let _ = self.own.set(authority);
+            let _ = self.own.set(Own { authority, host });
         }
     }
 }
@@ -382,59 +412,19 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
-        // `http://self` (allowed only as itself) goes to the host's own
-        // listener, which a runtime outside a host does not have, and counts
+        // `http://self` (allowed only as itself) is served by the host in
+        // process, which a runtime outside a host does not have, and counts
         // how deep this call would be in a chain of calls to this host.
-        let (uri, authority, hops) = if authority.host().eq_ignore_ascii_case(OWN_HOST) {
-            let hops = self.self_hops().saturating_add(1);
-            if hops > MAX_SELF_HOPS {
-                tracing::warn!(
-                    function = %self.function,
-                    request_id = %self.request_id,
-                    max = MAX_SELF_HOPS,
-                    "outbound call refused: too deep a chain of calls to this host (http://self)"
-                );
-                return Box::new(async { Err(Error::HttpRequestDenied) });
-            }
-            let Some(own) = self.client.own.get() else {
-                tracing::warn!(
-                    function = %self.function,
-                    request_id = %self.request_id,
-                    "outbound call refused: http://self, but this runtime serves no listener"
-                );
-                return Box::new(async { Err(Error::HttpRequestDenied) });
-            };
-            let mut parts = uri.into_parts();
-            parts.authority = Some(own.clone());
-            match http::Uri::from_parts(parts) {
-                Ok(uri) => (uri, own.clone(), Some(hops)),
-                Err(_) => return Box::new(async { Err(Error::HttpRequestUriInvalid) }),
-            }
-        } else {
-            let authority = authority.clone();
-            (uri, authority, None)
-        };
+        if authority.host().eq_ignore_ascii_case(OWN_HOST) {
+            return self.call_own_host(request, options);
+        }
+        let authority = authority.clone();
         *request.uri_mut() = uri.clone();
-        let headers = request.headers_mut();
-        // The connection goes to the URI's authority; so does `Host`.
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(HOST, host);
-        }
-        // The count is the host's: whatever the guest set is replaced.
-        if let Some(hops) = hops {
-            headers.insert(SELF_HOPS.clone(), HeaderValue::from(hops));
-        }
-        for (name, value) in &self.propagate {
-            if *name != SELF_HOPS && !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
+        self.add_headers(request.headers_mut(), &authority);
         tracing::debug!(function = %self.function, request_id = %self.request_id, %uri, "outbound call");
         // The pool connects with its own timeout (`DEFAULT_CONNECT_TIMEOUT`);
         // the call's first-byte timeout bounds everything up to the head.
-        let first_byte = options
-            .and_then(|o| o.first_byte_timeout)
-            .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT);
+        let first_byte = first_byte_timeout(options);
         let client = self.client.client.clone();
         Box::new(async move {
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
@@ -443,11 +433,83 @@ impl WasiHttpHooks for Outbound {
                 Err(_elapsed) => return Err(Error::HttpResponseTimeout),
             };
             let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
-            let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
-                Box::new(async { Ok(()) });
-            Ok((response, done))
+            Ok((response, nothing_after()))
         })
     }
+}
+
+impl Outbound {
+    /// Sends `request`, to `http://self`, to the host's own handler.
+    fn call_own_host(
+        &self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> SendFuture {
+        let hops = self.self_hops().saturating_add(1);
+        if hops > MAX_SELF_HOPS {
+            tracing::warn!(
+                function = %self.function,
+                request_id = %self.request_id,
+                max = MAX_SELF_HOPS,
+                "outbound call refused: too deep a chain of calls to this host (http://self)"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        let Some(own) = self.client.own.get() else {
+            tracing::warn!(
+                function = %self.function,
+                request_id = %self.request_id,
+                "outbound call refused: http://self, but this runtime serves no listener"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        };
+        // As a request to the listener reads: the path and query, and the
+        // listener's address in `Host`.
+        let origin_form = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| http::Uri::from_static("/"), |path| path.clone().into());
+        tracing::debug!(function = %self.function, request_id = %self.request_id, uri = %origin_form, "outbound call to this host");
+        *request.uri_mut() = origin_form;
+        let headers = request.headers_mut();
+        // The count is the host's: whatever the guest set is replaced.
+        headers.insert(SELF_HOPS.clone(), HeaderValue::from(hops));
+        self.add_headers(headers, &own.authority);
+        let first_byte = first_byte_timeout(options);
+        let answer = own.host.serve(request);
+        Box::new(async move {
+            match tokio::time::timeout(first_byte, answer).await {
+                Ok(response) => Ok((response, nothing_after())),
+                Err(_elapsed) => Err(Error::HttpResponseTimeout),
+            }
+        })
+    }
+
+    /// Sets a call's `Host` to `authority`, where the call goes, and adds
+    /// the trace headers the guest did not set itself.
+    fn add_headers(&self, headers: &mut HeaderMap, authority: &Authority) {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, host);
+        }
+        for (name, value) in &self.propagate {
+            if *name != SELF_HOPS && !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// How long a call may wait for its response head.
+fn first_byte_timeout(options: Option<RequestOptions>) -> Duration {
+    options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT)
+}
+
+/// What is left of a call once its response has come: nothing (its request
+/// body is sent by the connection, or read by the host, as the call goes).
+fn nothing_after() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
+    Box::new(async { Ok(()) })
 }
 
 /// `uri` without user information (`user:password@`) in its authority:
@@ -575,8 +637,20 @@ mod tests {
         }
     }
 
+    /// A host with no functions.
+    struct NotFound;
+
+    impl OwnHost for NotFound {
+        fn serve(&self, _: http::Request<CallBody>) -> CallFuture {
+            let body = http_body_util::Empty::new().map_err(|never| match never {});
+            let mut response = http::Response::new(body.boxed_unsync());
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
+            Box::pin(async { response })
+        }
+    }
+
     #[test]
-    fn this_host_is_reached_on_its_listening_address() {
+    fn this_host_is_named_by_its_listening_address() {
         for (listening, own) in [
             ("127.0.0.1:3000", "127.0.0.1:3000"),
             ("0.0.0.0:8080", "127.0.0.1:8080"),
@@ -584,9 +658,10 @@ mod tests {
             ("10.1.2.3:80", "10.1.2.3:80"),
         ] {
             let client = OutboundClient::new();
-            client.set_own_address(listening.parse().unwrap());
-            client.set_own_address("192.0.2.1:1".parse().unwrap());
-            assert_eq!(client.own.get().unwrap().as_str(), own, "{listening}");
+            client.set_own_host(listening.parse().unwrap(), Arc::new(NotFound));
+            client.set_own_host("192.0.2.1:1".parse().unwrap(), Arc::new(NotFound));
+            let authority = &client.own.get().unwrap().authority;
+            assert_eq!(authority.as_str(), own, "{listening}");
         }
     }
 

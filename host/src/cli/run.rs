@@ -16,7 +16,7 @@ use crate::admission::GateLimits;
 use crate::build::{self, SourceWatcher};
 use crate::deploy::Deployments;
 use crate::deploy::state::DEFAULT_KEEP_REVISIONS;
-use crate::dispatch::Functions;
+use crate::dispatch::{Functions, OwnCalls};
 use crate::events;
 use crate::manifest::{FunctionDecl, FunctionName, Manifest};
 use crate::registry::entry::FunctionError;
@@ -392,7 +392,6 @@ impl RunArgs {
             .await
             .with_context(|| format!("cannot listen on {} (--admin-listen)", self.admin_listen))?;
         let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
-        runtime.set_own_address(public_addr);
         let metrics_only = match self.metrics_listen {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -495,8 +494,11 @@ impl RunArgs {
         // thread: a connection it accepts starts on that thread. Run by
         // `block_on`, it would accept on this thread and hand each new
         // connection over to a worker, one more thread woken per connection.
+        let functions = Functions::new(registry.clone(), metrics.clone(), self.events_batch);
+        // The functions' calls to `http://self` are served in process.
+        runtime.serve_own_calls(public_addr, OwnCalls::new(&functions));
         let public = tokio::spawn(server::serve(
-            Functions::new(registry.clone(), metrics.clone(), self.events_batch),
+            functions,
             public,
             public_limits,
             stopped(stop_rx.clone()),

@@ -50,7 +50,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use shoal_runtime::{BodyError, DEFAULT_MAX_BODY};
 
 use self::cloudevent::{Attributes, EventError, Mode};
@@ -81,7 +80,7 @@ impl Functions {
     /// own, and answers as the module's doc says.
     pub(crate) async fn event(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         id: &HeaderValue,
         mut record: RequestRecord,
     ) -> Response<HostBody> {
@@ -102,10 +101,7 @@ impl Functions {
         let (attributes, request) = match mode {
             Err(error) => return refuse(Failure::BadEvent(&error), record),
             Ok(Mode::Binary) => match cloudevent::binary(&parts.headers) {
-                Ok(attributes) => (
-                    attributes,
-                    Request::from_parts(parts, RequestBody::Streamed(body)),
-                ),
+                Ok(attributes) => (attributes, Request::from_parts(parts, body)),
                 Err(error) => return refuse(Failure::BadEvent(&error), record),
             },
             Ok(Mode::Structured) => {
@@ -241,7 +237,7 @@ impl Unread {
 }
 
 /// A structured event's or a batch's whole body, up to [`MAX_STRUCTURED`].
-async fn read_whole(body: Incoming) -> Result<Bytes, Unread> {
+async fn read_whole(body: RequestBody) -> Result<Bytes, Unread> {
     Limited::new(body, MAX_STRUCTURED as usize)
         .collect()
         .await

@@ -2,15 +2,17 @@
 //! `?scheme=http&authority=127.0.0.1:1234&path=/x&host=forged.example`
 //! (`host` tries to set a `Host` header; `traceparent` sets its own;
 //! `timeout_ms` bounds the wait for the response head; `hops` sets an
-//! `x-shoal-hops` header; `loop` calls this same URL on the given
+//! `x-shoal-hops` header; `body` POSTs that text, with its length;
+//! `loop` calls this same URL on the given
 //! authority, so that each call makes the next), and answers
-//! `called <status> <body>` or `refused at <step>: <why>`.
+//! `called <status> <body>` (with `<broke off: <why>>` after what came of a
+//! body that broke off) or `refused at <step>: <why>`.
 
 use std::io::Read;
 
 use shoal::wasi::http::outgoing_handler;
 use shoal::wasi::http::types::{
-    ErrorCode, Fields, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use shoal::{Request, Response};
 
@@ -38,8 +40,15 @@ fn call(query: &str, again: Option<&str>) -> Result<String, String> {
     if let Some(hops) = param(query, "hops") {
         headers.push(("x-shoal-hops".to_owned(), hops.as_bytes().to_vec()));
     }
+    let sent = param(query, "body");
+    if let Some(sent) = sent {
+        headers.push(("content-length".to_owned(), sent.len().to_string().into_bytes()));
+    }
     let fields = Fields::from_list(&headers).map_err(|e| format!("headers: {e:?}"))?;
     let request = OutgoingRequest::new(fields);
+    if sent.is_some() {
+        request.set_method(&Method::Post).map_err(|()| "method: invalid".to_owned())?;
+    }
     let scheme = match param(query, "scheme") {
         Some("https") => Scheme::Https,
         _ => Scheme::Http,
@@ -59,6 +68,12 @@ fn call(query: &str, again: Option<&str>) -> Result<String, String> {
             .map_err(|()| "options: refused".to_owned())?;
     }
     let future = outgoing_handler::handle(request, Some(options)).map_err(|e| format!("handle: {e:?}"))?;
+    if let Some(sent) = sent {
+        let stream = body.write().expect("a body is written once");
+        stream
+            .blocking_write_and_flush(sent.as_bytes())
+            .map_err(|e| format!("write: {e:?}"))?;
+    }
     OutgoingBody::finish(body, None).map_err(|e| format!("finish: {e:?}"))?;
     future.subscribe().block();
     let response = match future.get() {
@@ -69,8 +84,10 @@ fn call(query: &str, again: Option<&str>) -> Result<String, String> {
     let status = response.status();
     let body = response.consume().map_err(|()| "body: taken".to_owned())?;
     let mut text = String::new();
-    if let Ok(mut stream) = body.stream() {
-        let _ = stream.read_to_string(&mut text);
+    if let Ok(mut stream) = body.stream()
+        && let Err(error) = stream.read_to_string(&mut text)
+    {
+        text.push_str(&format!("<broke off: {error}>"));
     }
     Ok(format!("{status} {text}"))
 }
