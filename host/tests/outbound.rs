@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_runtime::{MAX_SELF_HOPS, SELF_HOPS_HEADER};
 
-use common::{Backend, Host, bff_settings, example, guest, http1, manifest};
+use common::{Backend, Decl, Host, bff_settings, example, guest, http1, manifest};
 
 const TRACE_HEADERS: [(&str, &str); 10] = [
     (
@@ -329,25 +329,13 @@ async fn calls_to_this_host_need_no_connection_of_their_own() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_to_this_host_sends_its_body_within_the_called_functions_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = manifest(
-        dir.path(),
-        &[
-            (
-                "caller",
-                &guest("caller"),
-                &["/call"],
-                &[r#"allowed_outbound_hosts = ["http://self"]"#],
-            ),
-            (
-                "echo",
-                &example("echo"),
-                &["/echo"],
-                &[r#"max_body = "16B""#],
-            ),
-        ],
+    let echo = (
+        "echo",
+        &*example("echo"),
+        &["/echo"][..],
+        &[r#"max_body = "16B""#][..],
     );
-    let host = Host::start(&manifest);
+    let (host, _dir) = caller_beside(r#"["http://self"]"#, echo);
     let sixteen = "sixteen-bytes-ok";
     let echoed = call(&host, &format!("authority=self&path=/echo&body={sixteen}")).await;
     assert_eq!(echoed, format!("called 200 {sixteen}\n"));
@@ -360,20 +348,8 @@ async fn a_call_to_this_host_sends_its_body_within_the_called_functions_limit() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_breaks_off_in_a_call_to_this_host_breaks_off_for_the_caller() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = manifest(
-        dir.path(),
-        &[
-            (
-                "caller",
-                &guest("caller"),
-                &["/call"],
-                &[r#"allowed_outbound_hosts = ["http://self"]"#],
-            ),
-            ("cut", &guest("trap-mid-body"), &["/cut"], &[]),
-        ],
-    );
-    let host = Host::start(&manifest);
+    let cut = ("cut", &*guest("trap-mid-body"), &["/cut"][..], &[][..]);
+    let (host, _dir) = caller_beside(r#"["http://self"]"#, cut);
     let called = call(&host, "authority=self&path=/cut").await;
     assert!(
         called.starts_with("called 200 first part of the body\n<broke off: "),
@@ -388,25 +364,9 @@ async fn a_body_that_breaks_off_in_a_call_to_this_host_breaks_off_for_the_caller
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_to_this_host_ends_with_the_request_that_made_it() {
     // The called function takes one request at a time and queues none.
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = manifest(
-        dir.path(),
-        &[
-            (
-                "caller",
-                &guest("caller"),
-                &["/call"],
-                &[r#"allowed_outbound_hosts = ["http://self"]"#],
-            ),
-            (
-                "slow",
-                &guest("slow"),
-                &["/slow"],
-                &["max_concurrency = 1", "max_queue = 0", r#"timeout = "60s""#],
-            ),
-        ],
-    );
-    let host = Host::start(&manifest);
+    let limits = ["max_concurrency = 1", "max_queue = 0", r#"timeout = "60s""#];
+    let slow = ("slow", &*guest("slow"), &["/slow"][..], &limits[..]);
+    let (host, _dir) = caller_beside(r#"["http://self"]"#, slow);
     let url = host.url("/call?authority=self&path=/slow?ms=50000");
     let waiting = tokio::spawn(http1().get(url).send());
     let sleeping = host.wait_for_line(Duration::from_secs(10), |line| {
@@ -434,13 +394,18 @@ async fn a_call_to_this_host_ends_with_the_request_that_made_it() {
 
 /// A host serving `caller` with `allowed`, and the hello beside it.
 fn caller_beside_hello(allowed: &str) -> (Host, tempfile::TempDir) {
+    caller_beside(allowed, ("hello", &example("hello"), &["/hello"], &[]))
+}
+
+/// A host serving `caller` with `allowed`, and `other` beside it.
+fn caller_beside(allowed: &str, other: Decl<'_>) -> (Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let allowed = format!("allowed_outbound_hosts = {allowed}");
     let manifest = manifest(
         dir.path(),
         &[
             ("caller", &guest("caller"), &["/call"], &[allowed.as_str()]),
-            ("hello", &example("hello"), &["/hello"], &[]),
+            other,
         ],
     );
     (Host::start(&manifest), dir)
