@@ -17,7 +17,9 @@ use shoal::wasi::http::types::{
 use shoal::{Request, Response};
 
 fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn handle(request: Request) -> Response {
@@ -42,18 +44,25 @@ fn call(query: &str, again: Option<&str>) -> Result<String, String> {
     }
     let sent = param(query, "body");
     if let Some(sent) = sent {
-        headers.push(("content-length".to_owned(), sent.len().to_string().into_bytes()));
+        headers.push((
+            "content-length".to_owned(),
+            sent.len().to_string().into_bytes(),
+        ));
     }
     let fields = Fields::from_list(&headers).map_err(|e| format!("headers: {e:?}"))?;
     let request = OutgoingRequest::new(fields);
     if sent.is_some() {
-        request.set_method(&Method::Post).map_err(|()| "method: invalid".to_owned())?;
+        request
+            .set_method(&Method::Post)
+            .map_err(|()| "method: invalid".to_owned())?;
     }
     let scheme = match param(query, "scheme") {
         Some("https") => Scheme::Https,
         _ => Scheme::Http,
     };
-    request.set_scheme(Some(&scheme)).map_err(|()| "scheme: invalid".to_owned())?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "scheme: invalid".to_owned())?;
     request
         .set_authority(param(query, "authority"))
         .map_err(|()| "authority: invalid".to_owned())?;
@@ -67,7 +76,8 @@ fn call(query: &str, again: Option<&str>) -> Result<String, String> {
             .set_first_byte_timeout(Some(ms * 1_000_000))
             .map_err(|()| "options: refused".to_owned())?;
     }
-    let future = outgoing_handler::handle(request, Some(options)).map_err(|e| format!("handle: {e:?}"))?;
+    let future =
+        outgoing_handler::handle(request, Some(options)).map_err(|e| format!("handle: {e:?}"))?;
     if let Some(sent) = sent {
         let stream = body.write().expect("a body is written once");
         stream

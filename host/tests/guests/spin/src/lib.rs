@@ -14,7 +14,10 @@ fn handle(request: Request) -> Response {
             n = black_box(n.wrapping_add(1));
         }
     }
-    let ms: u64 = query.strip_prefix("ms=").and_then(|n| n.parse().ok()).unwrap_or(10);
+    let ms: u64 = query
+        .strip_prefix("ms=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
     let until = Instant::now() + Duration::from_millis(ms);
     let mut spins: u64 = 0;
     while Instant::now() < until {

@@ -24,7 +24,10 @@ pub extern "C" fn _initialize() {
 }
 
 fn handle(_: shoal::Request) -> shoal::Response {
-    shoal::Response::text(format!("start code ran {} time(s)\n", STARTS.load(Ordering::Relaxed)))
+    shoal::Response::text(format!(
+        "start code ran {} time(s)\n",
+        STARTS.load(Ordering::Relaxed)
+    ))
 }
 
 shoal::export!(handle);
