@@ -16,7 +16,12 @@ use shoal::outbound::{IncomingResponse, OutboundError, OutgoingRequest};
 use shoal::{Request, Response};
 
 fn handle(request: Request) -> Response {
-    let Some(id) = request.path().rsplit('/').next().filter(|id| !id.is_empty()) else {
+    let Some(id) = request
+        .path()
+        .rsplit('/')
+        .next()
+        .filter(|id| !id.is_empty())
+    else {
         return Response::error(400, "usage: GET /bff/users/<id>");
     };
     let (Ok(users), Ok(orders)) = (std::env::var("USERS_URL"), std::env::var("ORDERS_URL")) else {
@@ -37,12 +42,20 @@ fn merge(user_url: &str, orders_url: &str) -> Result<Value, String> {
     Ok(json!({ "user": user, "orders": orders }))
 }
 
-fn json_of(service: &str, response: Result<IncomingResponse, OutboundError>) -> Result<Value, String> {
+fn json_of(
+    service: &str,
+    response: Result<IncomingResponse, OutboundError>,
+) -> Result<Value, String> {
     let response = response.map_err(|e| format!("the {service} service: {e}"))?;
     if response.status() != 200 {
-        return Err(format!("the {service} service answered {}", response.status()));
+        return Err(format!(
+            "the {service} service answered {}",
+            response.status()
+        ));
     }
-    response.json().map_err(|e| format!("the {service} service: {e}"))
+    response
+        .json()
+        .map_err(|e| format!("the {service} service: {e}"))
 }
 
 shoal::export!(handle);

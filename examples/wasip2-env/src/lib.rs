@@ -27,7 +27,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Env {
         ResponseOutparam::set(response_out, Ok(response));
 
         let mut stream = body.write().expect("the body is written once");
-        stream.write_all(text.as_bytes()).expect("the host accepts the body");
+        stream
+            .write_all(text.as_bytes())
+            .expect("the host accepts the body");
         drop(stream);
         OutgoingBody::finish(body, None).expect("the body is complete");
     }
