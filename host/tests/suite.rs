@@ -13,6 +13,7 @@ mod deploy;
 mod events;
 mod failures;
 mod hardening;
+mod isolation;
 mod knative;
 mod knative_yaml;
 mod lifecycle;

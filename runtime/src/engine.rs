@@ -13,6 +13,7 @@
 //! on-demand allocation and says so in the log.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::PathBuf;
 
 use wasmtime::component::Linker;
@@ -31,6 +32,7 @@ use crate::ready::DEFAULT_READY_INSTANCES;
 use crate::reuse::IDLE_INSTANCES;
 use crate::source::{ComponentSource, Digest};
 use crate::store::StoreState;
+use crate::swap;
 use crate::waiting::WaitingInstances;
 
 /// How many instances may be alive at once across all functions, by default.
@@ -88,6 +90,11 @@ pub struct RuntimeConfig {
     /// Fresh instances made ahead of their request at most, across all
     /// functions (at most a quarter of `max_instances`); 0 makes none.
     pub ready_instances: u32,
+    /// Whether a pooled memory may be reset by restoring only the pages
+    /// its instance wrote ([`MemoryReset::DirtyPages`]), where the kernel
+    /// can find them and no page of this process can be swapped out;
+    /// `false` releases it whole after each instance.
+    pub dirty_page_reset: bool,
 }
 
 /// The compiled code kept mapped by default: 128 MiB.
@@ -127,6 +134,7 @@ impl RuntimeConfig {
             cpu: TargetCpu::Native,
             keep_code: DEFAULT_KEEP_CODE,
             ready_instances: DEFAULT_READY_INSTANCES,
+            dirty_page_reset: true,
         }
     }
 }
@@ -142,12 +150,70 @@ pub enum Allocation {
         ready: u32,
         /// And for idle instances of functions that reuse them.
         idle: u32,
-        /// Whether dropped instances' dirty pages are found with
-        /// `PAGEMAP_SCAN` and restored in place (else they are unmapped).
-        pagemap_scan: bool,
+        /// How a slot's memory is made pristine for its next instance.
+        reset: MemoryReset,
     },
     /// `mmap` per instance; used where the pool cannot be reserved.
     OnDemand,
+}
+
+/// How a pooled linear memory is made pristine for its next instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryReset {
+    /// The pages the last instance wrote, found with `PAGEMAP_SCAN` and
+    /// restored in place, up to the bytes kept resident; the rest released.
+    DirtyPages,
+    /// Released whole (`madvise`): the next instance faults in the pages it
+    /// touches. Why not [`MemoryReset::DirtyPages`]:
+    Released(WhyReleased),
+}
+
+/// Why pooled memory is released whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhyReleased {
+    /// The kernel has no `PAGEMAP_SCAN` (before Linux 6.7).
+    NoPagemapScan,
+    /// This process's memory may be swapped out, and the dirty-page reset
+    /// would leave a swapped page as the last instance wrote it.
+    Swap,
+    /// [`RuntimeConfig::dirty_page_reset`] is off.
+    Configured,
+}
+
+impl fmt::Display for MemoryReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DirtyPages => "dirty pages, in place (PAGEMAP_SCAN)",
+            Self::Released(WhyReleased::NoPagemapScan) => {
+                "released whole (madvise): the kernel has no PAGEMAP_SCAN"
+            }
+            Self::Released(WhyReleased::Swap) => {
+                "released whole (madvise): this process's memory may be swapped out"
+            }
+            Self::Released(WhyReleased::Configured) => "released whole (madvise), as configured",
+        })
+    }
+}
+
+/// How pooled memory is reset under `config`, on this machine.
+fn memory_reset(config: &RuntimeConfig) -> MemoryReset {
+    if !config.dirty_page_reset {
+        return MemoryReset::Released(WhyReleased::Configured);
+    }
+    if !PoolingAllocationConfig::is_pagemap_scan_available() {
+        return MemoryReset::Released(WhyReleased::NoPagemapScan);
+    }
+    match swap::may_swap() {
+        None => MemoryReset::DirtyPages,
+        Some(why) => {
+            tracing::warn!(
+                why,
+                "instance memory is released whole after each instance, not restored in place: \
+                 a swapped-out page would otherwise keep what the last instance wrote"
+            );
+            MemoryReset::Released(WhyReleased::Swap)
+        }
+    }
 }
 
 /// The engine, the linker and the artifact cache: everything shared by all
@@ -317,12 +383,14 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
             .into_iter()
             .take(if ready + idle > 0 { 2 } else { 1 })
     });
+    let reset = memory_reset(config);
     let mut failed = None;
     for (size, ready, idle) in pools {
         let slots = size + ready + idle;
         let pool = Pool {
             instances: slots,
             keep_resident: keep_resident(config.memory_budget, slots),
+            dirty_pages: reset == MemoryReset::DirtyPages,
         };
         let settings = engine_config(Some(pool), config.cpu).map_err(RuntimeError::Engine)?;
         match Engine::new(&settings) {
@@ -334,14 +402,13 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
                         "the instance pool was sized down to fit the address space"
                     );
                 }
-                let pagemap_scan = PoolingAllocationConfig::is_pagemap_scan_available();
                 return Ok(Some((
                     engine,
                     Allocation::Pooling {
                         instances: size,
                         ready,
                         idle,
-                        pagemap_scan,
+                        reset,
                     },
                 )));
             }
@@ -379,8 +446,12 @@ fn waiting_instances(config: &RuntimeConfig, instances: u32) -> (u32, u32) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pool {
     instances: u32,
-    /// Bytes of each linear memory kept resident between instances.
+    /// Bytes of each linear memory kept resident between instances, with
+    /// the dirty-page reset.
     keep_resident: usize,
+    /// Whether memory is reset by restoring its dirty pages in place
+    /// ([`MemoryReset::DirtyPages`]); else it is released whole.
+    dirty_pages: bool,
 }
 
 /// The bytes each pooled linear memory keeps resident between instances:
@@ -427,6 +498,7 @@ pub(crate) fn engine_config(pool: Option<Pool>, cpu: TargetCpu) -> wasmtime::Res
     if let Some(Pool {
         instances,
         keep_resident,
+        dirty_pages,
     }) = pool
     {
         let mut pooling = PoolingAllocationConfig::new();
@@ -438,7 +510,7 @@ pub(crate) fn engine_config(pool: Option<Pool>, cpu: TargetCpu) -> wasmtime::Res
             .total_stacks(instances)
             .table_elements(MAX_TABLE_ELEMENTS)
             .max_core_instance_size(MAX_CORE_INSTANCE_SIZE);
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
+        if dirty_pages {
             pooling
                 .pagemap_scan(Enabled::Yes)
                 .linear_memory_keep_resident(keep_resident)
@@ -472,6 +544,7 @@ mod tests {
         let pool = Pool {
             instances: MIN_POOLED_INSTANCES,
             keep_resident: MEMORY_KEEP_RESIDENT,
+            dirty_pages: true,
         };
         let key = |pool, cpu| engine_key(&Engine::new(&engine_config(pool, cpu).unwrap()).unwrap());
         for cpu in [TargetCpu::Native, TargetCpu::Portable] {

@@ -39,13 +39,15 @@ mod ready;
 mod reuse;
 mod source;
 mod store;
+mod swap;
 mod waiting;
 
 pub use artifact::{Artifact, Provenance};
 pub use background::send_answers_with;
 pub use cache::{Collected, UNUSED_ARTIFACT_GRACE};
 pub use engine::{
-    Allocation, DEFAULT_KEEP_CODE, DEFAULT_MAX_INSTANCES, Runtime, RuntimeConfig, TargetCpu,
+    Allocation, DEFAULT_KEEP_CODE, DEFAULT_MAX_INSTANCES, MemoryReset, Runtime, RuntimeConfig,
+    TargetCpu, WhyReleased,
 };
 pub use error::{GuestFailure, HandleError, LoadError, RuntimeError};
 pub use function::{BodyError, Function, FunctionSpec, GuestBody};

@@ -110,6 +110,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_memory_budget)]
     memory_budget: Option<u64>,
 
+    /// How a pooled instance's memory is made pristine for the next one:
+    /// `auto` restores only the pages it wrote, in place, where the kernel
+    /// can find them (`PAGEMAP_SCAN`) and no page of this process can be
+    /// swapped out (no swap, or a cgroup v2 `memory.swap.max` of 0), and
+    /// otherwise releases it whole; `release` always releases it whole
+    /// (slower), for a machine where swap may be turned on later.
+    #[arg(long, env = "SHOAL_MEMORY_RESET", value_enum, default_value = "auto")]
+    memory_reset: MemoryResetArg,
+
     /// Compiled code kept mapped for functions that scaled to zero, the
     /// most recent first: their next cold start skips loading it from the
     /// artifact cache. Only code is kept, never an instance; `0` unmaps a
@@ -273,23 +282,20 @@ impl RunArgs {
         config.memory_budget = memory_budget;
         config.keep_code = self.keep_code;
         config.ready_instances = self.ready_instances;
+        config.dirty_page_reset = self.memory_reset == MemoryResetArg::Auto;
         let runtime = Arc::new(Runtime::new(&config)?);
         match runtime.allocation() {
             Allocation::Pooling {
                 instances,
                 ready,
                 idle,
-                pagemap_scan,
+                reset,
             } => tracing::info!(
                 instances,
                 ready_instances = ready,
                 idle_instances = idle,
                 memory_budget,
-                memory_reset = if pagemap_scan {
-                    "dirty pages, in place (PAGEMAP_SCAN)"
-                } else {
-                    "madvise"
-                },
+                memory_reset = %reset,
                 "instances come from the pooling allocator, with copy-on-write memory images"
             ),
             Allocation::OnDemand => {
@@ -633,6 +639,15 @@ fn public_connections(configured: usize) -> usize {
         );
     }
     configured.min(budget)
+}
+
+/// `--memory-reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MemoryResetArg {
+    /// Only the pages an instance wrote, in place, where that is safe.
+    Auto,
+    /// The whole memory, released after each instance.
+    Release,
 }
 
 /// File descriptors left for the public port's connections: the soft
