@@ -56,7 +56,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Largest instance metadata (`VMContext`) a core module may need.
 const MAX_CORE_INSTANCE_SIZE: usize = 4 << 20;
 
-/// Where the kernel has `PAGEMAP_SCAN` (Linux 6.7+), the pages an instance
+/// Where the kernel has `PAGEMAP_SCAN` (Linux 6.7+) and no page of the
+/// process can be swapped out (see [`swap`]), the pages an instance
 /// dirtied are restored in place when it is dropped, up to this many bytes
 /// per linear memory, instead of being unmapped with `madvise`: no system
 /// call to unmap, no TLB shootdown, and no page faults for the next instance
