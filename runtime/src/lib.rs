@@ -63,6 +63,7 @@ pub use precompile::Precompiler;
 pub use ready::DEFAULT_READY_INSTANCES;
 pub use source::{ComponentSource, Digest};
 pub use store::StoreState;
+pub use swap::may_swap;
 /// The error code a guest can answer a request with (`wasi:http/types.error-code`).
 pub use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 /// Why this process's memory may be swapped out; `None` if it cannot be.
-pub(crate) fn may_swap() -> Option<String> {
+pub fn may_swap() -> Option<String> {
     let read = |path: &Path| std::fs::read_to_string(path).ok();
     why_swap(read)
 }

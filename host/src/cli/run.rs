@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use shoal_runtime::{Allocation, Runtime, RuntimeConfig};
+use shoal_runtime::{Allocation, MemoryReset, Runtime, RuntimeConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
@@ -114,8 +114,9 @@ pub struct RunArgs {
     /// `auto` restores only the pages it wrote, in place, where the kernel
     /// can find them (`PAGEMAP_SCAN`) and no page of this process can be
     /// swapped out (no swap, or a cgroup v2 `memory.swap.max` of 0), and
-    /// otherwise releases it whole; `release` always releases it whole
-    /// (slower), for a machine where swap may be turned on later.
+    /// otherwise releases it whole (with `auto`, a host restoring in place
+    /// stops if swap is turned on later); `release` always releases it
+    /// whole (slower), for a machine where swap may come and go.
     #[arg(long, env = "SHOAL_MEMORY_RESET", value_enum, default_value = "auto")]
     memory_reset: MemoryResetArg,
 
@@ -216,7 +217,14 @@ enum Stop {
     Forced,
     /// A component was refused while the host started.
     Refused(FunctionError),
+    /// Swap was turned on (why it may now be used) while memory is reset
+    /// in place, which a swapped-out page defeats.
+    Swap(String),
 }
+
+/// How often a host that restores instance memory in place looks whether
+/// swap was turned on since it started.
+const SWAP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 impl RunArgs {
     /// Registers every function, listens, and serves until SIGTERM or
@@ -331,6 +339,11 @@ impl RunArgs {
             Stop::Signal => Ok(()),
             Stop::Forced => bail!("stopped by a second signal; requests in flight were cut"),
             Stop::Refused(error) => Err(error.into()),
+            Stop::Swap(why) => bail!(
+                "stopped: swap was turned on ({why}) while instance memory is restored in \
+                 place, which a swapped-out page defeats; start the host again (it then releases \
+                 memory whole) or run it with --memory-reset release"
+            ),
         }
     }
 
@@ -426,6 +439,13 @@ impl RunArgs {
                 let _ = forced_tx.send(true);
             }
         });
+        if let Allocation::Pooling {
+            reset: MemoryReset::DirtyPages,
+            ..
+        } = runtime.allocation()
+        {
+            tokio::spawn(stop_if_swap_comes(stop_tx.clone()));
+        }
         tokio::spawn({
             let (registry, stop_tx) = (registry.clone(), stop_tx.clone());
             async move {
@@ -639,6 +659,26 @@ fn public_connections(configured: usize) -> usize {
         );
     }
     configured.min(budget)
+}
+
+/// Stops the host once swap may be used: the in-place reset it started
+/// with would leave a swapped-out page as the last instance wrote it.
+async fn stop_if_swap_comes(stop_tx: Arc<watch::Sender<Option<Stop>>>) {
+    loop {
+        tokio::time::sleep(SWAP_CHECK_INTERVAL).await;
+        if let Some(why) = tokio::task::spawn_blocking(shoal_runtime::may_swap)
+            .await
+            .ok()
+            .flatten()
+        {
+            tracing::error!(
+                why,
+                "swap was turned on while instance memory is restored in place; stopping"
+            );
+            request_stop(&stop_tx, Stop::Swap(why));
+            return;
+        }
+    }
 }
 
 /// `--memory-reset`.

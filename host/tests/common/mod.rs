@@ -772,3 +772,28 @@ impl AdminApi<'_> {
         self.call(reqwest::Method::GET, &path, Vec::new()).await
     }
 }
+
+/// A host serving the scribble guest at `/scribble` with `args`, one
+/// instance at a time (so that each lands in the same pool slot) and none
+/// made ahead.
+pub fn scribble_host(dir: &Path, args: &[&str]) -> Host {
+    let manifest = manifest(
+        dir,
+        &[("scribble", &guest("scribble"), &["/scribble"], &[])],
+    );
+    let mut all = vec!["--max-instances", "1", "--ready-instances", "0"];
+    all.extend(args);
+    Host::start_with(&manifest, &dir.join("data"), &all, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The scribble guest's answer to `GET /scribble<query>`: how many bytes
+/// of its memory it found written.
+pub async fn scribble(host: &Host, query: &str) -> String {
+    let response = http1()
+        .get(host.url(&format!("/scribble{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
