@@ -666,11 +666,8 @@ fn public_connections(configured: usize) -> usize {
 async fn stop_if_swap_comes(stop_tx: Arc<watch::Sender<Option<Stop>>>) {
     loop {
         tokio::time::sleep(SWAP_CHECK_INTERVAL).await;
-        if let Some(why) = tokio::task::spawn_blocking(shoal_runtime::may_swap)
-            .await
-            .ok()
-            .flatten()
-        {
+        // Files of /proc and /sys/fs/cgroup: read without waiting on a disk.
+        if let Some(why) = shoal_runtime::may_swap() {
             tracing::error!(
                 why,
                 "swap was turned on while instance memory is restored in place; stopping"
