@@ -51,6 +51,23 @@ impl Drop for SwapFile {
     }
 }
 
+/// A swap file in `dir` that this process's memory goes to when paged
+/// out; `None`, said on stderr, where the machine does not let the tests
+/// turn swap on, or nothing of this process (in the hosts' cgroup) can go
+/// to swap (a cgroup that allows none).
+fn swap_on(dir: &Path) -> Option<SwapFile> {
+    let Some(swap) = SwapFile::on(dir) else {
+        eprintln!("skipped: this machine does not let the tests turn swap on");
+        return None;
+    };
+    let this = std::process::id();
+    if !page_out(this) || swapped_kib(this) == 0 {
+        eprintln!("skipped: nothing of this process goes to swap here");
+        return None;
+    }
+    Some(swap)
+}
+
 /// Asks the kernel to page out every private writable mapping of `pid`
 /// (`process_madvise(MADV_PAGEOUT)`); `false` if it refuses.
 #[allow(unsafe_code)]
@@ -108,8 +125,7 @@ fn swapped_kib(pid: u32) -> u64 {
 async fn a_page_swapped_out_under_an_instance_is_not_left_for_the_next() {
     let _alone = SWAP.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let Some(_swap) = SwapFile::on(dir.path()) else {
-        eprintln!("skipped: this machine does not let the tests turn swap on");
+    let Some(_swap) = swap_on(dir.path()) else {
         return;
     };
     // Swap is on: the host must not restore memory in place.
@@ -165,8 +181,7 @@ async fn a_host_that_restores_memory_in_place_stops_when_swap_comes() {
         host.log()
     );
     assert_eq!(scribble(&host, "").await, "0\n");
-    let Some(_swap) = SwapFile::on(dir.path()) else {
-        eprintln!("skipped: this machine does not let the tests turn swap on");
+    let Some(_swap) = swap_on(dir.path()) else {
         return;
     };
     // Looked at every 2 s: the host drains and exits with the reason.
