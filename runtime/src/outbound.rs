@@ -289,8 +289,8 @@ pub(crate) struct OutboundClient {
 
 /// This host, as its functions' calls to `http://self` reach it.
 struct Own {
-    /// Its listener's address, for the calls' `Host`.
-    authority: Authority,
+    /// Its listener's address: the calls' `Host`.
+    host_header: HeaderValue,
     host: Arc<dyn OwnHost>,
 }
 
@@ -328,8 +328,8 @@ impl OutboundClient {
             ip => ip,
         };
         let address = SocketAddr::new(ip, listening.port()).to_string();
-        if let Ok(authority) = Authority::try_from(address) {
-            let _ = self.own.set(Own { authority, host });
+        if let Ok(host_header) = HeaderValue::try_from(address) {
+            let _ = self.own.set(Own { host_header, host });
         }
     }
 }
@@ -418,9 +418,9 @@ impl WasiHttpHooks for Outbound {
         if authority.host().eq_ignore_ascii_case(OWN_HOST) {
             return self.call_own_host(request, options);
         }
-        let authority = authority.clone();
+        let host = HeaderValue::from_str(authority.as_str()).ok();
         *request.uri_mut() = uri.clone();
-        self.add_headers(request.headers_mut(), &authority);
+        self.add_headers(request.headers_mut(), host);
         tracing::debug!(function = %self.function, request_id = %self.request_id, %uri, "outbound call");
         // The pool connects with its own timeout (`DEFAULT_CONNECT_TIMEOUT`);
         // the call's first-byte timeout bounds everything up to the head.
@@ -474,7 +474,7 @@ impl Outbound {
         let headers = request.headers_mut();
         // The count is the host's: whatever the guest set is replaced.
         headers.insert(SELF_HOPS.clone(), HeaderValue::from(hops));
-        self.add_headers(headers, &own.authority);
+        self.add_headers(headers, Some(own.host_header.clone()));
         let first_byte = first_byte_timeout(options);
         let answer = own.host.serve(request);
         Box::new(async move {
@@ -485,10 +485,10 @@ impl Outbound {
         })
     }
 
-    /// Sets a call's `Host` to `authority`, where the call goes, and adds
-    /// the trace headers the guest did not set itself.
-    fn add_headers(&self, headers: &mut HeaderMap, authority: &Authority) {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+    /// Sets a call's `Host` to `host`, where the call goes, and adds the
+    /// trace headers the guest did not set itself.
+    fn add_headers(&self, headers: &mut HeaderMap, host: Option<HeaderValue>) {
+        if let Some(host) = host {
             headers.insert(HOST, host);
         }
         for (name, value) in &self.propagate {
@@ -660,8 +660,8 @@ mod tests {
             let client = OutboundClient::new();
             client.set_own_host(listening.parse().unwrap(), Arc::new(NotFound));
             client.set_own_host("192.0.2.1:1".parse().unwrap(), Arc::new(NotFound));
-            let authority = &client.own.get().unwrap().authority;
-            assert_eq!(authority.as_str(), own, "{listening}");
+            let host_header = &client.own.get().unwrap().host_header;
+            assert_eq!(host_header, own, "{listening}");
         }
     }
 
