@@ -312,8 +312,11 @@ async fn calls_to_this_host_need_no_connection_of_their_own() {
     // needed connections of their own would wait for it to close, and the
     // bff for its calls' first bytes (30 s).
     let (host, _dir) = example_bff_host(&["--max-connections", "1"]);
-    let client = http1();
     for user in ["3", "4"] {
+        // A client of its own each time, which closes its connection when
+        // done: one kept in a pool would hold the only slot, and its next
+        // request might take a new connection before the kept one is back.
+        let client = http1();
         let response = tokio::time::timeout(
             Duration::from_secs(10),
             client.get(host.url(&format!("/bff/users/{user}"))).send(),

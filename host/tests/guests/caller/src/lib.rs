@@ -78,13 +78,17 @@ fn call(query: &str, again: Option<&str>) -> Result<String, String> {
     }
     let future =
         outgoing_handler::handle(request, Some(options)).map_err(|e| format!("handle: {e:?}"))?;
+    // A server may answer before it has read the body (a 413) and stop
+    // reading it: then the body is cut, and the call goes on to its answer.
+    let mut cut = false;
     if let Some(sent) = sent {
         let stream = body.write().expect("a body is written once");
-        stream
-            .blocking_write_and_flush(sent.as_bytes())
-            .map_err(|e| format!("write: {e:?}"))?;
+        cut = stream.blocking_write_and_flush(sent.as_bytes()).is_err();
     }
-    OutgoingBody::finish(body, None).map_err(|e| format!("finish: {e:?}"))?;
+    match OutgoingBody::finish(body, None) {
+        Err(e) if !cut => return Err(format!("finish: {e:?}")),
+        _ => {}
+    }
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,
