@@ -7,12 +7,14 @@
 //! released, and the next instance in the slot reads the last one's data
 //! from swap. (Seen here: a guest that fills 1 MiB and sleeps while its
 //! pages are paged out, then a fresh instance of it that finds 1,044,480
-//! of those bytes still written. wasmtime 50 fixes it; this toolchain
-//! cannot build it.) So the pool uses that reset only where no page of
-//! this process can go to swap: no swap device, or a cgroup v2 that allows
-//! it none (`memory.swap.max` of 0 here or above, as Kubernetes sets for
-//! a pod without swap). Otherwise memory is released whole after each
-//! instance (`madvise`), which swap cannot get wrong.
+//! of those bytes still written. wasmtime 50 fixes it, at 2.4 times the
+//! cost of a fresh instance on Linux 6.18, and this toolchain cannot build
+//! it: benches/README.md, "wasmtime 49 and 50 beside 48".) So the pool
+//! uses that reset only where no page of this process can go to swap: no
+//! swap device, or a cgroup v2 that allows it none (`memory.swap.max` of 0
+//! here or above, as Kubernetes sets for a pod without swap). Otherwise
+//! memory is released whole after each instance (`madvise`), which swap
+//! cannot get wrong.
 
 use std::path::{Path, PathBuf};
 
