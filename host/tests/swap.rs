@@ -21,11 +21,17 @@ static SWAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct SwapFile(PathBuf);
 
 impl SwapFile {
-    /// A 64 MiB swap file in `dir`, turned on; `None` where this machine
-    /// does not let the tests turn swap on (not root, a file system that
-    /// holds no swap).
-    fn on(dir: &Path) -> Option<SwapFile> {
-        let path = dir.join("swapfile");
+    /// Where the tests' swap file is: always the same path, so that one
+    /// left on by a test run that was killed can be found.
+    fn path() -> PathBuf {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("swap-test.swapfile")
+    }
+
+    /// A 64 MiB swap file, turned on; `None` where this machine does not
+    /// let the tests turn swap on (not root, a file system that holds no
+    /// swap).
+    fn on() -> Option<SwapFile> {
+        let path = SwapFile::path();
         // Written out: a swap file must have no holes.
         std::fs::write(&path, vec![0u8; 64 << 20]).ok()?;
         let mut permissions = std::fs::metadata(&path).ok()?.permissions();
@@ -51,12 +57,30 @@ impl Drop for SwapFile {
     }
 }
 
-/// A swap file in `dir` that this process's memory goes to when paged
-/// out; `None`, said on stderr, where the machine does not let the tests
-/// turn swap on, or nothing of this process (in the hosts' cgroup) can go
-/// to swap (a cgroup that allows none).
-fn swap_on(dir: &Path) -> Option<SwapFile> {
-    let Some(swap) = SwapFile::on(dir) else {
+/// This test's turn, with no swap file of a killed test run left on: left
+/// on, it would make every host started after it release memory whole,
+/// and the stop test skip.
+async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    let turn = SWAP.lock().await;
+    let path = SwapFile::path();
+    let left_on = std::fs::read_to_string("/proc/swaps").is_ok_and(|swaps| {
+        swaps
+            .lines()
+            .any(|line| line.starts_with(path.to_str().unwrap()))
+    });
+    if left_on {
+        eprintln!("turning off {}, left on by an earlier run", path.display());
+        drop(SwapFile(path));
+    }
+    turn
+}
+
+/// A swap file that this process's memory goes to when paged out; `None`,
+/// said on stderr, where the machine does not let the tests turn swap on,
+/// or nothing of this process (in the hosts' cgroup) can go to swap (a
+/// cgroup that allows none).
+fn swap_on() -> Option<SwapFile> {
+    let Some(swap) = SwapFile::on() else {
         eprintln!("skipped: this machine does not let the tests turn swap on");
         return None;
     };
@@ -123,9 +147,9 @@ fn swapped_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_swapped_out_under_an_instance_is_not_left_for_the_next() {
-    let _alone = SWAP.lock().await;
+    let _alone = alone().await;
     let dir = tempfile::tempdir().unwrap();
-    let Some(_swap) = swap_on(dir.path()) else {
+    let Some(_swap) = swap_on() else {
         return;
     };
     // Swap is on: the host must not restore memory in place.
@@ -165,7 +189,7 @@ async fn a_page_swapped_out_under_an_instance_is_not_left_for_the_next() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_restores_memory_in_place_stops_when_swap_comes() {
-    let _alone = SWAP.lock().await;
+    let _alone = alone().await;
     if shoal_runtime::may_swap().is_some() {
         eprintln!("skipped: swap may be used here already");
         return;
@@ -181,7 +205,7 @@ async fn a_host_that_restores_memory_in_place_stops_when_swap_comes() {
         host.log()
     );
     assert_eq!(scribble(&host, "").await, "0\n");
-    let Some(_swap) = swap_on(dir.path()) else {
+    let Some(_swap) = swap_on() else {
         return;
     };
     // Looked at every 2 s: the host drains and exits with the reason.
