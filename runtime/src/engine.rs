@@ -390,8 +390,8 @@ fn pooled_engine(config: &RuntimeConfig) -> Result<Option<(Engine, Allocation)>,
         let slots = size + ready + idle;
         let pool = Pool {
             instances: slots,
-            keep_resident: keep_resident(config.memory_budget, slots),
-            dirty_pages: reset == MemoryReset::DirtyPages,
+            dirty_pages_resident: (reset == MemoryReset::DirtyPages)
+                .then(|| keep_resident(config.memory_budget, slots)),
         };
         let settings = engine_config(Some(pool), config.cpu).map_err(RuntimeError::Engine)?;
         match Engine::new(&settings) {
@@ -447,12 +447,10 @@ fn waiting_instances(config: &RuntimeConfig, instances: u32) -> (u32, u32) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pool {
     instances: u32,
-    /// Bytes of each linear memory kept resident between instances, with
-    /// the dirty-page reset.
-    keep_resident: usize,
-    /// Whether memory is reset by restoring its dirty pages in place
-    /// ([`MemoryReset::DirtyPages`]); else it is released whole.
-    dirty_pages: bool,
+    /// With the dirty-page reset ([`MemoryReset::DirtyPages`]), the bytes
+    /// of each linear memory kept resident between instances; `None`
+    /// releases memory whole.
+    dirty_pages_resident: Option<usize>,
 }
 
 /// The bytes each pooled linear memory keeps resident between instances:
@@ -498,8 +496,7 @@ pub(crate) fn engine_config(pool: Option<Pool>, cpu: TargetCpu) -> wasmtime::Res
     config.epoch_interruption(true);
     if let Some(Pool {
         instances,
-        keep_resident,
-        dirty_pages,
+        dirty_pages_resident,
     }) = pool
     {
         let mut pooling = PoolingAllocationConfig::new();
@@ -511,7 +508,7 @@ pub(crate) fn engine_config(pool: Option<Pool>, cpu: TargetCpu) -> wasmtime::Res
             .total_stacks(instances)
             .table_elements(MAX_TABLE_ELEMENTS)
             .max_core_instance_size(MAX_CORE_INSTANCE_SIZE);
-        if dirty_pages {
+        if let Some(keep_resident) = dirty_pages_resident {
             pooling
                 .pagemap_scan(Enabled::Yes)
                 .linear_memory_keep_resident(keep_resident)
@@ -544,8 +541,7 @@ mod tests {
         // a pool of any size must find them under its own key.
         let pool = Pool {
             instances: MIN_POOLED_INSTANCES,
-            keep_resident: MEMORY_KEEP_RESIDENT,
-            dirty_pages: true,
+            dirty_pages_resident: Some(MEMORY_KEEP_RESIDENT),
         };
         let key = |pool, cpu| engine_key(&Engine::new(&engine_config(pool, cpu).unwrap()).unwrap());
         for cpu in [TargetCpu::Native, TargetCpu::Portable] {
